@@ -1,0 +1,42 @@
+//! `mote`: put transformer models on microcontrollers.
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod inspect;
+mod io;
+mod run;
+
+/// Exit code for bad input or an unsupported model.
+const EXIT_ERROR: u8 = 2;
+/// Exit code for outputs that differ from `--expect` beyond the tolerance.
+const EXIT_MISMATCH: u8 = 1;
+
+#[derive(Parser)]
+#[command(name = "mote", version, about = "Put int8 transformer models on microcontrollers.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a model's inputs, outputs, op histogram, parameters and MACs.
+    Inspect(inspect::Args),
+    /// Run a model on the host reference interpreter.
+    Run(run::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::main(a),
+        Command::Run(a) => run::main(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
