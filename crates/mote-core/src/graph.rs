@@ -18,6 +18,20 @@ pub struct Value {
     pub ty: TensorType,
     /// The data, for constants (initializers and folded subgraphs).
     pub konst: Option<Arc<Tensor>>,
+    /// How integer data maps to real values, once the tensor is quantized.
+    pub quant: Option<QuantParams>,
+}
+
+/// Affine quantization of a tensor: `real = scale · (q − zero_point)`, per tensor
+/// (one entry) or per channel along `axis`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantParams {
+    /// Scale per tensor or per channel.
+    pub scale: Vec<f32>,
+    /// Zero point per tensor or per channel (0 for symmetric).
+    pub zero_point: Vec<i32>,
+    /// The channel axis when there is more than one scale.
+    pub axis: Option<usize>,
 }
 
 /// One operator application.
@@ -49,7 +63,7 @@ pub struct Graph {
 impl Graph {
     /// Adds a value and returns its id.
     pub fn add_value(&mut self, name: impl Into<String>, ty: TensorType, konst: Option<Arc<Tensor>>) -> TensorId {
-        self.values.push(Value { name: name.into(), ty, konst });
+        self.values.push(Value { name: name.into(), ty, konst, quant: None });
         self.values.len() - 1
     }
 

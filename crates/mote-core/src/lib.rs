@@ -15,6 +15,6 @@ pub mod tensor;
 
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use graph::{Graph, Node, NodeId, TensorId, Value};
+pub use graph::{Graph, Node, NodeId, QuantParams, TensorId, Value};
 pub use op::{InputFact, Op};
 pub use tensor::{Tensor, TensorType};

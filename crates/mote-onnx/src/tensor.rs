@@ -95,3 +95,65 @@ pub fn tensor_from_proto(t: &TensorProto) -> Result<Tensor> {
     };
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proto(dt: DataType, dims: &[i64]) -> TensorProto {
+        TensorProto { name: Some("w".into()), data_type: Some(dt as i32), dims: dims.to_vec(), ..Default::default() }
+    }
+
+    #[test]
+    fn typed_fields_decode() {
+        let mut t = proto(DataType::Float, &[2]);
+        t.float_data = vec![1.5, -2.0];
+        assert_eq!(tensor_from_proto(&t).unwrap(), Tensor::from_vec(&[2], vec![1.5f32, -2.0]).unwrap());
+        let mut t = proto(DataType::Int8, &[3]);
+        t.int32_data = vec![-128, 0, 127];
+        assert_eq!(tensor_from_proto(&t).unwrap(), Tensor::from_vec(&[3], vec![-128i8, 0, 127]).unwrap());
+        let mut t = proto(DataType::Int64, &[1, 2]);
+        t.int64_data = vec![i64::MIN, 7];
+        assert_eq!(tensor_from_proto(&t).unwrap(), Tensor::from_vec(&[1, 2], vec![i64::MIN, 7]).unwrap());
+        let mut t = proto(DataType::Float16, &[2]);
+        t.int32_data = vec![0x3c00, 0xc000]; // 1.0, -2.0
+        assert_eq!(tensor_from_proto(&t).unwrap().to_f32().into_raw_vec_and_offset().0, vec![1.0, -2.0]);
+        let mut t = proto(DataType::Double, &[]);
+        t.double_data = vec![0.25];
+        assert_eq!(tensor_from_proto(&t).unwrap(), Tensor::scalar(0.25f32));
+    }
+
+    #[test]
+    fn raw_data_decodes_little_endian() {
+        let mut t = proto(DataType::Float16, &[2]);
+        t.raw_data = Some(vec![0x00, 0x3c, 0x00, 0xc0]);
+        assert_eq!(tensor_from_proto(&t).unwrap().dtype(), DType::F16);
+        assert_eq!(tensor_from_proto(&t).unwrap().to_f32().into_raw_vec_and_offset().0, vec![1.0, -2.0]);
+        let mut t = proto(DataType::Int32, &[2]);
+        t.raw_data = Some([5i32.to_le_bytes(), (-6i32).to_le_bytes()].concat());
+        assert_eq!(tensor_from_proto(&t).unwrap(), Tensor::from_vec(&[2], vec![5i32, -6]).unwrap());
+        let mut t = proto(DataType::Bool, &[3]);
+        t.raw_data = Some(vec![1, 0, 2]);
+        assert_eq!(tensor_from_proto(&t).unwrap(), Tensor::from_vec(&[3], vec![true, false, true]).unwrap());
+        let mut t = proto(DataType::Uint8, &[2]);
+        t.raw_data = Some(vec![0, 255]);
+        assert_eq!(tensor_from_proto(&t).unwrap(), Tensor::from_vec(&[2], vec![0u8, 255]).unwrap());
+    }
+
+    #[test]
+    fn inconsistent_tensors_are_errors() {
+        let mut t = proto(DataType::Float, &[3]);
+        t.raw_data = Some(vec![0; 8]);
+        let e = tensor_from_proto(&t).unwrap_err().to_string();
+        assert!(e.contains("`w`") && e.contains("8 bytes, 12 expected"), "{e}");
+        let mut t = proto(DataType::Float, &[2, 2]);
+        t.float_data = vec![1.0];
+        assert!(tensor_from_proto(&t).unwrap_err().to_string().contains("1 values, 4 expected"));
+        let t = proto(DataType::Float, &[1 << 40, 1 << 40]);
+        assert!(tensor_from_proto(&t).unwrap_err().to_string().contains("more than"));
+        let t = proto(DataType::String, &[1]);
+        assert!(tensor_from_proto(&t).unwrap_err().to_string().contains("STRING"));
+        let t = proto(DataType::Float, &[-1]);
+        assert!(tensor_from_proto(&t).unwrap_err().to_string().contains("negative"));
+    }
+}
