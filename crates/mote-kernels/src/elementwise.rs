@@ -1,0 +1,372 @@
+//! Element-wise binary ops: Deeploy exact `Add`/`Mul` (SEMANTICS §3.4), TFLite-style requantized
+//! int8 add/mul, and Deeploy `TrueIntegerDiv` (§3.12).
+//!
+//! Broadcasting rule shared by every binary kernel here: `a` is the full tensor; `b` is repeated,
+//! and element `i` of `a` pairs with `b[(i / inner) % b.len()]`. So `inner = 1` broadcasts a
+//! trailing-suffix tensor (bias `[C]` over `[.., C]`, scalar `[1]`), and `inner = H·W` a
+//! per-channel `[C,1,1]` tensor over NCHW. General numpy broadcasting must be materialized first.
+
+use crate::elem::{check_range, IntElem};
+use crate::requant::{multiply_by_quantized_multiplier, MAX_Q31_SHIFT, MIN_Q31_SHIFT};
+use crate::KernelError;
+
+/// Validates the broadcast rule and applies `f(a_i, b_j)` into `out`.
+fn broadcast_map<A: Copy, B: Copy, O>(
+    a: &[A],
+    b: &[B],
+    inner: usize,
+    out: &mut [O],
+    f: impl Fn(A, B) -> O,
+) -> Result<(), KernelError> {
+    let block = b.len().checked_mul(inner).ok_or(KernelError::ShapeMismatch)?;
+    if inner == 0 || block == 0 || a.len() != out.len() || a.len().checked_rem(block) != Some(0) {
+        return Err(KernelError::ShapeMismatch);
+    }
+    // bi = (i / inner) % b.len(), maintained with counters.
+    let (mut bi, mut k) = (0, 0);
+    for (o, &x) in out.iter_mut().zip(a) {
+        if let Some(&bv) = b.get(bi) {
+            *o = f(x, bv);
+        }
+        k += 1;
+        if k == inner {
+            k = 0;
+            bi += 1;
+            if bi == b.len() {
+                bi = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deeploy `Add`: `out = a + b` in `i32` (wrapping; exact for operands of 8/16 bits).
+///
+/// Broadcasting: see the module docs. Errors: lengths violating the rule, `inner = 0`.
+pub fn add_i32<A: IntElem, B: IntElem>(a: &[A], b: &[B], inner: usize, out: &mut [i32]) -> Result<(), KernelError> {
+    broadcast_map(a, b, inner, out, |x, y| x.to_i32().wrapping_add(y.to_i32()))
+}
+
+/// Deeploy `Mul`: `out = a · b` in `i32` (wrapping; exact for operands of 8/16 bits).
+///
+/// Broadcasting: see the module docs. Errors: lengths violating the rule, `inner = 0`.
+pub fn mul_i32<A: IntElem, B: IntElem>(a: &[A], b: &[B], inner: usize, out: &mut [i32]) -> Result<(), KernelError> {
+    broadcast_map(a, b, inner, out, |x, y| x.to_i32().wrapping_mul(y.to_i32()))
+}
+
+/// TFLite / CMSIS-NN int8 `ADD` quantization parameters (`arm_elementwise_add_s8`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddRequant {
+    /// Added to input 1 (usually `-zero_point1`), in `[-256, 256]`.
+    pub input1_offset: i32,
+    /// Q31 multiplier of input 1.
+    pub input1_multiplier: i32,
+    /// Shift of input 1 (positive = left), in `[-31, 31]`.
+    pub input1_shift: i32,
+    /// Added to input 2 (usually `-zero_point2`), in `[-256, 256]`.
+    pub input2_offset: i32,
+    /// Q31 multiplier of input 2.
+    pub input2_multiplier: i32,
+    /// Shift of input 2 (positive = left), in `[-31, 31]`.
+    pub input2_shift: i32,
+    /// Common left shift applied to both offset inputs first (TFLite uses 20 for int8), `<= 22`.
+    pub left_shift: u32,
+    /// Q31 multiplier of the sum.
+    pub output_multiplier: i32,
+    /// Shift of the sum (positive = left), in `[-31, 31]`.
+    pub output_shift: i32,
+    /// Output zero point.
+    pub output_offset: i32,
+    /// Lower clamp bound.
+    pub act_min: i32,
+    /// Upper clamp bound.
+    pub act_max: i32,
+}
+
+/// TFLite / CMSIS-NN int8 `MUL` quantization parameters (`arm_elementwise_mul_s8`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MulRequant {
+    /// Added to input 1 (usually `-zero_point1`), in `[-256, 256]`.
+    pub input1_offset: i32,
+    /// Added to input 2 (usually `-zero_point2`), in `[-256, 256]`.
+    pub input2_offset: i32,
+    /// Q31 multiplier of the product.
+    pub output_multiplier: i32,
+    /// Shift of the product (positive = left), in `[-31, 31]`.
+    pub output_shift: i32,
+    /// Output zero point.
+    pub output_offset: i32,
+    /// Lower clamp bound.
+    pub act_min: i32,
+    /// Upper clamp bound.
+    pub act_max: i32,
+}
+
+fn check_q31(shift: i32, multiplier: i32) -> Result<(), KernelError> {
+    if (MIN_Q31_SHIFT..=MAX_Q31_SHIFT).contains(&shift) && multiplier != i32::MIN {
+        Ok(())
+    } else {
+        Err(KernelError::InvalidParam)
+    }
+}
+
+fn check_offset(o: i32) -> Result<(), KernelError> {
+    if (-256..=256).contains(&o) {
+        Ok(())
+    } else {
+        Err(KernelError::InvalidParam)
+    }
+}
+
+/// Requantized add (TFLite reference `integer_ops::Add`), inputs of 8 bits:
+/// `v_i = mbqm((x_i + off_i)·2^left_shift, m_i, s_i)`; `y = clamp(mbqm(v_1 + v_2, m_o, s_o) + zp_o)`.
+///
+/// `mbqm` = [`multiply_by_quantized_multiplier`]. Broadcasting: see the module docs.
+pub fn add_requant<A: IntElem, B: IntElem, T: IntElem>(
+    a: &[A],
+    b: &[B],
+    inner: usize,
+    p: &AddRequant,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    check_q31(p.input1_shift, p.input1_multiplier)?;
+    check_q31(p.input2_shift, p.input2_multiplier)?;
+    check_q31(p.output_shift, p.output_multiplier)?;
+    check_offset(p.input1_offset)?;
+    check_offset(p.input2_offset)?;
+    // |x + off| <= 2^15 for 8/16-bit inputs... only 8-bit inputs keep (x + off)·2^22 in i32.
+    if p.left_shift > 22 || A::MAX > 255 || B::MAX > 255 {
+        return Err(KernelError::InvalidParam);
+    }
+    check_range::<T>(p.act_min, p.act_max)?;
+    broadcast_map(a, b, inner, out, |x, y| {
+        let x = (x.to_i32() + p.input1_offset) << p.left_shift;
+        let y = (y.to_i32() + p.input2_offset) << p.left_shift;
+        let x = multiply_by_quantized_multiplier(x, p.input1_multiplier, p.input1_shift);
+        let y = multiply_by_quantized_multiplier(y, p.input2_multiplier, p.input2_shift);
+        let sum = x.wrapping_add(y);
+        let r =
+            multiply_by_quantized_multiplier(sum, p.output_multiplier, p.output_shift).wrapping_add(p.output_offset);
+        T::from_i32_sat(r.max(p.act_min).min(p.act_max))
+    })
+}
+
+/// Requantized multiply (TFLite reference `integer_ops::Mul`), inputs of 8 bits:
+/// `y = clamp(mbqm((x_1 + off_1)·(x_2 + off_2), m_o, s_o) + zp_o, act_min, act_max)`.
+///
+/// `mbqm` = [`multiply_by_quantized_multiplier`]. Broadcasting: see the module docs.
+pub fn mul_requant<A: IntElem, B: IntElem, T: IntElem>(
+    a: &[A],
+    b: &[B],
+    inner: usize,
+    p: &MulRequant,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    check_q31(p.output_shift, p.output_multiplier)?;
+    check_offset(p.input1_offset)?;
+    check_offset(p.input2_offset)?;
+    if A::MAX > 255 || B::MAX > 255 {
+        return Err(KernelError::InvalidParam);
+    }
+    check_range::<T>(p.act_min, p.act_max)?;
+    broadcast_map(a, b, inner, out, |x, y| {
+        let prod = (x.to_i32() + p.input1_offset) * (y.to_i32() + p.input2_offset);
+        let r =
+            multiply_by_quantized_multiplier(prod, p.output_multiplier, p.output_shift).wrapping_add(p.output_offset);
+        T::from_i32_sat(r.max(p.act_min).min(p.act_max))
+    })
+}
+
+/// Deeploy `TrueIntegerDiv` constant (§3.12): `k = floor(delta·eta / (divisor·eta + eps))`, exact.
+///
+/// Errors (`InvalidParam`): zero denominator, or `k` outside `i32`.
+pub fn true_integer_div_k(delta: i64, divisor: i64, eps: i64, eta: i64) -> Result<i32, KernelError> {
+    let num = i128::from(delta) * i128::from(eta);
+    let den = i128::from(divisor) * i128::from(eta) + i128::from(eps);
+    if den == 0 {
+        return Err(KernelError::InvalidParam);
+    }
+    // Floor division (|num| < 2^126, so no overflow).
+    let (q, r) = (num.checked_div(den).unwrap_or(0), num.checked_rem(den).unwrap_or(0));
+    let q = if r != 0 && ((num < 0) != (den < 0)) { q - 1 } else { q };
+    i32::try_from(q).map_err(|_| KernelError::InvalidParam)
+}
+
+/// Deeploy `TrueIntegerDiv` (§3.12): `out = x·k` exactly, `k` from [`true_integer_div_k`].
+///
+/// Errors: length mismatch; `InvalidParam` if `x·k` could leave `i32` for some value of type `I`.
+pub fn true_integer_div<I: IntElem>(x: &[I], k: i32, out: &mut [i32]) -> Result<(), KernelError> {
+    let fits = |v: i32| i32::try_from(i64::from(v) * i64::from(k)).is_ok();
+    if !fits(I::MIN) || !fits(I::MAX) {
+        return Err(KernelError::InvalidParam);
+    }
+    if x.len() != out.len() {
+        return Err(KernelError::ShapeMismatch);
+    }
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v.to_i32() * k;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::float_arithmetic)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use proptest::prelude::*;
+    use std::vec;
+
+    #[test]
+    fn hand_computed() {
+        // bias [3] + [2,3]
+        let mut out = [0i32; 6];
+        add_i32(&[1i32, 2, 3, 4, 5, 6], &[10i8, 20, 30], 1, &mut out).unwrap();
+        assert_eq!(out, [11, 22, 33, 14, 25, 36]);
+        // per-channel [2,1,1] over [2,3]
+        mul_i32(&[1i8, 2, 3, 4, 5, 6], &[-1i8, 2], 3, &mut out).unwrap();
+        assert_eq!(out, [-1, -2, -3, 8, 10, 12]);
+        mul_i32(&[-128i8], &[-128i8], 1, &mut out[..1]).unwrap();
+        assert_eq!(out[0], 16384);
+        assert_eq!(true_integer_div_k(16384, 2, 1, 200_000), Ok(8191));
+        let mut o = [0i32; 2];
+        true_integer_div(&[-12i16, 26], 8191, &mut o).unwrap();
+        assert_eq!(o, [-98_292, 212_966]);
+        // TFLite add, identity-ish scales: out = x + y with zp 0.
+        let p = AddRequant {
+            input1_offset: 0,
+            input1_multiplier: 1 << 30,
+            input1_shift: 0,
+            input2_offset: 0,
+            input2_multiplier: 1 << 30,
+            input2_shift: 0,
+            left_shift: 20,
+            output_multiplier: 1 << 30,
+            output_shift: -18,
+            output_offset: 0,
+            act_min: -128,
+            act_max: 127,
+        };
+        let mut o8 = [0i8; 3];
+        add_requant(&[1i8, 100, -100], &[2i8, 100, -100], 1, &p, &mut o8).unwrap();
+        // x·2^20·0.5 = x·2^19; sum·0.5/2^18 = x + y.
+        assert_eq!(o8, [3, 127, -128]);
+        let m = MulRequant {
+            input1_offset: 0,
+            input2_offset: 0,
+            output_multiplier: 1 << 30,
+            output_shift: -6,
+            output_offset: 1,
+            act_min: -128,
+            act_max: 127,
+        };
+        mul_requant(&[10i8, -3, 127], &[13i8, 1, 127], 1, &m, &mut o8).unwrap();
+        // 130/128 = 1.016 -> 1, +1 = 2; -3/128 -> 0, +1; 16129/128 -> 126, +1 = 127.
+        assert_eq!(o8, [2, 1, 127]);
+    }
+
+    #[test]
+    fn errors() {
+        let mut out = [0i32; 6];
+        assert_eq!(add_i32(&[0i8; 6], &[0i8; 4], 1, &mut out), Err(KernelError::ShapeMismatch));
+        assert_eq!(add_i32(&[0i8; 6], &[0i8; 2], 2, &mut out), Err(KernelError::ShapeMismatch));
+        assert_eq!(add_i32(&[0i8; 6], &[0i8; 2], 0, &mut out), Err(KernelError::ShapeMismatch));
+        assert_eq!(add_i32::<i8, i8>(&[0i8; 6], &[], 1, &mut out), Err(KernelError::ShapeMismatch));
+        assert_eq!(mul_i32(&[0i8; 6], &[0i8; 1], 1, &mut out[..5]), Err(KernelError::ShapeMismatch));
+        assert_eq!(true_integer_div_k(1, 0, 0, 5), Err(KernelError::InvalidParam));
+        assert_eq!(true_integer_div_k(i64::MAX, 1, 0, 1), Err(KernelError::InvalidParam));
+        assert_eq!(true_integer_div(&[0i16; 6], 1 << 17, &mut out), Err(KernelError::InvalidParam));
+        assert_eq!(true_integer_div(&[0i8; 5], 3, &mut out), Err(KernelError::ShapeMismatch));
+        let m = MulRequant {
+            input1_offset: 0,
+            input2_offset: 300,
+            output_multiplier: 1 << 30,
+            output_shift: 0,
+            output_offset: 0,
+            act_min: -128,
+            act_max: 127,
+        };
+        let mut o8 = [0i8; 6];
+        assert_eq!(mul_requant(&[0i8; 6], &[0i8; 1], 1, &m, &mut o8), Err(KernelError::InvalidParam));
+        let m = MulRequant { input2_offset: 0, output_shift: -32, ..m };
+        assert_eq!(mul_requant(&[0i8; 6], &[0i8; 1], 1, &m, &mut o8), Err(KernelError::InvalidParam));
+        let m = MulRequant { output_shift: 0, act_max: 200, ..m };
+        assert_eq!(mul_requant(&[0i8; 6], &[0i8; 1], 1, &m, &mut o8), Err(KernelError::InvalidParam));
+    }
+
+    proptest! {
+        #[test]
+        fn deeploy_add_mul_broadcast(outer in 1usize..4, c in dim(), inner in dim(), seed in any::<u64>()) {
+            let mut g = Lcg(seed);
+            let a = g.vec_i32(outer * c * inner, -(1 << 23), 1 << 23);
+            let b = g.vec_i8(c);
+            let mut s = vec![0i32; a.len()];
+            let mut p = vec![0i32; a.len()];
+            add_i32(&a, &b, inner, &mut s).unwrap();
+            mul_i32(&a, &b, inner, &mut p).unwrap();
+            for (i, &x) in a.iter().enumerate() {
+                let y = i64::from(b[(i / inner) % c]);
+                prop_assert_eq!(i64::from(s[i]), i64::from(x) + y);
+                prop_assert_eq!(i64::from(p[i]), i64::from(x) * y);
+            }
+        }
+
+        #[test]
+        fn add_requant_matches_model(n in dim(), o1 in -128i32..=128, o2 in -128i32..=128,
+                                     m1 in q31_multiplier(), m2 in q31_multiplier(), mo in q31_multiplier(),
+                                     s1 in -31i32..=0, s2 in -31i32..=0, so in -31i32..=2, zp in -128i32..128,
+                                     seed in any::<u64>()) {
+            let mut g = Lcg(seed);
+            let a = g.vec_i8(n);
+            let b = g.vec_i8(n);
+            let p = AddRequant {
+                input1_offset: o1, input1_multiplier: m1, input1_shift: s1,
+                input2_offset: o2, input2_multiplier: m2, input2_shift: s2,
+                left_shift: 20, output_multiplier: mo, output_shift: so,
+                output_offset: zp, act_min: -128, act_max: 127,
+            };
+            let mut out = vec![0i8; n];
+            add_requant(&a, &b, 1, &p, &mut out).unwrap();
+            for i in 0..n {
+                let x = model_q31((i32::from(a[i]) + o1) << 20, m1, s1);
+                let y = model_q31((i32::from(b[i]) + o2) << 20, m2, s2);
+                let sum = x.wrapping_add(y);
+                // Only compare where the model's no-wrap assumption for the output stage holds.
+                if so > 0 && i64::from(sum).abs() >= 1i64 << (31 - so) { continue; }
+                let want = (i64::from(model_q31(sum, mo, so)) + i64::from(zp)).clamp(-128, 127);
+                prop_assert_eq!(i64::from(out[i]), want);
+            }
+        }
+
+        #[test]
+        fn mul_requant_matches_model(n in dim(), o1 in -128i32..=128, o2 in -128i32..=128,
+                                     mo in q31_multiplier(), so in -31i32..=8, zp in -128i32..128,
+                                     seed in any::<u64>()) {
+            let mut g = Lcg(seed);
+            let a = g.vec_u8(n);
+            let b = g.vec_i8(n);
+            let p = MulRequant { input1_offset: o1, input2_offset: o2, output_multiplier: mo,
+                                 output_shift: so, output_offset: zp, act_min: 0, act_max: 255 };
+            let mut out = vec![0u8; n];
+            mul_requant(&a, &b, 1, &p, &mut out).unwrap();
+            for i in 0..n {
+                let prod = (i32::from(a[i]) + o1) * (i32::from(b[i]) + o2);
+                let want = (i64::from(model_q31(prod, mo, so)) + i64::from(zp)).clamp(0, 255);
+                prop_assert_eq!(i64::from(out[i]), want);
+            }
+        }
+
+        #[test]
+        fn true_integer_div_matches_model(delta in 1i64..1 << 20, y in 1i64..64, eps in 0i64..16,
+                                          eta in 1i64..1_000_000, x in any::<i8>()) {
+            let k = true_integer_div_k(delta, y, eps, eta).unwrap();
+            // f64 is exact here (all products < 2^53), so floor is the true floor.
+            let want = ((delta * eta) as f64 / (y * eta + eps) as f64).floor() as i64;
+            let want = if want * (y * eta + eps) > delta * eta { want - 1 } else { want };
+            prop_assert_eq!(i64::from(k), want);
+            let mut o = [0i32; 1];
+            true_integer_div(&[x], k, &mut o).unwrap();
+            prop_assert_eq!(i64::from(o[0]), i64::from(x) * want);
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Host-only helpers (feature `host`, uses `std` and `f64`): turn real-valued scales into the
+//! integer parameters the kernels take. Never compiled into MCU code.
+#![allow(clippy::float_arithmetic)]
+
+/// TFLite `QuantizeMultiplier`: `real ≈ multiplier·2^shift / 2^31` with `multiplier` in
+/// `[2^30, 2^31)` (or 0) and `shift` positive = left, as taken by `FixedPointRequant`.
+///
+/// Rounds the mantissa half away from zero; returns `(0, 0)` for zero, non-finite input or
+/// values below 2^-32, and saturates to `(i32::MAX, 31)` above that range.
+pub fn quantize_multiplier(real: f64) -> (i32, i32) {
+    if real == 0.0 || !real.is_finite() {
+        return (0, 0);
+    }
+    // frexp: real = frac·2^exp with |frac| in [0.5, 1). Power-of-two scaling is exact.
+    let (mut frac, mut exp) = (real, 0i32);
+    while frac.abs() >= 1.0 {
+        frac /= 2.0;
+        exp += 1;
+    }
+    while frac.abs() < 0.5 {
+        frac *= 2.0;
+        exp -= 1;
+    }
+    let mut q = (frac * 2f64.powi(31)).round() as i64;
+    if q.abs() == 1i64 << 31 {
+        q /= 2;
+        exp += 1;
+    }
+    if exp < -31 {
+        return (0, 0);
+    }
+    if exp > 31 {
+        return (i32::MAX, 31);
+    }
+    (q as i32, exp)
+}
+
+/// Builds a 256-entry int8 table for `lut_i8`: `table[x + 128] = clamp(round(f(s_in·(x - zp_in)) / s_out) + zp_out)`.
+///
+/// `round` is half away from zero; use it for SiLU, GELU, sigmoid, tanh, hardswish, ...
+pub fn build_lut_i8(
+    f: impl Fn(f64) -> f64,
+    in_scale: f64,
+    in_zero_point: i32,
+    out_scale: f64,
+    out_zero_point: i32,
+) -> [i8; 256] {
+    core::array::from_fn(|i| {
+        let x = i as i32 - 128;
+        let real = f(in_scale * f64::from(x - in_zero_point));
+        let q = (real / out_scale).round() + f64::from(out_zero_point);
+        q.clamp(-128.0, 127.0) as i8
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::requant::multiply_by_quantized_multiplier;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_values() {
+        assert_eq!(quantize_multiplier(0.5), (1 << 30, 0));
+        assert_eq!(quantize_multiplier(1.0), (1 << 30, 1));
+        assert_eq!(quantize_multiplier(0.25), (1 << 30, -1));
+        assert_eq!(quantize_multiplier(0.0), (0, 0));
+        assert_eq!(quantize_multiplier(-0.5), (-(1 << 30), 0));
+        let t = build_lut_i8(|x| x.max(0.0), 1.0, 0, 1.0, 0);
+        assert_eq!((t[0], t[127], t[128], t[255]), (0, 0, 0, 127));
+    }
+
+    proptest! {
+        #[test]
+        fn multiplier_reproduces_scale(real in 1e-6f64..100.0, x in -100_000i32..100_000) {
+            let (m, s) = quantize_multiplier(real);
+            prop_assert!((1 << 30..=i32::MAX).contains(&m));
+            let x = if s > 0 { x >> s } else { x };
+            let got = f64::from(multiply_by_quantized_multiplier(x, m, s));
+            prop_assert!((got - f64::from(x) * real).abs() <= 1.0 + f64::from(x).abs() * real * 1e-8);
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Integer normalization over the last axis: Deeploy `iLayerNorm` (SEMANTICS §3.10) and
+//! `iRMSNorm` (§3.11), plus the exact integer square root they use.
+//!
+//! Layout: `x` is `[rows, row_len]` row-major (row contiguous); `weight`/`bias` are `[row_len]`.
+//! Inputs are 8-bit, signed or unsigned (ICCT's first iLayerNorm reads uint8 MaxPool output).
+//! Normalizing over several trailing dims = flattening them into `row_len`.
+
+use crate::elem::IntElem;
+use crate::KernelError;
+
+/// `floor(sqrt(n))`, exact, computed bit by bit (no floats).
+pub fn isqrt_u64(n: u64) -> u64 {
+    let mut rem = n;
+    let mut root = 0u64;
+    let mut bit = 1u64 << 62;
+    while bit > rem {
+        bit >>= 2;
+    }
+    while bit != 0 {
+        if rem >= root + bit {
+            rem -= root + bit;
+            root = (root >> 1) + bit;
+        } else {
+            root >>= 1;
+        }
+        bit >>= 2;
+    }
+    root
+}
+
+/// Validates shapes and parameters shared by both norms; returns `(lo, hi, N)`.
+fn check_norm<I: IntElem>(
+    x: usize,
+    out: usize,
+    row_len: usize,
+    params: &[usize],
+    d: u32,
+    n_levels: u32,
+) -> Result<(i64, i64, i64), KernelError> {
+    if row_len == 0 || x != out || x.checked_rem(row_len) != Some(0) || params.iter().any(|&p| p != row_len) {
+        return Err(KernelError::ShapeMismatch);
+    }
+    let n = i64::try_from(row_len).map_err(|_| KernelError::InvalidParam)?;
+    let eight_bit = I::MIN >= -128 && I::MAX <= 255;
+    if d == 0 || !(2..=256).contains(&n_levels) || n > i64::from(u32::MAX) || !eight_bit {
+        return Err(KernelError::InvalidParam);
+    }
+    let half = i64::from(n_levels / 2);
+    Ok((-half, half - 1, n))
+}
+
+/// Deeploy `iLayerNorm` (§3.10) per row, exact:
+/// `mean = trunc(Σx/N)`, `d = x - mean`, `var = floor(Σd²/N)`, `std = isqrt(var + 1)`,
+/// `t = trunc(d·w / std)`, `y = clamp(floor((t + b) / D), -n/2, n/2 - 1)`.
+///
+/// Errors: shapes (`ShapeMismatch`); `D = 0`, `n_levels` outside `2..=256`, `row_len > u32::MAX`
+/// or a non-8-bit input type (`InvalidParam`).
+pub fn ilayernorm<I: IntElem>(
+    x: &[I],
+    row_len: usize,
+    weight: &[i32],
+    bias: &[i32],
+    d: u32,
+    n_levels: u32,
+    out: &mut [i8],
+) -> Result<(), KernelError> {
+    let (lo, hi, n) = check_norm::<I>(x.len(), out.len(), row_len, &[weight.len(), bias.len()], d, n_levels)?;
+    let d = i64::from(d);
+    for (xs, os) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
+        let sum: i64 = xs.iter().map(|&v| i64::from(v.to_i32())).sum();
+        let mean = sum.checked_div(n).unwrap_or(0); // truncates toward zero
+        let sq: i64 = xs.iter().map(|&v| (i64::from(v.to_i32()) - mean).pow(2)).sum();
+        let var = sq.checked_div(n).unwrap_or(0); // sq >= 0: floor = trunc
+        let std = isqrt_u64(var.unsigned_abs() + 1) as i64; // 1..=256
+        for (((o, &v), &w), &b) in os.iter_mut().zip(xs).zip(weight).zip(bias) {
+            // |dv·w| < 2^40: no overflow.
+            let t = ((i64::from(v.to_i32()) - mean) * i64::from(w)).checked_div(std).unwrap_or(0);
+            let y = (t + i64::from(b)).checked_div_euclid(d).unwrap_or(0); // d > 0: floor
+            *o = y.max(lo).min(hi) as i8;
+        }
+    }
+    Ok(())
+}
+
+/// Deeploy `iRMSNorm` (§3.11) per row, exact floor form:
+/// `ms = floor(Σx²/N)`, `std = isqrt(ms + 1)`, `y = clamp(floor(x·w / (std·D)), -n/2, n/2 - 1)`.
+///
+/// Errors: shapes (`ShapeMismatch`); `D = 0`, `n_levels` outside `2..=256`, `row_len > u32::MAX`
+/// or a non-8-bit input type (`InvalidParam`).
+pub fn irmsnorm<I: IntElem>(
+    x: &[I],
+    row_len: usize,
+    weight: &[i32],
+    d: u32,
+    n_levels: u32,
+    out: &mut [i8],
+) -> Result<(), KernelError> {
+    let (lo, hi, n) = check_norm::<I>(x.len(), out.len(), row_len, &[weight.len()], d, n_levels)?;
+    let d = i64::from(d);
+    for (xs, os) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
+        let sq: i64 = xs.iter().map(|&v| i64::from(v.to_i32()).pow(2)).sum();
+        let ms = sq.checked_div(n).unwrap_or(0);
+        let std = isqrt_u64(ms.unsigned_abs() + 1) as i64; // 1..=256
+        let den = std * d; // < 2^40, > 0
+        for ((o, &v), &w) in os.iter_mut().zip(xs).zip(weight) {
+            let y = (i64::from(v.to_i32()) * i64::from(w)).checked_div_euclid(den).unwrap_or(0); // den > 0: floor
+            *o = y.max(lo).min(hi) as i8;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::float_arithmetic)]
+mod tests {
+    use super::*;
+    use crate::testutil::*;
+    use proptest::prelude::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Largest r with r² <= n, by binary search in i128 (independent of the bit-by-bit method).
+    fn model_isqrt(n: i128) -> i128 {
+        let (mut lo, mut hi) = (0i128, 1i128 << 32);
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2;
+            if mid * mid <= n {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+
+    fn trunc_div(a: i128, b: i128) -> i128 {
+        let q = floor_div(a.abs(), b.abs());
+        if (a < 0) != (b < 0) {
+            -q
+        } else {
+            q
+        }
+    }
+
+    fn model_layernorm(row: &[i128], w: &[i32], b: &[i32], d: i128, lo: i128, hi: i128) -> Vec<i128> {
+        let n = row.len() as i128;
+        let x = row;
+        let mean = trunc_div(x.iter().sum(), n);
+        let var = floor_div(x.iter().map(|v| (v - mean) * (v - mean)).sum(), n);
+        let std = model_isqrt(var + 1);
+        (0..row.len())
+            .map(|i| {
+                let t = trunc_div((x[i] - mean) * i128::from(w[i]), std);
+                floor_div(t + i128::from(b[i]), d).clamp(lo, hi)
+            })
+            .collect()
+    }
+
+    fn model_rmsnorm(row: &[i128], w: &[i32], d: i128, lo: i128, hi: i128) -> Vec<i128> {
+        let n = row.len() as i128;
+        let x = row;
+        let std = model_isqrt(floor_div(x.iter().map(|v| v * v).sum(), n) + 1);
+        (0..row.len()).map(|i| floor_div(x[i] * i128::from(w[i]), std * d).clamp(lo, hi)).collect()
+    }
+
+    #[test]
+    fn isqrt_edges() {
+        for (n, r) in [(0u64, 0u64), (1, 1), (2, 1), (3, 1), (4, 2), (15, 3), (16, 4), (u64::MAX, u32::MAX as u64)] {
+            assert_eq!(isqrt_u64(n), r, "isqrt({n})");
+        }
+        assert_eq!(isqrt_u64((1 << 62) - 1), (1 << 31) - 1);
+        assert_eq!(isqrt_u64(1 << 62), 1 << 31);
+    }
+
+    #[test]
+    fn hand_computed() {
+        // Row [1, 3]: mean 2, d = [-1, 1], var = 1, std = isqrt(2) = 1.
+        // w = 100, b = [0, 5], D = 16: t = [-100, 100], y = floor(-100/16) = -7, floor(105/16) = 6.
+        let mut out = [0i8; 2];
+        ilayernorm(&[1i8, 3], 2, &[100, 100], &[0, 5], 16, 256, &mut out).unwrap();
+        assert_eq!(out, [-7, 6]);
+        // Negative sum truncates: row [-1, -2]: sum -3, mean = trunc(-1.5) = -1; d = [0, -1].
+        // var = floor(1/2) = 0, std = 1; w = 1000, D = 1 -> [0, -1000] clamps to -128.
+        ilayernorm(&[-1i8, -2], 2, &[1000, 1000], &[0, 0], 1, 256, &mut out).unwrap();
+        assert_eq!(out, [0, -128]);
+        // RMS: row [3, -4]: ms = floor(25/2) = 12, std = isqrt(13) = 3. w = 10, D = 4:
+        // floor(30/12) = 2, floor(-40/12) = -4.
+        irmsnorm(&[3i8, -4], 2, &[10, 10], 4, 256, &mut out).unwrap();
+        assert_eq!(out, [2, -4]);
+        irmsnorm(&[127i8, -128], 2, &[4_100_000, 4_100_000], 1, 256, &mut out).unwrap();
+        assert_eq!(out, [127, -128]);
+    }
+
+    #[test]
+    fn errors() {
+        let mut out = [0i8; 4];
+        assert_eq!(irmsnorm(&[0i8; 4], 3, &[1; 3], 1, 256, &mut out), Err(KernelError::ShapeMismatch));
+        assert_eq!(irmsnorm(&[0i8; 4], 2, &[1; 3], 1, 256, &mut out), Err(KernelError::ShapeMismatch));
+        assert_eq!(irmsnorm(&[0i8; 4], 0, &[], 1, 256, &mut out), Err(KernelError::ShapeMismatch));
+        assert_eq!(irmsnorm(&[0i8; 4], 2, &[1; 2], 0, 256, &mut out), Err(KernelError::InvalidParam));
+        assert_eq!(irmsnorm(&[0i8; 4], 2, &[1; 2], 1, 512, &mut out), Err(KernelError::InvalidParam));
+        assert_eq!(ilayernorm(&[0i8; 4], 2, &[1; 2], &[1; 3], 1, 256, &mut out), Err(KernelError::ShapeMismatch));
+        assert_eq!(ilayernorm(&[0i16; 4], 2, &[1; 2], &[1; 2], 1, 256, &mut out), Err(KernelError::InvalidParam));
+        // uint8 input (ICCT): row [0, 255]: mean 127, d = [-127, 128], var = 16256, std = 127.
+        ilayernorm(&[0u8, 255], 2, &[127, 127], &[0, 0], 1, 256, &mut out[..2]).unwrap();
+        assert_eq!(out[..2], [-127, 127]);
+        assert_eq!(ilayernorm(&[0; 4], 2, &[1; 2], &[1; 2], 1, 256, &mut out[..3]), Err(KernelError::ShapeMismatch));
+    }
+
+    proptest! {
+        #[test]
+        fn isqrt_matches_model(n in prop_oneof![any::<u64>(), 0u64..1000, Just(u64::MAX)]) {
+            prop_assert_eq!(i128::from(isqrt_u64(n)), model_isqrt(i128::from(n)));
+        }
+
+        #[test]
+        fn isqrt_perfect_squares(r in 0u64..(1 << 32)) {
+            prop_assert_eq!(isqrt_u64(r * r), r);
+            if r > 0 {
+                prop_assert_eq!(isqrt_u64(r * r - 1), r - 1);
+            }
+        }
+
+        #[test]
+        fn layernorm_matches_model(rows in 1usize..4, len in dim(), dlog in 0u32..20, unsigned in any::<bool>(), n in prop_oneof![Just(256u32), 2u32..=256],
+                                   seed in any::<u64>()) {
+            let mut g = Lcg(seed);
+            let w = g.vec_i32(len, i32::MIN, i32::MAX);
+            let b = g.vec_i32(len, -(1 << 30), 1 << 30);
+            let mut out = vec![0i8; rows * len];
+            let d = 1u32 << dlog;
+            let x: Vec<i128> = if unsigned {
+                let x = g.vec_u8(rows * len);
+                ilayernorm(&x, len, &w, &b, d, n, &mut out).unwrap();
+                x.iter().map(|&v| v.into()).collect()
+            } else {
+                let x = g.vec_i8(rows * len);
+                ilayernorm(&x, len, &w, &b, d, n, &mut out).unwrap();
+                x.iter().map(|&v| v.into()).collect()
+            };
+            let half = i128::from(n / 2);
+            for r in 0..rows {
+                let want = model_layernorm(&x[r * len..(r + 1) * len], &w, &b, d.into(), -half, half - 1);
+                let got: Vec<i128> = out[r * len..(r + 1) * len].iter().map(|&v| v.into()).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+
+        #[test]
+        fn rmsnorm_matches_model(rows in 1usize..4, len in dim(), d in prop_oneof![Just(65536u32), Just(1), 1u32..=u32::MAX],
+                                 seed in any::<u64>()) {
+            let mut g = Lcg(seed);
+            let x = g.vec_i8(rows * len);
+            let w = g.vec_i32(len, i32::MIN, i32::MAX);
+            let mut out = vec![0i8; x.len()];
+            irmsnorm(&x, len, &w, d, 256, &mut out).unwrap();
+            let x: Vec<i128> = x.iter().map(|&v| v.into()).collect();
+            for r in 0..rows {
+                let want = model_rmsnorm(&x[r * len..(r + 1) * len], &w, d.into(), -128, 127);
+                let got: Vec<i128> = out[r * len..(r + 1) * len].iter().map(|&v| v.into()).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+
+        #[test]
+        fn rmsnorm_close_to_float(len in dim(), wv in 2_500_000i32..4_100_000, seed in any::<u64>()) {
+            // microLlama-like: one repeated weight, D = 2^16; compare with the real-valued formula.
+            let mut g = Lcg(seed);
+            let x = g.vec_i8(len);
+            let w = vec![wv; len];
+            let mut out = vec![0i8; len];
+            irmsnorm(&x, len, &w, 65536, 256, &mut out).unwrap();
+            let ms = x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / len as f64;
+            let std = (ms.floor() + 1.0).sqrt().floor();
+            for (&o, &v) in out.iter().zip(&x) {
+                let want = (f64::from(v) * f64::from(wv) / (std * 65536.0)).floor().clamp(-128.0, 127.0);
+                prop_assert!((f64::from(o) - want).abs() <= 1.0);
+            }
+        }
+    }
+}
