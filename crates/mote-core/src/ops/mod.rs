@@ -5,6 +5,7 @@
 //! rounded back.
 
 pub mod conv;
+pub mod deeploy;
 pub mod elementwise;
 pub mod matmul;
 pub mod nn;
