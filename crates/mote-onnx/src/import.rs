@@ -5,7 +5,7 @@ use crate::ctx::NodeCtx;
 use crate::proto::{tensor_shape_proto::dimension::Value as Dim, type_proto, ModelProto, NodeProto, ValueInfoProto};
 use crate::tensor::{dtype_from_onnx, tensor_from_proto};
 use crate::translate;
-use mote_core::{bail, passes, Error, Graph, InputFact, Result, Tensor, TensorId, TensorType};
+use mote_core::{bail, passes, DType, Error, Graph, InputFact, Result, Tensor, TensorId, TensorType};
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -63,9 +63,15 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Graph> {
     }
     check_supported(&graph.node)?;
 
-    let mut b = Builder { g: Graph::default(), names: HashMap::new() };
+    // Deeploy's integerized graphs declare most tensors FLOAT although every value is an
+    // exact integer (SEMANTICS.md §2.1). In such a graph, float inputs, initializers and
+    // Constant values are imported as I64 so that every op (MatMul, Add, Gemm, ... and the
+    // Deeploy ops) computes exactly in integers instead of in f32.
+    let integer =
+        graph.node.iter().any(|n| is_default(n.domain()) && translate::DEEPLOY_INTEGER_OPS.contains(&n.op_type()));
+    let mut b = Builder { g: Graph::default(), names: HashMap::new(), integer };
     for init in &graph.initializer {
-        let t = tensor_from_proto(init)?;
+        let t = b.exact(init.name(), tensor_from_proto(init)?)?;
         let id = b.g.add_const(init.name(), t);
         b.names.insert(init.name().to_string(), id);
     }
@@ -81,7 +87,10 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Graph> {
             continue; // an initializer also listed as input (IR < 4 style): a constant
         }
         match input_type(vi, opts.shapes.get(vi.name())) {
-            Ok(ty) => {
+            Ok(mut ty) => {
+                if integer && ty.dtype.is_float() {
+                    ty.dtype = DType::I64;
+                }
                 let id = b.g.add_value(vi.name(), ty, None);
                 b.g.inputs.push(id);
                 b.names.insert(vi.name().to_string(), id);
@@ -286,9 +295,22 @@ fn topo_order<'a>(nodes: &'a [NodeProto], known: &HashMap<String, TensorId>) -> 
 struct Builder {
     g: Graph,
     names: HashMap<String, TensorId>,
+    /// A Deeploy integer graph: float constants are exact integers, stored as I64.
+    integer: bool,
 }
 
 impl Builder {
+    /// In an integer graph, converts a float constant to I64, rejecting non-integral values.
+    fn exact(&self, name: &str, t: Tensor) -> Result<Tensor> {
+        if !self.integer || !t.dtype().is_float() {
+            return Ok(t);
+        }
+        if let Some(v) = t.to_f64_vec().into_iter().find(|v| v.fract() != 0.0 || !v.is_finite()) {
+            bail!("tensor `{name}` holds {v}, not an integer, but the graph is an integer (Deeploy) graph");
+        }
+        Ok(t.cast(DType::I64))
+    }
+
     fn add(&mut self, node: &NodeProto, opsets: &HashMap<String, i64>) -> Result<()> {
         let index = self.g.nodes.len();
         let name = node_name(node, index);
@@ -308,8 +330,8 @@ impl Builder {
             return Ok(());
         }
         if is_default(domain) && op_type == "Constant" {
-            let t = constant_value(node).map_err(at)?;
             let Some(out) = node.output.first() else { return Err(at(Error::Invalid("has no output".into()))) };
+            let t = constant_value(node).and_then(|t| self.exact(out, t)).map_err(at)?;
             let id = self.g.add_const(out.clone(), t);
             self.names.insert(out.clone(), id);
             return Ok(());

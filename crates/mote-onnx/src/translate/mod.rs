@@ -6,6 +6,7 @@ use crate::ctx::NodeCtx;
 use mote_core::{Op, Result};
 
 mod conv;
+mod deeploy;
 mod elementwise;
 mod matmul;
 mod nn;
@@ -109,6 +110,29 @@ pub static TABLE: &[(&str, &str, TranslateFn)] = &[
     (ONNX, "Size", shape::size),
     (ONNX, "ConstantOfShape", shape::constant_of_shape),
     (ONNX, "Range", shape::range),
+    (ONNX, "RequantShift", deeploy::requant_shift),
+    (ONNX, "iSoftmax", deeploy::isoftmax),
+    (ONNX, "ITAMax", deeploy::itamax),
+    (ONNX, "iLayerNorm", deeploy::ilayernorm),
+    (ONNX, "iRMSNorm", deeploy::irmsnorm),
+    (ONNX, "iGELU", deeploy::igelu),
+    (ONNX, "iHardswish", deeploy::ihardswish),
+    (ONNX, "TrueIntegerDiv", deeploy::true_integer_div),
+    (ONNX, "IntegerMean", deeploy::integer_mean),
+];
+
+/// Deeploy's integer op types: a graph containing any of them is an integer graph, whose
+/// float-declared tensors hold exact integers (SEMANTICS.md §2.1).
+pub const DEEPLOY_INTEGER_OPS: &[&str] = &[
+    "RequantShift",
+    "iSoftmax",
+    "ITAMax",
+    "iLayerNorm",
+    "iRMSNorm",
+    "iGELU",
+    "iHardswish",
+    "TrueIntegerDiv",
+    "IntegerMean",
 ];
 
 /// The translator for an op, if mote supports it. `ai.onnx` is the default domain.
