@@ -22,7 +22,8 @@ pub struct Args {
     /// Static shape for a graph input, e.g. `--shape x=1x16x64` (repeatable).
     #[arg(long = "shape", value_parser = parse_shape)]
     shapes: Vec<(String, Vec<usize>)>,
-    /// Absolute tolerance for `--expect` (an element passes within atol OR rtol).
+    /// Absolute tolerance for float outputs with `--expect` (an element passes within atol OR
+    /// rtol); integer outputs must match exactly.
     #[arg(long, default_value_t = 1e-4)]
     atol: f64,
     /// Relative tolerance for `--expect`.
@@ -76,7 +77,9 @@ pub fn main(a: Args) -> Result<ExitCode> {
         if got.shape() != want.shape() {
             bail!("output `{name}` has shape {}, expected {}", shape_str(got.shape()), shape_str(want.shape()));
         }
-        let (abs, rel, bad) = compare(&got.to_f64_vec(), &want.to_f64_vec(), a.atol, a.rtol);
+        // Integer outputs (int8 and Deeploy integer graphs) must match exactly.
+        let (atol, rtol) = if got.dtype().is_float() { (a.atol, a.rtol) } else { (0.0, 0.0) };
+        let (abs, rel, bad) = compare(&got.to_f64_vec(), &want.to_f64_vec(), atol, rtol);
         let verdict = if bad == 0 { "ok" } else { "MISMATCH" };
         println!(
             "  {name}: max abs err {abs:.3e}, max rel err {rel:.3e}, {bad} of {} beyond tolerance: {verdict}",
