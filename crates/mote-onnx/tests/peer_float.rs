@@ -1,5 +1,6 @@
 //! Every float test case of the Deeploy peer models reproduces `outputs.npz`
 //! within 1e-4 (absolute or relative) on mote's float reference interpreter.
+#[macro_use]
 mod common;
 
 fn check(case: &str) {
@@ -12,16 +13,7 @@ fn check(case: &str) {
     }
 }
 
-macro_rules! cases {
-    ($($name:ident => $path:literal,)*) => {$(
-        #[test]
-        fn $name() {
-            check($path);
-        }
-    )*};
-}
-
-cases! {
+cases! { check:
     kernel_gelu => "Kernels/FP32/GELU",
     kernel_gemm_regular => "Kernels/FP32/GEMM/Regular",
     kernel_gemm_transb => "Kernels/FP32/GEMM/TransB",

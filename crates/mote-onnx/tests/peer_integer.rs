@@ -1,5 +1,6 @@
 //! Every integer test case of the Deeploy peer models reproduces `outputs.npz` EXACTLY
 //! (i64 equality of every element) on mote's interpreter, whose Deeploy ops call mote-kernels.
+#[macro_use]
 mod common;
 
 fn check(case: &str) {
@@ -26,16 +27,7 @@ fn check(case: &str) {
     }
 }
 
-macro_rules! cases {
-    ($($name:ident => $path:literal,)*) => {$(
-        #[test]
-        fn $name() {
-            check($path);
-        }
-    )*};
-}
-
-cases! {
+cases! { check:
     kernel_attention => "Kernels/Integer/Attention",
     kernel_gemm_regular => "Kernels/Integer/GEMM/Regular",
     kernel_gemm_regular_rq_per_row => "Kernels/Integer/GEMM/Regular_RQPerRow",

@@ -1,5 +1,6 @@
 //! mote's float reference agrees with `tract-onnx` (an independent ONNX runtime,
 //! used only as a test oracle) within 1e-4, absolute or relative.
+#[macro_use]
 mod common;
 use mote_core::{npz, Tensor};
 use std::path::Path;
@@ -48,15 +49,6 @@ fn torch(model: &str) {
     let dir = common::repo_root().join("examples/torch-encoder");
     let inputs = npz::read(dir.join(format!("{model}.inputs.npz"))).unwrap().into_iter().map(|(_, t)| t).collect();
     compare(&dir.join(format!("{model}.onnx")), inputs);
-}
-
-macro_rules! cases {
-    ($f:ident: $($name:ident => $path:literal,)*) => {$(
-        #[test]
-        fn $name() {
-            $f($path);
-        }
-    )*};
 }
 
 cases! { peer:

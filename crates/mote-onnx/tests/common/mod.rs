@@ -1,5 +1,5 @@
 //! Shared test helpers: locating the peer models and the shipped examples.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
 use mote_core::{npz, Graph, Tensor};
 use std::path::{Path, PathBuf};
 
@@ -57,4 +57,14 @@ pub fn assert_close(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
         }
     }
     eprintln!("{what}: max abs err {:.3e} at element {}", worst.0, worst.1);
+}
+
+/// One `#[test]` per `name => "Case/Path"`, each calling `check_fn("Case/Path")`.
+macro_rules! cases {
+    ($check_fn:ident: $($name:ident => $path:literal,)*) => {$(
+        #[test]
+        fn $name() {
+            $check_fn($path);
+        }
+    )*};
 }
