@@ -4,11 +4,8 @@
 mod common;
 
 fn check(case: &str) {
-    let Some(root) = common::peer_models() else { return };
-    let c = common::load_case(&root.join(case));
-    let got = c.graph.run(c.inputs).unwrap_or_else(|e| panic!("{case}: {e}"));
-    assert_eq!(got.len(), c.expected.len(), "{case}: number of outputs");
-    for (k, (g, w)) in got.iter().zip(&c.expected).enumerate() {
+    let Some((got, expected)) = common::run_case(case) else { return };
+    for (k, (g, w)) in got.iter().zip(&expected).enumerate() {
         common::assert_close(g, w, 1e-4, &format!("{case} output {k}"));
     }
 }

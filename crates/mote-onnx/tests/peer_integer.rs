@@ -4,11 +4,8 @@
 mod common;
 
 fn check(case: &str) {
-    let Some(root) = common::peer_models() else { return };
-    let c = common::load_case(&root.join(case));
-    let got = c.graph.run(c.inputs).unwrap_or_else(|e| panic!("{case}: {e}"));
-    assert_eq!(got.len(), c.expected.len(), "{case}: number of outputs");
-    for (k, (g, w)) in got.iter().zip(&c.expected).enumerate() {
+    let Some((got, expected)) = common::run_case(case) else { return };
+    for (k, (g, w)) in got.iter().zip(&expected).enumerate() {
         assert_eq!(g.shape(), w.shape(), "{case} output {k}: shape");
         // The goldens are integral (int8/int32/int64 or integral float32): compare as i64.
         let want = w.to_f64_vec();

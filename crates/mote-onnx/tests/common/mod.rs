@@ -43,6 +43,16 @@ pub fn load_case(dir: &Path) -> Case {
     Case { graph, inputs, expected }
 }
 
+/// Runs peer case `case` and returns (outputs, expected outputs), checking their
+/// count; `None` when the peer models are absent (outside CI).
+pub fn run_case(case: &str) -> Option<(Vec<Tensor>, Vec<Tensor>)> {
+    let root = peer_models()?;
+    let c = load_case(&root.join(case));
+    let got = c.graph.run(c.inputs).unwrap_or_else(|e| panic!("{case}: {e}"));
+    assert_eq!(got.len(), c.expected.len(), "{case}: number of outputs");
+    Some((got, c.expected))
+}
+
 /// Asserts every element of `got` is within `tol` of `want`, absolute or relative.
 pub fn assert_close(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
