@@ -16,7 +16,10 @@ pub fn parse_shape(s: &str) -> Result<(String, Vec<usize>), String> {
 
 /// Loads an ONNX model with the given static input shapes.
 pub fn load_model(path: &Path, shapes: &[(String, Vec<usize>)]) -> Result<Graph> {
-    let opts = mote_onnx::ImportOptions { shapes: shapes.iter().cloned().collect::<HashMap<_, _>>() };
+    let opts = mote_onnx::ImportOptions {
+        shapes: shapes.iter().cloned().collect::<HashMap<_, _>>(),
+        ..Default::default()
+    };
     Ok(mote_onnx::load(path, &opts)?)
 }
 

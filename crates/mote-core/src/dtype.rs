@@ -37,6 +37,18 @@ impl DType {
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16)
     }
+
+    /// `(min, max)` of an integer type, `None` for floats and bools.
+    pub fn int_range(self) -> Option<(i64, i64)> {
+        match self {
+            DType::I8 => Some((i8::MIN.into(), i8::MAX.into())),
+            DType::U8 => Some((0, u8::MAX.into())),
+            DType::I16 => Some((i16::MIN.into(), i16::MAX.into())),
+            DType::I32 => Some((i32::MIN.into(), i32::MAX.into())),
+            DType::I64 => Some((i64::MIN, i64::MAX)),
+            DType::F32 | DType::F16 | DType::Bool => None,
+        }
+    }
 }
 
 impl fmt::Display for DType {

@@ -11,6 +11,7 @@ pub mod npz;
 pub mod op;
 pub mod ops;
 pub mod passes;
+pub mod quantize;
 pub mod tensor;
 
 pub use dtype::DType;

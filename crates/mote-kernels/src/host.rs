@@ -53,6 +53,44 @@ pub fn build_lut_i8(
     })
 }
 
+/// Exponential table of [`crate::softmax::softmax_i8`] for an input scale `s_in`:
+/// `exp[d] = round(2^15 · exp(-s_in · d))`.
+pub fn softmax_exp_table(in_scale: f64) -> [u16; 256] {
+    core::array::from_fn(|d| ((-in_scale * d as f64).exp() * 32768.0).round().clamp(0.0, 32768.0) as u16)
+}
+
+/// `out_recip` of [`crate::softmax::softmax_i8`]: `round(2^16 / s_out)`, or `None` when it does
+/// not fit (`s_out` below 2^-15 or not a positive finite number).
+pub fn softmax_out_recip(out_scale: f64) -> Option<u32> {
+    let r = (65536.0 / out_scale).round();
+    (out_scale > 0.0 && r.is_finite() && (1.0..=f64::from(u32::MAX)).contains(&r)).then_some(r as u32)
+}
+
+/// Integer parameters of [`crate::norm::layernorm_i8`] from real `γ`, `β`, `ε` and the scales:
+/// `(gamma, beta, frac_bits, eps)`, with the most fraction bits (≤ 24) that keep every
+/// `|γ/s_out|·2^F` and `|β/s_out|·2^F` below 2^30. `None` if `ε·N²/s_in²` exceeds 2^48 or a
+/// value is not finite.
+pub fn layernorm_i8_params(
+    gamma: &[f64],
+    beta: &[f64],
+    eps: f64,
+    in_scale: f64,
+    out_scale: f64,
+) -> Option<(std::vec::Vec<i32>, std::vec::Vec<i32>, u32, u64)> {
+    let n = gamma.len() as f64;
+    let eps_q = (eps * n * n / (in_scale * in_scale)).round();
+    if !eps_q.is_finite() || !(0.0..=2f64.powi(48)).contains(&eps_q) {
+        return None;
+    }
+    let largest = gamma.iter().chain(beta).map(|v| (v / out_scale).abs()).fold(0.0, f64::max);
+    if !largest.is_finite() {
+        return None;
+    }
+    let frac_bits = (0..=24u32).rev().find(|&f| largest * 2f64.powi(f as i32) < 2f64.powi(30))?;
+    let q = |v: &f64| (v / out_scale * 2f64.powi(frac_bits as i32)).round() as i32;
+    Some((gamma.iter().map(q).collect(), beta.iter().map(q).collect(), frac_bits, eps_q as u64))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

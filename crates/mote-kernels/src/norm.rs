@@ -110,6 +110,54 @@ pub fn irmsnorm<I: IntElem>(
     Ok(())
 }
 
+/// Parameters of mote's int8 LayerNorm ([`layernorm_i8`]), built on the host from the scales.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerNormI8Params<'a> {
+    /// `round(γ_j / s_out · 2^frac_bits)` per column.
+    pub gamma: &'a [i32],
+    /// `round(β_j / s_out · 2^frac_bits)` per column.
+    pub beta: &'a [i32],
+    /// Fraction bits of `gamma`/`beta`, at most 30.
+    pub frac_bits: u32,
+    /// `round(ε · N² / s_in²)`: epsilon in the units of `Σd²/N` below, at most 2^48.
+    pub eps: u64,
+    /// Output zero point (int8).
+    pub out_zero_point: i32,
+}
+
+/// mote's int8 LayerNorm per row of `N = row_len` values, exact integer arithmetic (the input
+/// zero point cancels): `d_j = N·x_j - Σx`, `σ = max(1, isqrt(floor(Σd²/N) + eps))`,
+/// `y_j = clamp(floor((d_j·γ_j + β_j·σ) / (σ·2^F) + 1/2) + zp, -128, 127)`.
+///
+/// `d_j/σ` is the normalized value `(x_j - mean)/sqrt(var + ε)` in real units.
+/// Errors: shapes (`ShapeMismatch`); `row_len > 65536`, `frac_bits > 30`, `eps > 2^48` (`InvalidParam`).
+pub fn layernorm_i8(x: &[i8], row_len: usize, p: &LayerNormI8Params<'_>, out: &mut [i8]) -> Result<(), KernelError> {
+    if row_len == 0 || x.len() != out.len() || x.len() % row_len != 0 {
+        return Err(KernelError::ShapeMismatch);
+    }
+    if p.gamma.len() != row_len || p.beta.len() != row_len {
+        return Err(KernelError::ShapeMismatch);
+    }
+    if row_len > 1 << 16 || p.frac_bits > 30 || p.eps > 1 << 48 {
+        return Err(KernelError::InvalidParam);
+    }
+    // Bounds: |d| <= 2^24, Σd²/N <= 2^48, σ < 2^25, so every i64 below stays under 2^58.
+    let n = row_len as i64;
+    for (xs, os) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
+        let sum: i64 = xs.iter().map(|&v| i64::from(v)).sum();
+        let ss: u64 = xs.iter().map(|&v| (n * i64::from(v) - sum).unsigned_abs().pow(2)).sum();
+        let sigma = isqrt_u64(ss / row_len as u64 + p.eps).max(1) as i64;
+        let den = sigma << p.frac_bits;
+        for ((o, &v), (&g, &b)) in os.iter_mut().zip(xs).zip(p.gamma.iter().zip(p.beta)) {
+            let d = n * i64::from(v) - sum;
+            let num = d * i64::from(g) + i64::from(b) * sigma;
+            let q = (2 * num + den).div_euclid(2 * den) + i64::from(p.out_zero_point);
+            *o = q.max(-128).min(127) as i8;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::float_arithmetic)]
 mod tests {
@@ -275,6 +323,60 @@ mod tests {
             for (&o, &v) in out.iter().zip(&x) {
                 let want = (f64::from(v) * f64::from(wv) / (std * 65536.0)).floor().clamp(-128.0, 127.0);
                 prop_assert!((f64::from(o) - want).abs() <= 1.0);
+            }
+        }
+    }
+
+    /// `layernorm_i8` in i128, from its doc comment.
+    fn model_layernorm_i8(row: &[i8], g: &[i32], b: &[i32], f: u32, eps: u64, zp: i128) -> Vec<i128> {
+        let n = row.len() as i128;
+        let sum: i128 = row.iter().map(|&v| i128::from(v)).sum();
+        let d: Vec<i128> = row.iter().map(|&v| n * i128::from(v) - sum).collect();
+        let ss: i128 = d.iter().map(|v| v * v).sum();
+        let sigma = model_isqrt(floor_div(ss, n) + i128::from(eps)).max(1);
+        let den = sigma << f;
+        d.iter()
+            .zip(g.iter().zip(b))
+            .map(|(&dj, (&gj, &bj))| {
+                (floor_div(2 * (dj * i128::from(gj) + i128::from(bj) * sigma) + den, 2 * den) + zp).clamp(-128, 127)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn layernorm_i8_hand_computed() {
+        // x = [-1, 1]: d = [-2·... ] → normalized ±1 (eps 0); γ = 1/s_out = 10 in Q0, β = 0 → ±10.
+        let p = LayerNormI8Params { gamma: &[10, 10], beta: &[0, 5], frac_bits: 0, eps: 0, out_zero_point: 3 };
+        let mut out = [0i8; 2];
+        layernorm_i8(&[-1, 1], 2, &p, &mut out).unwrap();
+        assert_eq!(out, [-7, 18]);
+        // A constant row has σ = max(1, isqrt(eps)) and d = 0: only β and the zero point remain.
+        layernorm_i8(&[7, 7], 2, &p, &mut out).unwrap();
+        assert_eq!(out, [3, 8]);
+        assert_eq!(layernorm_i8(&[1, 2, 3], 2, &p, &mut [0; 3]), Err(KernelError::ShapeMismatch));
+        let bad = LayerNormI8Params { frac_bits: 31, ..p };
+        assert_eq!(layernorm_i8(&[1, 2], 2, &bad, &mut out), Err(KernelError::InvalidParam));
+    }
+
+    proptest! {
+        #[test]
+        fn layernorm_i8_matches_model(
+            (row_len, x, g, b) in dim().prop_flat_map(|n| (
+                Just(n),
+                proptest::collection::vec(any::<i8>(), n * 2),
+                proptest::collection::vec(-(1i32 << 30)..(1 << 30), n),
+                proptest::collection::vec(i32::MIN..=i32::MAX, n),
+            )),
+            f in 0u32..=30,
+            eps in prop_oneof![Just(0u64), 0u64..1000, Just(1u64 << 48)],
+            zp in -128i32..=127,
+        ) {
+            let p = LayerNormI8Params { gamma: &g, beta: &b, frac_bits: f, eps, out_zero_point: zp };
+            let mut out = vec![0i8; x.len()];
+            layernorm_i8(&x, row_len, &p, &mut out).unwrap();
+            for (xs, os) in x.chunks(row_len).zip(out.chunks(row_len)) {
+                let got: Vec<i128> = os.iter().map(|&v| i128::from(v)).collect();
+                prop_assert_eq!(got, model_layernorm_i8(xs, &g, &b, f, eps, i128::from(zp)));
             }
         }
     }

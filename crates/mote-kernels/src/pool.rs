@@ -203,6 +203,42 @@ pub fn integer_mean<T: IntElem>(
     Ok(())
 }
 
+/// Requantized mean (TFLite int8 `MEAN` / global average pooling): over the middle axis of
+/// `x [outer, n, inner]`, `y = rq(Σ (x + input_offset))` into `out [outer, inner]`, where `rq`
+/// carries the `s_in / (n·s_out)` multiplier. The sum is exact for `n < 2^23`.
+///
+/// Errors: lengths (`ShapeMismatch`); `n = 0` or `n >= 2^23`, or bounds outside `T` (`InvalidParam`).
+pub fn mean_requant<T: IntElem>(
+    x: &[T],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    input_offset: i32,
+    rq: &crate::requant::FixedPointRequant<'_>,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    if n == 0 || n >= 1 << 23 || !(-256..=256).contains(&input_offset) {
+        return Err(KernelError::InvalidParam);
+    }
+    let (lo, hi) = rq.bounds();
+    crate::elem::check_range::<T>(lo, hi)?;
+    let o_len = outer.checked_mul(inner);
+    if o_len.and_then(|v| v.checked_mul(n)) != Some(x.len()) || o_len != Some(out.len()) {
+        return Err(KernelError::ShapeMismatch);
+    }
+    for o in 0..outer {
+        for c in 0..inner {
+            // |x + offset| <= 511 and n < 2^23: the sum fits i32.
+            let sum: i32 =
+                (0..n).filter_map(|r| x.get((o * n + r) * inner + c)).map(|v| v.to_i32() + input_offset).sum();
+            if let Some(slot) = out.get_mut(o * inner + c) {
+                *slot = T::from_i32_sat(rq.apply(sum, 0));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::float_arithmetic)]
 mod tests {
@@ -363,6 +399,44 @@ mod tests {
                     let nn = n as i128;
                     prop_assert_eq!(i128::from(out[o * inner + c]), floor_div(2 * s + nn, 2 * nn));
                     prop_assert_eq!(i128::from(outi[o * inner + c]), floor_div(2 * si + nn, 2 * nn));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn mean_requant_hand_computed() {
+        // Mean of [1, 2, 4] with zero point 1: Σ(x - 1) = 4; multiplier 1/3 → round(1.33) = 1, + zp 5.
+        let (m, s) = (715_827_883, -1); // 1/3 as Q31 · 2^-1
+        let (ms, ss) = ([m], [s]);
+        let rq = crate::requant::FixedPointRequant::new(&ms, &ss, 5, -128, 127).unwrap();
+        let mut out = [0i8; 1];
+        mean_requant(&[1i8, 2, 4], 1, 3, 1, -1, &rq, &mut out).unwrap();
+        assert_eq!(out, [6]);
+        assert_eq!(mean_requant(&[1i8, 2], 1, 3, 1, -1, &rq, &mut out), Err(KernelError::ShapeMismatch));
+        assert_eq!(mean_requant(&[1i8, 2], 1, 2, 1, 300, &rq, &mut out), Err(KernelError::InvalidParam));
+    }
+
+    proptest! {
+        #[test]
+        fn mean_requant_matches_model(
+            (outer, n, inner) in (small_dim(), dim(), small_dim()),
+            seed in any::<u64>(),
+            m in q31_multiplier(),
+            s in -31i32..=0,
+            off in -128i32..=128,
+        ) {
+            let mut rng = Lcg(seed);
+            let x = rng.vec_i8(outer * n * inner);
+            let (ms, ss) = ([m], [s]);
+            let rq = crate::requant::FixedPointRequant::new(&ms, &ss, 3, -128, 127).unwrap();
+            let mut out = vec![0i8; outer * inner];
+            mean_requant(&x, outer, n, inner, off, &rq, &mut out).unwrap();
+            for o in 0..outer {
+                for c in 0..inner {
+                    let sum: i32 = (0..n).map(|r| i32::from(x[(o * n + r) * inner + c]) + off).sum();
+                    let want = model_q31(sum, m, s).wrapping_add(3).clamp(-128, 127);
+                    prop_assert_eq!(i32::from(out[o * inner + c]), want);
                 }
             }
         }

@@ -97,6 +97,89 @@ pub fn itamax(x: &[i8], row_len: usize, out: &mut [u8]) -> Result<(), KernelErro
     Ok(())
 }
 
+/// Parameters of mote's int8 softmax ([`softmax_i8`]), built on the host from the scales.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoftmaxI8Params<'a> {
+    /// `exp[d] = round(2^15 · exp(-s_in · d))` for `d = max - x` in `0..=255`; `exp[0]` must be
+    /// the largest entry and non-zero (it is 2^15 from the host builder).
+    pub exp: &'a [u16; 256],
+    /// `round(2^16 / s_out)`, at least 1.
+    pub out_recip: u32,
+    /// Output zero point (int8).
+    pub out_zero_point: i32,
+}
+
+/// An optional mask for [`softmax_i8`]: `allowed[r % rows · row_len + j]` says whether column `j`
+/// of row `r` takes part (e.g. a causal `[S, S]` mask shared by every head).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowMask<'a> {
+    /// `[rows, row_len]` flags, row-major.
+    pub allowed: &'a [bool],
+    /// Number of mask rows; score row `r` uses mask row `r % rows`.
+    pub rows: usize,
+}
+
+/// mote's int8 softmax per row, exact integer arithmetic from a 256-entry exponential table:
+/// `e_j = exp[max - x_j]` (0 where masked), `S = Σe`, `k = floor(out_recip·2^16 / S)`,
+/// `y_j = clamp(floor((e_j·k + 2^31) / 2^32) + zp, -128, 127)`; a row whose entries are all
+/// masked gives `zp`. `max` is over the allowed entries.
+///
+/// `k` is computed once per row (one 64-bit division), each element costs a multiply and a shift.
+/// Errors: shapes, or a mask whose length is not `rows · row_len` (`ShapeMismatch`);
+/// `exp[0] = 0`, `exp[0]` not the largest entry, `out_recip = 0` (`InvalidParam`).
+pub fn softmax_i8(
+    x: &[i8],
+    row_len: usize,
+    mask: Option<RowMask<'_>>,
+    p: &SoftmaxI8Params<'_>,
+    out: &mut [i8],
+) -> Result<(), KernelError> {
+    check_rows(x.len(), out.len(), row_len)?;
+    if let Some(m) = mask {
+        if m.rows == 0 || m.rows.checked_mul(row_len) != Some(m.allowed.len()) {
+            return Err(KernelError::ShapeMismatch);
+        }
+    }
+    if p.exp[0] == 0 || p.exp.iter().any(|&e| e > p.exp[0]) || p.out_recip == 0 {
+        return Err(KernelError::InvalidParam);
+    }
+    let zp = p.out_zero_point;
+    for (r, (xs, os)) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)).enumerate() {
+        let allowed: &[bool] = match mask {
+            Some(m) => {
+                let start = (r % m.rows) * row_len;
+                m.allowed.get(start..start + row_len).unwrap_or(&[])
+            }
+            None => &[],
+        };
+        let ok = |j: usize| mask.is_none() || allowed.get(j).copied().unwrap_or(false);
+        let max = xs.iter().enumerate().filter(|&(j, _)| ok(j)).map(|(_, &v)| i32::from(v)).max();
+        let Some(max) = max else {
+            os.fill(i8::try_from(zp.max(-128).min(127)).unwrap_or(0));
+            continue;
+        };
+        // max - v is in 0..=255 for allowed entries.
+        let e = |j: usize, v: i8| -> u64 {
+            if ok(j) {
+                let d = usize::try_from(max - i32::from(v)).unwrap_or(0);
+                u64::from(p.exp.get(d).copied().unwrap_or(0))
+            } else {
+                0
+            }
+        };
+        // S <= row_len · 2^16 and S >= exp[0] > 0 (the max entry contributes exp[0]).
+        let sum: u64 = xs.iter().enumerate().map(|(j, &v)| e(j, v)).sum();
+        let Some(sum) = NonZeroU64::new(sum) else { continue };
+        let k = (u64::from(p.out_recip) << 16) / sum;
+        for (j, (o, &v)) in os.iter_mut().zip(xs).enumerate() {
+            let q = (e(j, v) * k + (1 << 31)) >> 32;
+            let y = i64::try_from(q).unwrap_or(i64::MAX).saturating_add(i64::from(zp));
+            *o = i8::try_from(y.max(-128).min(127)).unwrap_or(0);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::float_arithmetic)]
 mod tests {
@@ -238,6 +321,89 @@ mod tests {
                 let want = model_itamax(&x[r * len..(r + 1) * len]);
                 let got: Vec<i128> = out[r * len..(r + 1) * len].iter().map(|&v| i128::from(v)).collect();
                 prop_assert_eq!(got, want);
+            }
+        }
+    }
+
+    /// `softmax_i8` in i128, straight from its doc comment.
+    fn model_softmax_i8(row: &[i8], allowed: &[bool], exp: &[u16; 256], recip: u32, zp: i128) -> Vec<i128> {
+        let Some(max) = row.iter().zip(allowed).filter(|(_, &a)| a).map(|(&v, _)| i128::from(v)).max() else {
+            return vec![zp.clamp(-128, 127); row.len()];
+        };
+        let e: Vec<i128> = row
+            .iter()
+            .zip(allowed)
+            .map(|(&v, &a)| if a { i128::from(exp[(max - i128::from(v)) as usize]) } else { 0 })
+            .collect();
+        let s: i128 = e.iter().sum();
+        let k = floor_div(i128::from(recip) << 16, s);
+        e.iter().map(|&ej| (floor_div(ej * k + (1 << 31), 1 << 32) + zp).clamp(-128, 127)).collect()
+    }
+
+    fn exp_table(scale: f64) -> [u16; 256] {
+        core::array::from_fn(|d| ((-scale * d as f64).exp() * 32768.0).round() as u16)
+    }
+
+    #[test]
+    fn softmax_i8_hand_computed() {
+        // Two equal logits: each 1/2 → 0.5 / (1/256) = 128 - 128 = 0 with zp = -128.
+        let exp = exp_table(0.1);
+        let p = SoftmaxI8Params { exp: &exp, out_recip: 256 << 16, out_zero_point: -128 };
+        let mut out = [0i8; 2];
+        softmax_i8(&[3, 3], 2, None, &p, &mut out).unwrap();
+        assert_eq!(out, [0, 0]);
+        // Causal mask on a 2x2 score map: row 0 sees only column 0 (probability 1 → saturates at 127).
+        let allowed = [true, false, true, true];
+        let mut out = [0i8; 4];
+        softmax_i8(&[5, 100, 3, 3], 2, Some(RowMask { allowed: &allowed, rows: 2 }), &p, &mut out).unwrap();
+        assert_eq!(out, [127, -128, 0, 0]);
+        // Everything masked: the zero point.
+        let none = [false, false];
+        softmax_i8(&[1, 2], 2, Some(RowMask { allowed: &none, rows: 1 }), &p, &mut out[..2]).unwrap();
+        assert_eq!(out[..2], [-128, -128]);
+        let bad = SoftmaxI8Params { out_recip: 0, ..p };
+        assert_eq!(softmax_i8(&[1, 2], 2, None, &bad, &mut out[..2]), Err(KernelError::InvalidParam));
+        assert_eq!(softmax_i8(&[1, 2, 3], 2, None, &p, &mut out[..3]), Err(KernelError::ShapeMismatch));
+    }
+
+    proptest! {
+        #[test]
+        fn softmax_i8_matches_model(
+            (row_len, x) in dim().prop_flat_map(|n| (Just(n), proptest::collection::vec(any::<i8>(), n * 3))),
+            scale in 0.001f64..2.0,
+            recip in 1u32..(1 << 24),
+            zp in -128i32..=127,
+            masked in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let exp = exp_table(scale);
+            let mut rng = Lcg(seed);
+            let allowed: Vec<bool> = (0..row_len * 3).map(|_| !masked || rng.next_u64() % 3 != 0).collect();
+            let p = SoftmaxI8Params { exp: &exp, out_recip: recip, out_zero_point: zp };
+            let mut out = vec![0i8; x.len()];
+            let mask = masked.then_some(RowMask { allowed: &allowed, rows: 3 });
+            softmax_i8(&x, row_len, mask, &p, &mut out).unwrap();
+            for r in 0..3 {
+                let span = r * row_len..(r + 1) * row_len;
+                let want = model_softmax_i8(&x[span.clone()], &allowed[span.clone()].iter().map(|&a| a || !masked).collect::<Vec<_>>(), &exp, recip, i128::from(zp));
+                let got: Vec<i128> = out[span].iter().map(|&v| i128::from(v)).collect();
+                prop_assert_eq!(got, want);
+            }
+        }
+
+        #[test]
+        fn softmax_i8_is_close_to_float(row in proptest::collection::vec(any::<i8>(), 1..70), scale in 0.01f64..0.5) {
+            // Output scale 1/256, zero point -128: |y - softmax| <= 1 LSB plus the table rounding.
+            let exp = exp_table(scale);
+            let p = SoftmaxI8Params { exp: &exp, out_recip: 256 << 16, out_zero_point: -128 };
+            let mut out = vec![0i8; row.len()];
+            softmax_i8(&row, row.len(), None, &p, &mut out).unwrap();
+            let max = row.iter().map(|&v| f64::from(v)).fold(f64::MIN, f64::max);
+            let e: Vec<f64> = row.iter().map(|&v| (scale * (f64::from(v) - max)).exp()).collect();
+            let s: f64 = e.iter().sum();
+            for (o, ej) in out.iter().zip(&e) {
+                let want = (ej / s * 256.0 - 128.0).min(127.0);
+                prop_assert!((f64::from(*o) - want).abs() <= 1.5, "got {} want {}", o, want);
             }
         }
     }

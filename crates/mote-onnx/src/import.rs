@@ -5,6 +5,7 @@ use crate::ctx::NodeCtx;
 use crate::proto::{tensor_shape_proto::dimension::Value as Dim, type_proto, ModelProto, NodeProto, ValueInfoProto};
 use crate::tensor::{dtype_from_onnx, tensor_from_proto};
 use crate::translate;
+use mote_core::quantize::lower;
 use mote_core::{bail, passes, DType, Error, Graph, InputFact, Result, Tensor, TensorId, TensorType};
 use prost::Message;
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +22,9 @@ pub struct ImportOptions {
     /// Static shapes for graph inputs, overriding or completing the file's (e.g.
     /// symbolic batch dims): input name → shape.
     pub shapes: HashMap<String, Vec<usize>>,
+    /// Keep QuantizeLinear/DequantizeLinear as float ops (the QDQ model's fake-quantized float
+    /// semantics) instead of lowering the model to mote's int8 ops.
+    pub keep_qdq: bool,
 }
 
 /// Loads and imports an ONNX file; errors name the file.
@@ -114,6 +118,9 @@ pub fn import(bytes: &[u8], opts: &ImportOptions) -> Result<Graph> {
     }
     passes::fuse_gelu(&mut b.g);
     passes::prune(&mut b.g);
+    if !opts.keep_qdq && lower::is_qdq(&b.g) {
+        return lower::lower_qdq(&b.g);
+    }
     Ok(b.g)
 }
 
@@ -369,10 +376,12 @@ impl Builder {
         Ok(())
     }
 
-    /// Evaluates the node just added if all its inputs are constants.
+    /// Evaluates the node just added if all its inputs are constants. DequantizeLinear of a
+    /// constant stays: its integer input is the quantized weight the int8 lowering needs.
     fn fold_last(&mut self) -> Result<()> {
         let node = self.g.nodes.last().expect("a node was just added");
-        if !node.inputs.iter().all(|&i| self.g.values[i].konst.is_some()) {
+        let dq = node.op.name() == "DequantizeLinear";
+        if dq || !node.inputs.iter().all(|&i| self.g.values[i].konst.is_some()) {
             return Ok(());
         }
         let args: Vec<&Tensor> =

@@ -56,7 +56,7 @@ fn symbolic_batch_needs_a_shape() {
     let err = mote_onnx::load(example("kws_encoder_dynamic.onnx"), &ImportOptions::default()).unwrap_err().to_string();
     assert!(err.contains("--shape x=1x16x64"), "{err}");
     assert!(err.contains("batch"), "{err}");
-    let opts = ImportOptions { shapes: [("x".to_string(), vec![1, 16, 64])].into() };
+    let opts = ImportOptions { shapes: [("x".to_string(), vec![1, 16, 64])].into(), ..Default::default() };
     let g = check("kws_encoder_dynamic", &opts);
     assert!(!ops(&g).contains(&"Shape"));
 }

@@ -9,6 +9,7 @@ pub mod deeploy;
 pub mod elementwise;
 pub mod matmul;
 pub mod nn;
+pub mod quant;
 pub mod shape;
 
 /// Resolves a possibly negative axis against a rank, with a clear error.

@@ -10,6 +10,7 @@ mod deeploy;
 mod elementwise;
 mod matmul;
 mod nn;
+mod quant;
 mod shape;
 
 /// The result of translating one ONNX node.
@@ -110,6 +111,8 @@ pub static TABLE: &[(&str, &str, TranslateFn)] = &[
     (ONNX, "Size", shape::size),
     (ONNX, "ConstantOfShape", shape::constant_of_shape),
     (ONNX, "Range", shape::range),
+    (ONNX, "QuantizeLinear", quant::quantize_linear),
+    (ONNX, "DequantizeLinear", quant::dequantize_linear),
     (ONNX, "RequantShift", deeploy::requant_shift),
     (ONNX, "iSoftmax", deeploy::isoftmax),
     (ONNX, "ITAMax", deeploy::itamax),

@@ -1,0 +1,1 @@
+//! Calibration: activation ranges observed on sample inputs.
