@@ -133,6 +133,12 @@ impl Graph {
     /// Runs the graph on the given inputs (one per [`Graph::inputs`], in order) and
     /// returns the outputs. Checks the type of every input first.
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        self.run_observed(inputs, |_, _| {})
+    }
+
+    /// Like [`Graph::run`], calling `observe(id, value)` for every graph input and node output
+    /// as it is computed (calibration, per-layer error reports).
+    pub fn run_observed(&self, inputs: Vec<Tensor>, mut observe: impl FnMut(TensorId, &Tensor)) -> Result<Vec<Tensor>> {
         if inputs.len() != self.inputs.len() {
             bail!("the model has {} input(s), {} given", self.inputs.len(), inputs.len());
         }
@@ -142,6 +148,7 @@ impl Graph {
             if &t.ty() != want {
                 bail!("input `{}` must be {}, got {}", self.values[id].name, want, t.ty());
             }
+            observe(id, &t);
             slots[id] = Some(Arc::new(t));
         }
         let mut remaining = self.use_counts();
@@ -155,6 +162,7 @@ impl Graph {
             drop(args);
             for (&o, t) in node.outputs.iter().zip(outs) {
                 debug_assert_eq!(t.ty(), self.values[o].ty, "node {} output type", node.name);
+                observe(o, &t);
                 slots[o] = Some(Arc::new(t));
             }
             for &i in &node.inputs {

@@ -123,14 +123,18 @@ pub struct LayerNormI8Params<'a> {
     pub eps: u64,
     /// Output zero point (int8).
     pub out_zero_point: i32,
+    /// `None`: LayerNorm (center each row on its mean). `Some(z)`: RMSNorm, centered on the
+    /// input zero point `z` (the real value 0), with `beta` usually all zero.
+    pub rms_zero_point: Option<i32>,
 }
 
-/// mote's int8 LayerNorm per row of `N = row_len` values, exact integer arithmetic (the input
-/// zero point cancels): `d_j = N·x_j - Σx`, `σ = max(1, isqrt(floor(Σd²/N) + eps))`,
+/// mote's int8 LayerNorm (or RMSNorm, see [`LayerNormI8Params::rms_zero_point`]) per row of `N = row_len` values, exact integer arithmetic (the input
+/// zero point cancels): `d_j = N·x_j - c` with `c = Σx` (LayerNorm) or `c = N·z` (RMSNorm), `σ = max(1, isqrt(floor(Σd²/N) + eps))`,
 /// `y_j = clamp(floor((d_j·γ_j + β_j·σ) / (σ·2^F) + 1/2) + zp, -128, 127)`.
 ///
 /// `d_j/σ` is the normalized value `(x_j - mean)/sqrt(var + ε)` in real units.
-/// Errors: shapes (`ShapeMismatch`); `row_len > 65536`, `frac_bits > 30`, `eps > 2^48` (`InvalidParam`).
+/// Errors: shapes (`ShapeMismatch`); `row_len > 65536`, `frac_bits > 30`, `eps > 2^48`, an RMS
+/// zero point outside int8 (`InvalidParam`).
 pub fn layernorm_i8(x: &[i8], row_len: usize, p: &LayerNormI8Params<'_>, out: &mut [i8]) -> Result<(), KernelError> {
     if row_len == 0 || x.len() != out.len() || x.len() % row_len != 0 {
         return Err(KernelError::ShapeMismatch);
@@ -138,13 +142,17 @@ pub fn layernorm_i8(x: &[i8], row_len: usize, p: &LayerNormI8Params<'_>, out: &m
     if p.gamma.len() != row_len || p.beta.len() != row_len {
         return Err(KernelError::ShapeMismatch);
     }
-    if row_len > 1 << 16 || p.frac_bits > 30 || p.eps > 1 << 48 {
+    let z_ok = p.rms_zero_point.is_none_or(|z| (-128..=127).contains(&z));
+    if row_len > 1 << 16 || p.frac_bits > 30 || p.eps > 1 << 48 || !z_ok {
         return Err(KernelError::InvalidParam);
     }
     // Bounds: |d| <= 2^24, Σd²/N <= 2^48, σ < 2^25, so every i64 below stays under 2^58.
     let n = row_len as i64;
     for (xs, os) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
-        let sum: i64 = xs.iter().map(|&v| i64::from(v)).sum();
+        let sum: i64 = match p.rms_zero_point {
+            None => xs.iter().map(|&v| i64::from(v)).sum(),
+            Some(z) => n * i64::from(z),
+        };
         let ss: u64 = xs.iter().map(|&v| (n * i64::from(v) - sum).unsigned_abs().pow(2)).sum();
         let sigma = isqrt_u64(ss / row_len as u64 + p.eps).max(1) as i64;
         let den = sigma << p.frac_bits;
@@ -328,9 +336,12 @@ mod tests {
     }
 
     /// `layernorm_i8` in i128, from its doc comment.
-    fn model_layernorm_i8(row: &[i8], g: &[i32], b: &[i32], f: u32, eps: u64, zp: i128) -> Vec<i128> {
+    fn model_layernorm_i8(row: &[i8], g: &[i32], b: &[i32], f: u32, eps: u64, zp: i128, rms: Option<i32>) -> Vec<i128> {
         let n = row.len() as i128;
-        let sum: i128 = row.iter().map(|&v| i128::from(v)).sum();
+        let sum: i128 = match rms {
+            None => row.iter().map(|&v| i128::from(v)).sum(),
+            Some(z) => n * i128::from(z),
+        };
         let d: Vec<i128> = row.iter().map(|&v| n * i128::from(v) - sum).collect();
         let ss: i128 = d.iter().map(|v| v * v).sum();
         let sigma = model_isqrt(floor_div(ss, n) + i128::from(eps)).max(1);
@@ -346,7 +357,14 @@ mod tests {
     #[test]
     fn layernorm_i8_hand_computed() {
         // x = [-1, 1]: d = [-2·... ] → normalized ±1 (eps 0); γ = 1/s_out = 10 in Q0, β = 0 → ±10.
-        let p = LayerNormI8Params { gamma: &[10, 10], beta: &[0, 5], frac_bits: 0, eps: 0, out_zero_point: 3 };
+        let p = LayerNormI8Params {
+            gamma: &[10, 10],
+            beta: &[0, 5],
+            frac_bits: 0,
+            eps: 0,
+            out_zero_point: 3,
+            rms_zero_point: None,
+        };
         let mut out = [0i8; 2];
         layernorm_i8(&[-1, 1], 2, &p, &mut out).unwrap();
         assert_eq!(out, [-7, 18]);
@@ -356,6 +374,11 @@ mod tests {
         assert_eq!(layernorm_i8(&[1, 2, 3], 2, &p, &mut [0; 3]), Err(KernelError::ShapeMismatch));
         let bad = LayerNormI8Params { frac_bits: 31, ..p };
         assert_eq!(layernorm_i8(&[1, 2], 2, &bad, &mut out), Err(KernelError::InvalidParam));
+        // RMSNorm centered on zero point 1: x - z = [3, -1], rms = sqrt(5); y = 10·u/rms.
+        // d = 2·u = [6, -2], σ = isqrt((36 + 4)/2) = 4: y = floor(60/4 + 1/2) = 15, floor(-20/4 + 5 + 1/2) = 0.
+        let rms = LayerNormI8Params { rms_zero_point: Some(1), out_zero_point: 0, ..p };
+        layernorm_i8(&[4, 0], 2, &rms, &mut out).unwrap();
+        assert_eq!(out, [15, 0]);
     }
 
     proptest! {
@@ -370,13 +393,14 @@ mod tests {
             f in 0u32..=30,
             eps in prop_oneof![Just(0u64), 0u64..1000, Just(1u64 << 48)],
             zp in -128i32..=127,
+            rms in proptest::option::of(-128i32..=127),
         ) {
-            let p = LayerNormI8Params { gamma: &g, beta: &b, frac_bits: f, eps, out_zero_point: zp };
+            let p = LayerNormI8Params { gamma: &g, beta: &b, frac_bits: f, eps, out_zero_point: zp, rms_zero_point: rms };
             let mut out = vec![0i8; x.len()];
             layernorm_i8(&x, row_len, &p, &mut out).unwrap();
             for (xs, os) in x.chunks(row_len).zip(out.chunks(row_len)) {
                 let got: Vec<i128> = os.iter().map(|&v| i128::from(v)).collect();
-                prop_assert_eq!(got, model_layernorm_i8(xs, &g, &b, f, eps, i128::from(zp)));
+                prop_assert_eq!(got, model_layernorm_i8(xs, &g, &b, f, eps, i128::from(zp), rms));
             }
         }
     }

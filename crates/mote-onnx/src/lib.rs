@@ -5,6 +5,7 @@
 mod ctx;
 mod import;
 pub mod proto;
+pub mod qdq;
 mod tensor;
 pub mod translate;
 

@@ -375,7 +375,7 @@ impl Op for QSoftmax {
         let row = *s.last().filter(|&&n| n > 0).ok_or_else(|| Error::Invalid("QSoftmax on an empty axis".into()))?;
         if let Some((m, rows)) = &self.mask {
             let total = inputs[0].ty.len() / row;
-            ensure!(*rows > 0 && m.len() == rows * row && total % rows == 0, "QSoftmax mask does not tile {s:?}");
+            ensure!(*rows > 0 && m.len() == rows * row && total.is_multiple_of(*rows), "QSoftmax mask does not tile {s:?}");
         }
         Ok(vec![inputs[0].ty.clone()])
     }
@@ -391,7 +391,7 @@ impl Op for QSoftmax {
     }
 }
 
-/// int8 LayerNorm over the last axis (see `mote_kernels::norm::layernorm_i8`).
+/// int8 LayerNorm or RMSNorm over the last axis (see `mote_kernels::norm::layernorm_i8`).
 #[derive(Clone, Debug)]
 pub struct QLayerNorm {
     /// `round(γ/s_out·2^F)`.
@@ -404,10 +404,22 @@ pub struct QLayerNorm {
     pub eps: u64,
     /// Output zero point.
     pub out_zero_point: i32,
+    /// RMSNorm: rows are centered on this input zero point instead of their mean.
+    pub rms_zero_point: Option<i32>,
 }
 
 impl Op for QLayerNorm {
-    op_common!("QLayerNorm");
+    fn name(&self) -> &'static str {
+        if self.rms_zero_point.is_some() {
+            "QRmsNorm"
+        } else {
+            "QLayerNorm"
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 
     fn infer(&self, inputs: &[InputFact]) -> Result<Vec<TensorType>> {
         ensure!(inputs.len() == 1, "QLayerNorm expects 1 input");
@@ -425,6 +437,7 @@ impl Op for QLayerNorm {
             frac_bits: self.frac_bits,
             eps: self.eps,
             out_zero_point: self.out_zero_point,
+            rms_zero_point: self.rms_zero_point,
         };
         let mut out = vec![0i8; x.len()];
         layernorm_i8(&x, self.gamma.len(), &p, &mut out).map_err(|e| kernel_err("QLayerNorm", e))?;

@@ -13,7 +13,7 @@ use super::{quantize_symmetric, Affine};
 use crate::ops::conv::{Conv, GlobalAveragePool, MaxPool};
 use crate::ops::elementwise::{broadcast_shapes, Binary, BinaryKind, Unary};
 use crate::ops::matmul::{Gemm, MatMul};
-use crate::ops::nn::{LayerNorm, Reduce, ReduceKind, Softmax};
+use crate::ops::nn::{LayerNorm, Reduce, ReduceKind, RmsNorm, Softmax};
 use crate::ops::quant::{
     DequantizeLinear, QBinary, QBinaryKind, QConv, QLayerNorm, QLinear, QLut, QMatMul, QMean, QSoftmax, QuantizeLinear,
     Requantize, Rescale,
@@ -164,6 +164,9 @@ pub fn lower_qdq(g: &Graph) -> Result<Graph> {
         b.map.insert(i, id);
     }
     let mut errors = Vec::new();
+    // Int8 tensors (old ids of Q outputs) that a failed region did not produce: regions reading
+    // them fail as a consequence, which is not reported again.
+    let mut poisoned: std::collections::HashSet<TensorId> = std::collections::HashSet::new();
     for (i, n) in g.nodes.iter().enumerate() {
         match kinds[i] {
             Kind::Q => {
@@ -182,7 +185,7 @@ pub fn lower_qdq(g: &Graph) -> Result<Graph> {
                     let y = b.requantize(&n.name, x, &from, &affine, &g.values[n.outputs[0]].name)?;
                     b.map.insert(n.outputs[0], y);
                 } else {
-                    b.copy_node(n)?;
+                    copy_after(&mut b, n, &errors)?;
                 }
             }
             Kind::Dq => {
@@ -190,22 +193,38 @@ pub fn lower_qdq(g: &Graph) -> Result<Graph> {
                 let feeds_kept =
                     consumers[out].iter().any(|&c| kinds[c] == Kind::Float && !has_dq_input(&members[&island_of[&c]]));
                 if is_output[out] || feeds_kept {
-                    b.copy_node(n)?;
+                    copy_after(&mut b, n, &errors)?;
                 }
             }
             Kind::Float => {
                 let r = island_of[&i];
                 let ms = &members[&r];
                 if !has_dq_input(ms) {
-                    b.copy_node(n)?; // float pre-processing of inputs, kept as is
+                    copy_after(&mut b, n, &errors)?; // float pre-processing of inputs, kept as is
                     continue;
                 }
                 if *ms.last().expect("non-empty") != i {
                     continue;
                 }
-                match collect(g, &mut b, ms, &kinds, &producer, &consumers, &is_output).and_then(|isl| b.emit(&isl)) {
-                    Ok(()) => {}
-                    Err(e) => {
+                let reads_poisoned = ms.iter().flat_map(|&m| &g.nodes[m].inputs).any(|&x| {
+                    producer[x].is_some_and(|p| kinds[p] == Kind::Dq && poisoned.contains(&g.nodes[p].inputs[0]))
+                });
+                let result = if reads_poisoned {
+                    Err(None)
+                } else {
+                    collect(g, &mut b, ms, &kinds, &producer, &consumers, &is_output)
+                        .and_then(|isl| b.emit(&isl))
+                        .map_err(Some)
+                };
+                if let Err(e) = result {
+                    for &m in ms {
+                        for &o in &g.nodes[m].outputs {
+                            poisoned.extend(
+                                consumers[o].iter().filter(|&&c| kinds[c] == Kind::Q).map(|&c| g.nodes[c].outputs[0]),
+                            );
+                        }
+                    }
+                    if let Some(e) = e {
                         let names: Vec<String> =
                             ms.iter().map(|&m| format!("`{}` ({})", g.nodes[m].name, g.nodes[m].op.name())).collect();
                         errors.push(format!("{}: {e}", names.join(", ")));
@@ -227,6 +246,15 @@ pub fn lower_qdq(g: &Graph) -> Result<Graph> {
     }
     crate::passes::prune(&mut b.new);
     Ok(b.new)
+}
+
+/// Copies a node unchanged; when an earlier region failed to lower, a missing input is a
+/// consequence of that failure (already reported), so the node is skipped.
+fn copy_after(b: &mut Builder, n: &Node, errors: &[String]) -> Result<()> {
+    match b.copy_node(n) {
+        Err(_) if !errors.is_empty() => Ok(()),
+        r => r,
+    }
 }
 
 /// Gathers an island's inputs and outputs, checking every output is quantized.
@@ -438,19 +466,32 @@ impl Builder<'_> {
             let (out, id) = self.softmax(isl)?;
             return self.bind(isl, out, id);
         }
+        if let [mm, add] = isl.nodes.as_slice() {
+            let bias = add.inputs.iter().find(|&&i| i != mm.outputs[0]).and_then(|i| isl.inputs.get(i));
+            let is_add = add.op.as_any().downcast_ref::<Binary>().is_some_and(|b| b.kind == BinaryKind::Add);
+            if mm.op.as_any().is::<MatMul>() && is_add && add.inputs.contains(&mm.outputs[0]) {
+                if let Some(bias @ (Input::Float(_) | Input::Weight(..))) = bias {
+                    return self.matmul(isl, mm, Some(bias.clone()));
+                }
+            }
+        }
         if isl.nodes.len() != 1 {
             bail!("mote integerizes single ops, element-wise chains of one input, and softmax with scale/mask; not this combination");
         }
         let n = isl.nodes[0];
         let op = n.op.as_any();
         if op.is::<MatMul>() || op.is::<Gemm>() {
-            return self.matmul(isl, n);
+            let bias = n.inputs.get(2).map(|i| isl.inputs[i].clone());
+            return self.matmul(isl, n, bias);
         }
         if let Some(bin) = op.downcast_ref::<Binary>() {
             return self.binary(isl, n, bin.kind);
         }
         if let Some(ln) = op.downcast_ref::<LayerNorm>() {
-            return self.layer_norm(isl, n, ln);
+            return self.norm(isl, n, Some(ln.axis), ln.epsilon);
+        }
+        if let Some(rms) = op.downcast_ref::<RmsNorm>() {
+            return self.norm(isl, n, None, rms.epsilon);
         }
         if let Some(r) = op.downcast_ref::<Reduce>() {
             if r.kind == ReduceKind::Mean {
@@ -485,11 +526,20 @@ impl Builder<'_> {
         bail!("no int8 lowering for {} yet", n.op.name())
     }
 
-    /// Binds the island's single output to the new tensor `id`.
+    /// Binds island output `out` to the new int8 tensor `id`, which takes the name of the
+    /// first Q output (`t:q` in models written by `mote quantize`) and the Q parameters.
     fn bind(&mut self, isl: &Island, out: usize, id: TensorId) -> Result<()> {
-        for &q in &isl.outputs[out].q_outputs {
+        let o = &isl.outputs[out];
+        for &q in &o.q_outputs {
             self.map.insert(q, id);
         }
+        let v = &mut self.new.values[id];
+        v.name = self.old.values[o.q_outputs[0]].name.clone();
+        v.quant = Some(QuantParams {
+            scale: o.affine.scale.iter().map(|&s| s as f32).collect(),
+            zero_point: o.affine.zero_point.clone(),
+            axis: o.affine.axis,
+        });
         Ok(())
     }
 
@@ -601,7 +651,8 @@ impl Builder<'_> {
         Ok((0, id))
     }
 
-    fn matmul(&mut self, isl: &Island, n: &Node) -> Result<()> {
+    /// MatMul/Gemm (with an optional constant bias, from Gemm's C or a following Add).
+    fn matmul(&mut self, isl: &Island, n: &Node, bias: Option<Input>) -> Result<()> {
         let (sy, zy, _) = Self::single_output(isl)?;
         let out = self.out_name(isl, 0);
         let affine = isl.outputs[0].affine.clone();
@@ -630,10 +681,10 @@ impl Builder<'_> {
         let trans_b = gemm.is_some_and(|g| g.trans_b);
         let (w_nk, sw) = self.weight_nk(b, trans_b, &self.old.values[n.inputs[1]].name.clone())?;
         let nout = sw.len();
-        let bias = match n.inputs.get(2).map(|i| &isl.inputs[i]) {
+        let bias = match bias {
             None => None,
             Some(input) => {
-                let real = match input {
+                let real = match &input {
                     Input::Float(t) => t.to_f64_vec(),
                     Input::Weight(t, a) => dequant(t, a),
                     _ => bail!("the Gemm bias must be a constant"),
@@ -742,32 +793,35 @@ impl Builder<'_> {
         self.bind(isl, 0, id)
     }
 
-    fn layer_norm(&mut self, isl: &Island, n: &Node, ln: &LayerNorm) -> Result<()> {
+    /// LayerNorm (`axis`: its first normalized axis) or RMSNorm (`None`, last axis).
+    fn norm(&mut self, isl: &Island, n: &Node, axis: Option<usize>, epsilon: f32) -> Result<()> {
         let (sy, zy, _) = Self::single_output(isl)?;
-        let Some((x, xa)) = isl.act(n.inputs[0]) else { bail!("LayerNorm input must be an int8 activation") };
-        let (sx, _) = xa.single("the LayerNorm input")?;
+        let Some((x, xa)) = isl.act(n.inputs[0]) else { bail!("the norm's input must be an int8 activation") };
+        let (sx, zx) = xa.single("the norm's input")?;
         let shape = &self.old.values[n.inputs[0]].ty.shape;
-        if ln.axis + 1 != shape.len() {
-            bail!("LayerNorm over axes {}.. of {shape:?} (mote's int8 LayerNorm works on the last axis)", ln.axis);
+        let last = shape.len() - 1;
+        if axis.is_some_and(|a| a != last) {
+            bail!("LayerNorm over axes {:?}.. of {shape:?} (mote's int8 LayerNorm works on the last axis)", axis);
         }
-        let row = shape[ln.axis];
+        let row = shape[last];
         let real = |i: Option<&TensorId>| -> Result<Vec<f64>> {
             Ok(match i.map(|i| &isl.inputs[i]) {
                 None => vec![0.0; row],
                 Some(Input::Float(t)) => t.to_f64_vec(),
                 Some(Input::Weight(t, a)) => dequant(t, a),
-                Some(_) => bail!("LayerNorm scale and bias must be constants"),
+                Some(_) => bail!("the norm's scale and bias must be constants"),
             })
         };
         let (gamma, beta) = (real(n.inputs.get(1))?, real(n.inputs.get(2))?);
         let (gamma, beta) = (broadcast_row(gamma, row)?, broadcast_row(beta, row)?);
         let (g, b, frac_bits, eps) =
-            layernorm_i8_params(&gamma, &beta, f64::from(ln.epsilon), sx, sy).ok_or_else(|| {
+            layernorm_i8_params(&gamma, &beta, f64::from(epsilon), sx, sy).ok_or_else(|| {
                 Error::Invalid(format!(
-                    "LayerNorm parameters do not fit mote's int8 LayerNorm (input scale {sx}, output scale {sy})"
+                    "norm parameters do not fit mote's int8 LayerNorm (input scale {sx}, output scale {sy})"
                 ))
             })?;
-        let op = QLayerNorm { gamma: g, beta: b, frac_bits, eps, out_zero_point: zy };
+        let rms_zero_point = axis.is_none().then_some(zx);
+        let op = QLayerNorm { gamma: g, beta: b, frac_bits, eps, out_zero_point: zy, rms_zero_point };
         let id = self.node(&n.name, Box::new(op), vec![x], &self.out_name(isl, 0), &isl.outputs[0].affine.clone())?;
         self.bind(isl, 0, id)
     }

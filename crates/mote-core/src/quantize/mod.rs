@@ -6,8 +6,10 @@
 //! factor becomes a Q31 multiplier and shift on the host; the MCU runs integers only.
 pub mod calib;
 pub mod lower;
+pub mod plan;
 
-use crate::{bail, Result};
+use crate::{bail, Graph, Result, Tensor, TensorId};
+use std::collections::HashMap;
 
 /// Affine parameters of one tensor (`real = scale·(q − zero_point)`), per tensor or per channel.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,15 +73,57 @@ pub fn quantize_symmetric(data: &[f32], shape: &[usize], axis: Option<usize>) ->
     (q, scales)
 }
 
-/// Signal-to-quantization-noise ratio in dB: `10·log10(Σx² / Σ(x − y)²)` (∞ when equal).
-pub fn sqnr_db(reference: &[f32], approx: &[f32]) -> f64 {
-    let signal: f64 = reference.iter().map(|&v| f64::from(v).powi(2)).sum();
-    let noise: f64 = reference.iter().zip(approx).map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2)).sum();
-    if noise == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (signal / noise).log10()
+/// Per-tensor SQNR (dB) of the int8 graph against the float graph over `samples`: the float
+/// tensor `t` against the dequantized int8 tensor named `t:q`, for each name in `names`
+/// (names absent from either graph are skipped), then every graph output.
+pub fn layer_sqnr(float: &Graph, int: &Graph, names: &[String], samples: &[Vec<Tensor>]) -> Result<Vec<(String, f64)>> {
+    let float_ids: HashMap<&str, TensorId> =
+        float.values.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
+    let int_ids: HashMap<&str, TensorId> = int.values.iter().enumerate().map(|(i, v)| (v.name.as_str(), i)).collect();
+    let pairs: Vec<(String, TensorId, TensorId)> = names
+        .iter()
+        .filter_map(|n| Some((n.clone(), *float_ids.get(n.as_str())?, *int_ids.get(format!("{n}:q").as_str())?)))
+        .collect();
+    let mut acc: Vec<(f64, f64)> = vec![(0.0, 0.0); pairs.len() + float.outputs.len()];
+    for inputs in samples {
+        let mut fv: HashMap<TensorId, Vec<f32>> = HashMap::new();
+        let f_out = float.run_observed(inputs.clone(), |id, t| {
+            if pairs.iter().any(|p| p.1 == id) {
+                fv.insert(id, t.to_f32().iter().copied().collect());
+            }
+        })?;
+        let mut iv: HashMap<TensorId, Vec<f32>> = HashMap::new();
+        let i_out = int.run_observed(inputs.clone(), |id, t| {
+            if let Some(q) = int.values[id].quant.as_ref().filter(|_| pairs.iter().any(|p| p.2 == id)) {
+                let (s, z) = (q.scale[0], q.zero_point[0] as f32);
+                iv.insert(id, t.to_f32().iter().map(|&v| (v - z) * s).collect());
+            }
+        })?;
+        let mut add = |k: usize, a: &[f32], b: &[f32]| {
+            for (&x, &y) in a.iter().zip(b) {
+                acc[k].0 += f64::from(x).powi(2);
+                acc[k].1 += (f64::from(x) - f64::from(y)).powi(2);
+            }
+        };
+        for (k, (_, f, i)) in pairs.iter().enumerate() {
+            if let (Some(a), Some(b)) = (fv.get(f), iv.get(i)) {
+                add(k, a, b);
+            }
+        }
+        for (k, (a, b)) in f_out.iter().zip(&i_out).enumerate() {
+            add(
+                pairs.len() + k,
+                &a.to_f32().iter().copied().collect::<Vec<_>>(),
+                &b.to_f32().iter().copied().collect::<Vec<_>>(),
+            );
+        }
     }
+    let db = |(s, n): (f64, f64)| if n == 0.0 { f64::INFINITY } else { 10.0 * (s / n).log10() };
+    let mut out: Vec<(String, f64)> = pairs.iter().zip(&acc).map(|(p, &a)| (p.0.clone(), db(a))).collect();
+    for (k, &o) in float.outputs.iter().enumerate() {
+        out.push((format!("output {}", float.values[o].name), db(acc[pairs.len() + k])));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -103,11 +147,5 @@ mod tests {
         assert_eq!(s, vec![2.0 / 127.0, 1.0]);
         let (q, s) = quantize_symmetric(&[1.0, -4.0], &[2], None);
         assert_eq!((q, s), (vec![32, -127], vec![4.0 / 127.0]));
-    }
-
-    #[test]
-    fn sqnr() {
-        assert_eq!(sqnr_db(&[1.0, 2.0], &[1.0, 2.0]), f64::INFINITY);
-        assert!((sqnr_db(&[3.0, 4.0], &[3.0, 3.0]) - 10.0 * 25f64.log10()).abs() < 1e-12);
     }
 }

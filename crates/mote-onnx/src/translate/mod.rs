@@ -113,6 +113,8 @@ pub static TABLE: &[(&str, &str, TranslateFn)] = &[
     (ONNX, "Range", shape::range),
     (ONNX, "QuantizeLinear", quant::quantize_linear),
     (ONNX, "DequantizeLinear", quant::dequantize_linear),
+    (MS, "QuantizeLinear", quant::quantize_linear),
+    (MS, "DequantizeLinear", quant::dequantize_linear),
     (ONNX, "RequantShift", deeploy::requant_shift),
     (ONNX, "iSoftmax", deeploy::isoftmax),
     (ONNX, "ITAMax", deeploy::itamax),
