@@ -1,6 +1,6 @@
 //! Shared CLI plumbing: loading models with `--shape`, binding npz arrays to inputs.
 use anyhow::{bail, Context, Result};
-use mote_core::{tensor::shape_str, Graph, Tensor};
+use mote_core::{tensor::shape_str, DType, Graph, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -16,10 +16,8 @@ pub fn parse_shape(s: &str) -> Result<(String, Vec<usize>), String> {
 
 /// Loads an ONNX model with the given static input shapes.
 pub fn load_model(path: &Path, shapes: &[(String, Vec<usize>)]) -> Result<Graph> {
-    let opts = mote_onnx::ImportOptions {
-        shapes: shapes.iter().cloned().collect::<HashMap<_, _>>(),
-        ..Default::default()
-    };
+    let opts =
+        mote_onnx::ImportOptions { shapes: shapes.iter().cloned().collect::<HashMap<_, _>>(), ..Default::default() };
     Ok(mote_onnx::load(path, &opts)?)
 }
 
@@ -52,17 +50,22 @@ pub fn bind_inputs(g: &Graph, path: &Path) -> Result<Vec<Tensor>> {
                 shape_str(&want.shape)
             );
         }
-        let t = if t.dtype() == want.dtype {
-            t.clone()
-        } else if t.dtype().is_float() == want.dtype.is_float() || t.dtype().is_float() {
-            // Same kind (or integer-valued floats into an integer input): convert.
-            t.cast(want.dtype)
-        } else {
-            bail!("{}: array `{key}` is {} but model input `{name}` is {}", path.display(), t.dtype(), want.dtype)
-        };
-        out.push(t);
+        out.push(convert_input(t, want.dtype, path, key, name)?);
     }
     Ok(out)
+}
+
+/// Converts array `key` of the npz file `path` to the element type of model input
+/// `name`: integer to integer, float to float, and float to integer (integer-valued
+/// floats into an integer input) convert; integers into a float input are refused.
+pub fn convert_input(t: &Tensor, want: DType, path: &Path, key: &str, name: &str) -> Result<Tensor> {
+    if t.dtype() == want {
+        Ok(t.clone())
+    } else if t.dtype().is_float() == want.is_float() || t.dtype().is_float() {
+        Ok(t.cast(want))
+    } else {
+        bail!("{}: array `{key}` is {} but model input `{name}` is {want}", path.display(), t.dtype())
+    }
 }
 
 /// Reads an npz and matches its arrays to the graph outputs (by name, else by position).

@@ -2,6 +2,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod eval;
 mod inspect;
 mod io;
 mod run;
@@ -24,6 +25,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Run a model on the host reference interpreter.
     Run(run::Args),
+    /// Top-1 accuracy of a classifier on a labelled .npz test set (optionally against a reference model).
+    Eval(eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(a) => inspect::main(a),
         Command::Run(a) => run::main(a),
+        Command::Eval(a) => eval::main(a),
     };
     match result {
         Ok(code) => code,
