@@ -5,6 +5,7 @@ use std::process::ExitCode;
 mod eval;
 mod inspect;
 mod io;
+mod quantize;
 mod run;
 
 /// Exit code for bad input or an unsupported model.
@@ -27,6 +28,8 @@ enum Command {
     Run(run::Args),
     /// Top-1 accuracy of a classifier on a labelled .npz test set (optionally against a reference model).
     Eval(eval::Args),
+    /// Post-training int8 quantization: calibrate, write a QDQ ONNX model, report per-layer SQNR.
+    Quantize(quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::main(a),
         Command::Run(a) => run::main(a),
         Command::Eval(a) => eval::main(a),
+        Command::Quantize(a) => quantize::main(a),
     };
     match result {
         Ok(code) => code,

@@ -1,88 +1,9 @@
 //! The `mote` command end to end: inspect/run on a shipped example, and every kind
 //! of bad input gets a clear one-paragraph error with exit code 2, never a panic.
+mod common;
+
+use common::{assert_error, example, model, mote, node, write};
 use mote_core::{npz, Tensor};
-use mote_onnx::proto::{
-    tensor_proto::DataType, tensor_shape_proto, type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
-};
-use prost::Message;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn mote(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mote")).args(args).output().expect("spawn mote")
-}
-
-fn example(f: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/torch-encoder").join(f).to_string_lossy().into_owned()
-}
-
-/// Asserts a clean failure: exit code 2, an `error:` paragraph containing every
-/// `needle`, and no panic message.
-fn assert_error(out: &Output, needles: &[&str]) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one paragraph: {err}");
-    for n in needles {
-        assert!(err.contains(n), "missing `{n}` in: {err}");
-    }
-    err
-}
-
-fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| tensor_shape_proto::Dimension {
-            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(DataType::Float as i32),
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
-    NodeProto {
-        op_type: Some(op.into()),
-        name: Some(name.into()),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
-}
-
-fn model(nodes: Vec<NodeProto>, inputs: &[&str], outputs: &[&str]) -> Vec<u8> {
-    ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
-        graph: Some(GraphProto {
-            name: Some("g".into()),
-            node: nodes,
-            input: inputs.iter().map(|n| value_info(n, &[1, 4])).collect(),
-            output: outputs.iter().map(|n| value_info(n, &[1, 4])).collect(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec()
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
-    let p: PathBuf = dir.join(name);
-    std::fs::write(&p, bytes).unwrap();
-    p.to_string_lossy().into_owned()
-}
 
 #[test]
 fn run_matches_torch_and_writes_outputs() {
@@ -90,11 +11,11 @@ fn run_matches_torch_and_writes_outputs() {
     let out_path = dir.path().join("out.npz");
     let out = mote(&[
         "run",
-        &example("kws_encoder_op17.onnx"),
+        &example("torch-encoder", "kws_encoder_op17.onnx"),
         "--inputs",
-        &example("kws_encoder_op17.inputs.npz"),
+        &example("torch-encoder", "kws_encoder_op17.inputs.npz"),
         "--expect",
-        &example("kws_encoder_op17.outputs.npz"),
+        &example("torch-encoder", "kws_encoder_op17.outputs.npz"),
         "-o",
         out_path.to_str().unwrap(),
     ]);
@@ -118,9 +39,9 @@ fn run_with_wrong_expectation_exits_1() {
     .unwrap();
     let out = mote(&[
         "run",
-        &example("kws_encoder_op17.onnx"),
+        &example("torch-encoder", "kws_encoder_op17.onnx"),
         "--inputs",
-        &example("kws_encoder_op17.inputs.npz"),
+        &example("torch-encoder", "kws_encoder_op17.inputs.npz"),
         "--expect",
         wrong.to_str().unwrap(),
     ]);
@@ -130,7 +51,7 @@ fn run_with_wrong_expectation_exits_1() {
 
 #[test]
 fn inspect_reports_ops_params_and_macs() {
-    let out = mote(&["inspect", &example("kws_encoder_op14.onnx")]);
+    let out = mote(&["inspect", &example("torch-encoder", "kws_encoder_op14.onnx")]);
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{s}");
     assert!(s.contains("x                        f32[1x16x64]"), "{s}");
@@ -144,16 +65,16 @@ fn inspect_reports_ops_params_and_macs() {
 
 #[test]
 fn symbolic_dims_ask_for_shape_then_work_with_it() {
-    let out = mote(&["inspect", &example("kws_encoder_dynamic.onnx")]);
+    let out = mote(&["inspect", &example("torch-encoder", "kws_encoder_dynamic.onnx")]);
     assert_error(&out, &["kws_encoder_dynamic.onnx", "`x`", "batch", "--shape x=1x16x64"]);
-    let out = mote(&["inspect", &example("kws_encoder_dynamic.onnx"), "--shape", "x=1x16x64"]);
+    let out = mote(&["inspect", &example("torch-encoder", "kws_encoder_dynamic.onnx"), "--shape", "x=1x16x64"]);
     assert!(out.status.success());
 }
 
 #[test]
 fn truncated_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = std::fs::read(example("kws_encoder_op17.onnx")).unwrap();
+    let bytes = std::fs::read(example("torch-encoder", "kws_encoder_op17.onnx")).unwrap();
     let p = write(dir.path(), "trunc.onnx", &bytes[..bytes.len() / 2]);
     assert_error(&mote(&["inspect", &p]), &["trunc.onnx", "truncated"]);
 }
@@ -212,7 +133,7 @@ fn dangling_tensor_name_is_a_clear_error() {
 #[test]
 fn wrong_or_missing_npz_inputs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let m = example("kws_encoder_op17.onnx");
+    let m = example("torch-encoder", "kws_encoder_op17.onnx");
     let bad_shape = dir.path().join("bad_shape.npz");
     npz::write(
         &bad_shape,

@@ -2,14 +2,13 @@
 //! test split (the exact count onnxruntime gets, see examples/digits/ACCURACY.txt),
 //! `--json`, `--reference`, `--limit`, batched models, integer outputs, and a clear
 //! exit-2 error for each kind of bad test set.
+mod common;
+
+use common::{assert_error, example, json, mote, stdout, typed_value_info};
 use mote_core::{npz, Tensor};
-use mote_onnx::proto::{
-    tensor_proto::DataType, tensor_shape_proto, type_proto, AttributeProto, GraphProto, ModelProto, NodeProto,
-    OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
-};
+use mote_onnx::proto::{tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 use prost::Message;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 /// Samples in the digits test split and how many of them the float model (torch and
 /// onnxruntime alike) classifies correctly.
@@ -19,28 +18,8 @@ const DIGITS_CORRECT: usize = 439;
 /// (onnxruntime on digits_encoder.onnx).
 const DIGITS_CORRECT_FIRST_60: usize = 58;
 
-fn mote(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mote")).args(args).output().expect("spawn mote")
-}
-
-fn example(dir: &str, f: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(dir).join(f).to_string_lossy().into_owned()
-}
-
 fn digits(f: &str) -> String {
     example("digits", f)
-}
-
-fn stdout(out: &Output) -> String {
-    let s = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(out.status.code(), Some(0), "stdout: {s}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
-    s
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    let s = stdout(out);
-    assert_eq!(s.trim_end().lines().count(), 1, "one JSON line: {s}");
-    serde_json::from_str(&s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
 /// Asserts a JSON number equals `want` (serde_json's default float parsing may be off
@@ -48,19 +27,6 @@ fn json(out: &Output) -> serde_json::Value {
 fn assert_close(v: &serde_json::Value, want: f64) {
     let got = v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"));
     assert!((got - want).abs() < 1e-12, "{got} != {want}");
-}
-
-/// Asserts a clean failure: exit code 2, an `error:` paragraph containing every
-/// `needle`, and no panic message.
-fn assert_error(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(2), "exit code; stderr: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one paragraph: {err}");
-    for n in needles {
-        assert!(err.contains(n), "missing `{n}` in: {err}");
-    }
 }
 
 /// The digits test split's arrays, in file order (`x`, `y`).
@@ -253,27 +219,6 @@ fn batched_model_matches_one_sample_at_a_time() {
     assert_eq!((j["correct"].as_u64(), j["agreed"].as_u64()), (Some(7), Some(7)));
 }
 
-fn value_info(name: &str, elem: DataType, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|&d| tensor_shape_proto::Dimension {
-            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(elem as i32),
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// `x` f32[1,4] -> Cast(to=int8) -> `y` i8[1,4]: a classifier with integer outputs.
 fn int8_model() -> Vec<u8> {
     let cast = NodeProto {
@@ -295,8 +240,8 @@ fn int8_model() -> Vec<u8> {
         graph: Some(GraphProto {
             name: Some("g".into()),
             node: vec![cast],
-            input: vec![value_info("x", DataType::Float, &[1, 4])],
-            output: vec![value_info("y", DataType::Int8, &[1, 4])],
+            input: vec![typed_value_info("x", DataType::Float, &[1, 4])],
+            output: vec![typed_value_info("y", DataType::Int8, &[1, 4])],
             ..Default::default()
         }),
         ..Default::default()

@@ -375,7 +375,10 @@ impl Op for QSoftmax {
         let row = *s.last().filter(|&&n| n > 0).ok_or_else(|| Error::Invalid("QSoftmax on an empty axis".into()))?;
         if let Some((m, rows)) = &self.mask {
             let total = inputs[0].ty.len() / row;
-            ensure!(*rows > 0 && m.len() == rows * row && total.is_multiple_of(*rows), "QSoftmax mask does not tile {s:?}");
+            ensure!(
+                *rows > 0 && m.len() == rows * row && total.is_multiple_of(*rows),
+                "QSoftmax mask does not tile {s:?}"
+            );
         }
         Ok(vec![inputs[0].ty.clone()])
     }

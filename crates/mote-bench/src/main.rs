@@ -1,0 +1,34 @@
+//! `mote-bench`: regenerates the result tables committed under `docs/`.
+//!
+//! `cargo run --release -p mote-bench -- quant` writes `docs/quantization.md`.
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+mod quant;
+
+#[derive(Parser)]
+#[command(name = "mote-bench", about = "Regenerate mote's committed result tables.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Float vs int8: top-1 of our digits model, SQNR and agreement of the peer float models.
+    Quant {
+        /// Deeploy's test cases (default: `../shared/peer-models` beside the checkout, or `$MOTE_PEER_MODELS`).
+        #[arg(long)]
+        peer_models: Option<PathBuf>,
+        /// Where to write the table.
+        #[arg(long, default_value = "docs/quantization.md")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Quant { peer_models, out } => quant::run(peer_models, &out),
+    }
+}
