@@ -177,3 +177,34 @@ fn onnxruntime_qdq_models_lower_to_int8_and_keep_their_predictions() {
     ]);
     stdout(&r);
 }
+
+#[test]
+fn causal_attention_mask_stays_inside_the_int8_softmax() {
+    // nn.MultiheadAttention with a causal mask built in forward (-inf above the diagonal).
+    let dir = tempfile::tempdir().unwrap();
+    let calib = dir.path().join("calib.npz");
+    // Standard normal samples, like the shipped input (LCG + Box–Muller).
+    let mut state = 1u64;
+    let mut uniform = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let noise: Vec<f32> = (0..16 * 12 * 32)
+        .map(|_| ((-2.0 * uniform().ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos()) as f32)
+        .collect();
+    npz::write(&calib, &[("x".into(), Tensor::from_vec(&[16, 12, 32], noise).unwrap())]).unwrap();
+    let q = dir.path().join("mha.int8.onnx");
+    let m = example("torch-encoder", "causal_mha_op17.onnx");
+    let report =
+        json(&mote(&["quantize", &m, "--calib", calib.to_str().unwrap(), "-o", q.to_str().unwrap(), "--json"]));
+    let layers = report["layers"].as_array().unwrap();
+    let out = layers.iter().find(|l| l["tensor"] == "output y").unwrap()["sqnr_db"].as_f64().unwrap();
+    assert!(out > 30.0, "output SQNR {out} dB");
+    assert!(!layers.iter().any(|l| l["tensor"] == "/attn/Add_2_output_0"), "the masked scores are not quantized");
+    let inspect = stdout(&mote(&["inspect", q.to_str().unwrap()]));
+    assert!(inspect.contains("QSoftmax"), "{inspect}");
+    let io = |f: &str| example("torch-encoder", f);
+    let q = q.to_str().unwrap();
+    let run = ["run", q, "--inputs", &io("causal_mha_op17.inputs.npz"), "--expect", &io("causal_mha_op17.outputs.npz")];
+    stdout(&mote(&[&run[..], &["--atol", "0.15"]].concat()));
+}

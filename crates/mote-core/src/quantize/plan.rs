@@ -7,6 +7,7 @@ use super::{quantize_symmetric, Affine};
 use crate::ops::conv::Conv;
 use crate::ops::elementwise::{Binary, BinaryKind};
 use crate::ops::matmul::{Gemm, MatMul};
+use crate::ops::nn::Softmax;
 use crate::{Graph, Result, Tensor, TensorId};
 use std::collections::HashMap;
 
@@ -78,7 +79,10 @@ pub fn plan(g: &Graph, samples: &[Vec<Tensor>], method: Method, in_model: &dyn F
             let bias_next = n.op.as_any().is::<MatMul>()
                 && !g.outputs.contains(&o)
                 && matches!(uses[o].as_slice(), [u] if is_bias_add(g, *u, o));
-            if !bias_next {
+            // An additive attention mask stays inside the softmax island (an int8 -inf is no mask).
+            let mask_add =
+                matches!(uses[o].as_slice(), [u] if g.nodes[*u].op.as_any().is::<Softmax>()) && is_mask_add(g, n);
+            if !bias_next && !mask_add {
                 order.push(o);
             }
         }
@@ -118,6 +122,15 @@ pub fn plan(g: &Graph, samples: &[Vec<Tensor>], method: Method, in_model: &dyn F
         weights.push(WeightQuant { name: v.name.clone(), shape: v.ty.shape.clone(), data: q, scales, axis });
     }
     Ok(QuantPlan { activations, weights })
+}
+
+/// Node `n` adds a constant mask (every value 0 or at most -1e4, e.g. -inf) to an activation.
+fn is_mask_add(g: &Graph, n: &crate::Node) -> bool {
+    let is_add = n.op.as_any().downcast_ref::<Binary>().is_some_and(|b| b.kind == BinaryKind::Add);
+    is_add
+        && n.inputs
+            .iter()
+            .any(|&i| g.values[i].konst.as_ref().is_some_and(|t| t.to_f64_vec().iter().all(|&v| v == 0.0 || v <= -1e4)))
 }
 
 /// Node `u` adds a constant vector of the last-axis length to `x` (a linear layer's bias).
