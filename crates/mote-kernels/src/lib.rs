@@ -31,6 +31,7 @@ pub mod activation;
 pub mod conv;
 pub mod elementwise;
 pub mod gather;
+pub mod layout;
 pub mod matmul;
 pub mod norm;
 pub mod pool;

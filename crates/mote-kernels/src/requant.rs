@@ -278,6 +278,31 @@ pub fn requantize<I: IntElem, T: IntElem>(
     Ok(())
 }
 
+/// Change of scale and zero point of a narrow tensor: `y = rq.apply(x + input_offset)`, per tensor
+/// (TFLite's int8 `REQUANTIZE`/`QUANTIZE` between int8 scales).
+///
+/// Errors: lengths (`ShapeMismatch`); a per-channel `rq`, an offset outside `[-256, 256]`, or output
+/// bounds outside `T` (`InvalidParam`).
+pub fn rescale<I: IntElem, T: IntElem>(
+    x: &[I],
+    input_offset: i32,
+    rq: &FixedPointRequant<'_>,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    let (lo, hi) = rq.bounds();
+    check_range::<T>(lo, hi)?;
+    if rq.channels() != 1 || !(-256..=256).contains(&input_offset) || I::MAX > 255 {
+        return Err(KernelError::InvalidParam);
+    }
+    if x.len() != out.len() {
+        return Err(KernelError::ShapeMismatch);
+    }
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = T::from_i32_sat(rq.apply(v.to_i32() + input_offset, 0));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::float_arithmetic)]
 mod tests {

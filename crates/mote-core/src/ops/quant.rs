@@ -11,7 +11,7 @@ use crate::{bail, ensure, op_common, DType, Error, Op, Result, Tensor, TensorTyp
 use mote_kernels::elementwise::{add_requant, mul_requant, AddRequant, MulRequant};
 use mote_kernels::matmul::{av_requant, linear_requant, BatchedMatmul, MatDims};
 use mote_kernels::norm::{layernorm_i8, LayerNormI8Params};
-use mote_kernels::requant::{multiply_by_quantized_multiplier, FixedPointRequant, Requant};
+use mote_kernels::requant::{rescale, FixedPointRequant, Requant};
 use mote_kernels::softmax::{softmax_i8, RowMask, SoftmaxI8Params};
 use mote_kernels::{activation, conv, pool, KernelError};
 use ndarray::{ArrayD, IxDyn};
@@ -469,16 +469,10 @@ impl Op for Requantize {
     }
 
     fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>> {
-        let (m, s) = (self.rescale.multiplier[0], self.rescale.shift[0]);
         let rq = self.rescale.requant("Requantize", self.y_zero_point)?;
-        let (lo, hi) = rq.bounds();
-        let out: Vec<i8> = i8_data(inputs[0])?
-            .iter()
-            .map(|&v| {
-                let y = multiply_by_quantized_multiplier(i32::from(v) - self.x_zero_point, m, s);
-                y.wrapping_add(self.y_zero_point).clamp(lo, hi) as i8
-            })
-            .collect();
+        let x = i8_data(inputs[0])?;
+        let mut out = vec![0i8; x.len()];
+        rescale(&x, -self.x_zero_point, &rq, &mut out).map_err(|e| kernel_err("Requantize", e))?;
         Ok(vec![i8_tensor(inputs[0].shape(), out)?])
     }
 }
