@@ -1,6 +1,8 @@
 //! The generated crate compiles, and run on the host it produces exactly the int8 outputs of the
-//! reference interpreter (the MCU runs are in mote-deploy's tests).
+//! reference interpreter: our digits model and the peer float models after `mote quantize`
+//! (the MCU runs are mote-deploy's tests). All harnesses share one target dir.
 use mote_codegen::{compile, host_reference, CompileOptions};
+use mote_core::{Graph, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -8,63 +10,62 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
-/// The digits model quantized by mote (QDQ), lowered to int8 ops.
-fn digits_int8() -> mote_core::Graph {
-    let dir = root().join("examples/digits");
-    let bytes = std::fs::read(dir.join("digits_encoder.onnx")).unwrap();
-    let calib = mote_core::npz::read(dir.join("calib.npz")).unwrap().remove(0).1;
-    let samples: Vec<Vec<mote_core::Tensor>> = (0..16)
-        .map(|i| {
-            vec![mote_core::map_same!(&calib, a => a.slice_axis(ndarray::Axis(0), ndarray::Slice::from(i..i + 1)).to_owned())]
-        })
-        .collect();
-    let opts = mote_onnx::ImportOptions::default();
-    let q = mote_onnx::qdq::quantize(&bytes, &opts, &samples, mote_core::quantize::calib::Method::MinMax).unwrap();
-    q.int8
+fn sample(x: &Tensor, i: usize) -> Tensor {
+    mote_core::map_same!(x, a => a.slice_axis(ndarray::Axis(0), ndarray::Slice::from(i..i + 1)).to_owned())
 }
 
-#[test]
-fn generated_crate_matches_the_host_reference_bit_for_bit() {
-    let g = digits_int8();
+/// `model` quantized by mote (min/max on `calib`), lowered to int8 ops.
+fn int8(model: &Path, calib: &[Vec<Tensor>]) -> Graph {
+    let bytes = std::fs::read(model).unwrap();
+    let opts = mote_onnx::ImportOptions::default();
+    mote_onnx::qdq::quantize(&bytes, &opts, calib, mote_core::quantize::calib::Method::MinMax).unwrap().int8
+}
+
+/// Generates crate `name` for `g`, runs it on the host with `inputs`, and compares every output
+/// byte (and the number of layers marked) with the reference interpreter.
+fn check(name: &str, g: &Graph, inputs: Vec<Tensor>) {
     let opts = CompileOptions {
-        crate_name: "digits_model".into(),
+        crate_name: name.into(),
         kernels_path: root().join("crates/mote-kernels"),
         strategy: mote_plan::Strategy::Best,
     };
-    let c = compile(&g, &opts).unwrap();
+    let c = compile(g, &opts).unwrap();
     assert!(c.arena.best <= c.arena.greedy && c.arena.lower_bound <= c.arena.best, "{:?}", c.arena);
-    let x = mote_core::npz::read(root().join("examples/digits/digits_encoder.inputs.npz")).unwrap().remove(0).1;
-    let (ins, outs) = host_reference(&g, vec![x]).unwrap();
+    let (ins, outs) = host_reference(g, inputs).unwrap();
 
-    // A std harness crate around the generated one, built in its own target dir.
     let work = root().join("target/codegen-test");
-    let model = work.join("digits_model");
+    let model = work.join(name);
     for (p, text) in &c.files {
         let path = model.join(p);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
-    let harness = work.join("harness");
+    let harness = work.join(format!("{name}_harness"));
     std::fs::create_dir_all(harness.join("src")).unwrap();
     std::fs::write(
         harness.join("Cargo.toml"),
-        "[package]\nname = \"harness\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n\n[dependencies]\ndigits_model = { path = \"../digits_model\" }\n",
-    )
-    .unwrap();
-    let input: Vec<String> = ins[0].iter().map(|v| v.to_string()).collect();
-    std::fs::write(
-        harness.join("src/main.rs"),
         format!(
-            "fn main() {{\n    let input: [i8; {}] = [{}];\n    let mut out = [0i8; digits_model::OUTPUT_LENS[0]];\n    \
-             let mut arena = Box::new(digits_model::Arena::new());\n    \
-             let mut layers = 0;\n    \
-             digits_model::run_marked(&mut arena, &[&input], &mut [&mut out], &mut |_| layers += 1).unwrap();\n    \
-             println!(\"{{layers}} {{:?}}\", out);\n}}\n",
-            input.len(),
-            input.join(", ")
+            "[package]\nname = \"{name}_harness\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n\n\
+             [dependencies]\n{name} = {{ path = \"../{name}\" }}\n"
         ),
     )
     .unwrap();
+    let mut main = String::new();
+    for (k, v) in ins.iter().enumerate() {
+        let vals: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+        main += &format!("static IN{k}: [i8; {}] = [{}];\n", v.len(), vals.join(", "));
+    }
+    let refs: Vec<String> = (0..ins.len()).map(|k| format!("&IN{k}[..]")).collect();
+    main += &format!(
+        "fn main() {{\n    let mut arena = Box::new({name}::Arena::new());\n    \
+         let mut outs: Vec<Vec<i8>> = {name}::OUTPUT_LENS.iter().map(|&n| vec![0i8; n]).collect();\n    \
+         let mut views: Vec<&mut [i8]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();\n    \
+         let mut layers = 0;\n    \
+         {name}::run_marked(&mut arena, &[{}], &mut views, &mut |_| layers += 1).unwrap();\n    \
+         println!(\"{{layers}} {{:?}}\", outs);\n}}\n",
+        refs.join(", ")
+    );
+    std::fs::write(harness.join("src/main.rs"), main).unwrap();
     let out = Command::new(env!("CARGO"))
         .args(["run", "-q", "--release", "--manifest-path"])
         .arg(harness.join("Cargo.toml"))
@@ -73,5 +74,42 @@ fn generated_crate_matches_the_host_reference_bit_for_bit() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(stdout.trim(), format!("{} {:?}", c.layers.len(), outs[0]));
+    assert_eq!(stdout.trim(), format!("{} {:?}", c.layers.len(), outs), "{name}");
+}
+
+#[test]
+fn digits_model_matches_the_host_reference_bit_for_bit() {
+    let dir = root().join("examples/digits");
+    let calib = mote_core::npz::read(dir.join("calib.npz")).unwrap().remove(0).1;
+    let calib: Vec<Vec<Tensor>> = (0..16).map(|i| vec![sample(&calib, i)]).collect();
+    let g = int8(&dir.join("digits_encoder.onnx"), &calib);
+    let x = mote_core::npz::read(dir.join("digits_encoder.inputs.npz")).unwrap().remove(0).1;
+    check("digits_model", &g, vec![x]);
+}
+
+#[test]
+fn peer_float_models_after_quantize_match_bit_for_bit() {
+    let peers =
+        std::env::var_os("MOTE_PEER_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/peer-models"));
+    if !peers.is_dir() {
+        assert!(std::env::var_os("CI").is_none(), "CI: peer models missing at {}", peers.display());
+        eprintln!("SKIP: peer models not found at {}", peers.display());
+        return;
+    }
+    for (name, rel) in [
+        ("cct8", "Models/CCT/FP32/CCT_1_16_16_8"),
+        ("tinyvit", "Models/TinyViT/Demo"),
+        ("microllama_fp32", "Models/microLlama/FP32/microLlama1"),
+    ] {
+        let dir = peers.join(rel);
+        let g0 = mote_onnx::load(dir.join("network.onnx"), &Default::default()).unwrap();
+        let inputs: Vec<Tensor> = mote_core::npz::read(dir.join("inputs.npz"))
+            .unwrap()
+            .into_iter()
+            .take(g0.inputs.len())
+            .map(|(_, t)| t)
+            .collect();
+        let g = int8(&dir.join("network.onnx"), std::slice::from_ref(&inputs));
+        check(name, &g, inputs);
+    }
 }
