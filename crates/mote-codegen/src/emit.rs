@@ -478,14 +478,89 @@ impl<'a> Emitter<'a> {
             "//! Weights and parameters of the generated model (flash).\n#![allow(clippy::all)]\n\n{}",
             self.statics
         );
-        let cargo = format!(
-            "[package]\nname = \"{}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n[lib]\npath = \"src/lib.rs\"\n\n\
-             [dependencies]\nmote-kernels = {{ path = \"{}\" }}\n",
+        let crate_type = if opts.c_abi { "crate-type = [\"staticlib\", \"rlib\"]\n" } else { "" };
+        let mut cargo = format!(
+            "[package]\nname = \"{}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
+             [lib]\npath = \"src/lib.rs\"\n{crate_type}\n# A standalone crate (its own workspace), buildable where it is written.\n[workspace]\n\n[dependencies]\nmote-kernels = {{ path = \"{}\" }}\n",
             opts.crate_name,
             opts.kernels_path.display()
         );
-        Ok(vec![("Cargo.toml".into(), cargo), ("src/lib.rs".into(), lib), ("src/weights.rs".into(), weights)])
+        let mut files = vec![("src/weights.rs".into(), weights)];
+        if opts.c_abi {
+            cargo.push_str(
+                "\n[features]\n# The C entry point and a panic handler, for the staticlib.\nc-abi = []\n\n\
+                 [profile.release]\npanic = \"abort\"\n\n[profile.dev]\npanic = \"abort\"\n",
+            );
+            lib.push_str("\n#[cfg(feature = \"c-abi\")]\npub mod c_abi;\n");
+            files.push(("src/c_abi.rs".into(), c_abi(inputs.len(), outputs.len())));
+        }
+        files.push(("Cargo.toml".into(), cargo));
+        files.push(("src/lib.rs".into(), lib));
+        Ok(files)
     }
+}
+
+/// The C entry point: raw pointers checked for null and alignment, then the safe `run`.
+fn c_abi(n_in: usize, n_out: usize) -> String {
+    format!(
+        r#"//! C ABI (feature `c-abi`): `int32_t mote_run(int8_t *arena, const int8_t *const *inputs, int8_t *const *outputs)`.
+//!
+//! Contract (the only `unsafe` in this crate): `arena` points to `ARENA_BYTES` writable bytes aligned to 16,
+//! `inputs` to {n_in} pointers to `INPUT_LENS[k]` readable bytes, `outputs` to {n_out} pointers to
+//! `OUTPUT_LENS[k]` writable bytes; none of them overlap. Returns 0 on success, a negative code otherwise.
+use crate::{{run, Arena, Error, INPUT_LENS, OUTPUT_LENS}};
+
+/// A null pointer or a misaligned arena.
+pub const MOTE_BAD_POINTER: i32 = -1;
+/// A kernel refused its arguments.
+pub const MOTE_KERNEL_ERROR: i32 = -2;
+/// Any other error of `run`.
+pub const MOTE_ERROR: i32 = -3;
+
+/// Runs one inference; see the module docs for the pointer contract.
+///
+/// # Safety
+/// The pointers must satisfy the contract in the module docs.
+#[no_mangle]
+pub unsafe extern "C" fn mote_run(arena: *mut i8, inputs: *const *const i8, outputs: *const *mut i8) -> i32 {{
+    if arena.is_null() || inputs.is_null() || outputs.is_null() || (arena as usize) % 16 != 0 {{
+        return MOTE_BAD_POINTER;
+    }}
+    // SAFETY: non-null, aligned and sized by the caller's contract.
+    let arena = unsafe {{ &mut *(arena as *mut Arena) }};
+    let mut ins: [&[i8]; {n_in}] = [&[]; {n_in}];
+    for (k, slot) in ins.iter_mut().enumerate() {{
+        // SAFETY: `inputs` holds {n_in} valid pointers (contract).
+        let p = unsafe {{ *inputs.add(k) }};
+        if p.is_null() {{
+            return MOTE_BAD_POINTER;
+        }}
+        *slot = unsafe {{ core::slice::from_raw_parts(p, INPUT_LENS[k]) }};
+    }}
+    let mut outs: [&mut [i8]; {n_out}] = core::array::from_fn(|_| &mut [][..]);
+    for (k, slot) in outs.iter_mut().enumerate() {{
+        // SAFETY: `outputs` holds {n_out} valid, non-overlapping pointers (contract).
+        let p = unsafe {{ *outputs.add(k) }};
+        if p.is_null() {{
+            return MOTE_BAD_POINTER;
+        }}
+        *slot = unsafe {{ core::slice::from_raw_parts_mut(p, OUTPUT_LENS[k]) }};
+    }}
+    match run(arena, &ins, &mut outs) {{
+        Ok(()) => 0,
+        Err(Error::Kernel(_)) => MOTE_KERNEL_ERROR,
+        Err(_) => MOTE_ERROR,
+    }}
+}}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {{
+    // The generated code returns errors instead of panicking; this only satisfies the staticlib.
+    loop {{}}
+}}
+"#
+    )
 }
 
 /// `inner` such that `b[(i / inner) % b.len()]` is numpy broadcasting of `b` to `y`, if any.

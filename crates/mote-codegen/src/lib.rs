@@ -25,6 +25,8 @@ pub struct CompileOptions {
     pub kernels_path: PathBuf,
     /// Memory-planning strategy for the arena.
     pub strategy: Strategy,
+    /// Also build a `staticlib` with a C entry point (`mote_run`), for C firmware to link.
+    pub c_abi: bool,
 }
 
 /// Arena sizes: the chosen plan, TFLite Micro's greedy-by-size, and the lower bound.

@@ -28,6 +28,7 @@ fn check(name: &str, g: &Graph, inputs: Vec<Tensor>) {
         crate_name: name.into(),
         kernels_path: root().join("crates/mote-kernels"),
         strategy: mote_plan::Strategy::Best,
+        c_abi: false,
     };
     let c = compile(g, &opts).unwrap();
     assert!(c.arena.best <= c.arena.greedy && c.arena.lower_bound <= c.arena.best, "{:?}", c.arena);
@@ -112,4 +113,63 @@ fn peer_float_models_after_quantize_match_bit_for_bit() {
         let g = int8(&dir.join("network.onnx"), std::slice::from_ref(&inputs));
         check(name, &g, inputs);
     }
+}
+
+#[test]
+fn c_abi_staticlib_links_into_a_c_program_and_matches() {
+    let dir = root().join("examples/digits");
+    let calib = mote_core::npz::read(dir.join("calib.npz")).unwrap().remove(0).1;
+    let calib: Vec<Vec<Tensor>> = (0..16).map(|i| vec![sample(&calib, i)]).collect();
+    let g = int8(&dir.join("digits_encoder.onnx"), &calib);
+    let x = mote_core::npz::read(dir.join("digits_encoder.inputs.npz")).unwrap().remove(0).1;
+    let (ins, outs) = host_reference(&g, vec![x]).unwrap();
+    let name = "digits_c";
+    let opts = CompileOptions {
+        crate_name: name.into(),
+        kernels_path: root().join("crates/mote-kernels"),
+        strategy: mote_plan::Strategy::Best,
+        c_abi: true,
+    };
+    let c = compile(&g, &opts).unwrap();
+    let work = root().join("target/codegen-test");
+    let model = work.join(name);
+    for (p, text) in &c.files {
+        let path = model.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let build = Command::new(env!("CARGO"))
+        .args(["build", "-q", "--release", "--features", "c-abi", "--manifest-path"])
+        .arg(model.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", work.join("target-c"))
+        .output()
+        .unwrap();
+    assert!(build.status.success(), "{}", String::from_utf8_lossy(&build.stderr));
+    let vals: Vec<String> = ins[0].iter().map(|v| v.to_string()).collect();
+    let c_src = format!(
+        "#include <stdint.h>\n#include <stdio.h>\n\
+         int32_t mote_run(int8_t *arena, const int8_t *const *inputs, int8_t *const *outputs);\n\
+         /* The host's precompiled `core` references the unwinder's personality routine; with panic=abort\n\
+            it is never called (MCU targets ship a panic=abort `core` and do not need this). */\n\
+         void rust_eh_personality(void) {{}}\n\
+         static int8_t arena[{}] __attribute__((aligned(16)));\n\
+         static const int8_t in0[{}] = {{{}}};\n\
+         int main(void) {{\n  int8_t out0[{}];\n  const int8_t *ins[1] = {{in0}};\n  int8_t *outs[1] = {{out0}};\n  \
+         int32_t rc = mote_run(arena, ins, outs);\n  printf(\"%d\", rc);\n  \
+         for (int i = 0; i < {}; i++) printf(\" %d\", out0[i]);\n  printf(\"\\n\");\n  return rc != 0;\n}}\n",
+        c.arena.best.max(1),
+        ins[0].len(),
+        vals.join(", "),
+        outs[0].len(),
+        outs[0].len()
+    );
+    let c_path = work.join("digits_c_main.c");
+    std::fs::write(&c_path, c_src).unwrap();
+    let exe = work.join("digits_c_main");
+    let lib = work.join(format!("target-c/release/lib{name}.a"));
+    let cc = Command::new("cc").arg(&c_path).arg(&lib).arg("-o").arg(&exe).output().unwrap();
+    assert!(cc.status.success(), "{}", String::from_utf8_lossy(&cc.stderr));
+    let run = Command::new(&exe).output().unwrap();
+    let want: Vec<String> = outs[0].iter().map(|v| v.to_string()).collect();
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), format!("0 {}", want.join(" ")));
 }
