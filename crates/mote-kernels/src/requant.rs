@@ -401,7 +401,35 @@ mod tests {
         prop_oneof![Just(0u32), Just(1), Just(16), Just(31), Just(62), 0u32..=62]
     }
 
+    #[test]
+    fn rescale_hand_computed_and_errors() {
+        // (x - 3)·0.5 + 10 with Q31 0.5 = (2^30, 0): [5, 3, -120] → [11, 10, -51] (-61.5 rounds toward +∞).
+        let (m, sh) = ([1 << 30], [0]);
+        let rq = FixedPointRequant::new(&m, &sh, 10, -128, 127).unwrap();
+        let mut out = [0i8; 3];
+        rescale(&[5i8, 3, -120], -3, &rq, &mut out).unwrap();
+        assert_eq!(out, [11, 10, -51]);
+        assert_eq!(rescale(&[1i8], 300, &rq, &mut out[..1]), Err(KernelError::InvalidParam));
+        assert_eq!(rescale(&[1i8, 2], 0, &rq, &mut out[..1]), Err(KernelError::ShapeMismatch));
+        let (m2, s2) = ([1 << 30, 1 << 30], [0, 0]);
+        let per_channel = FixedPointRequant::new(&m2, &s2, 0, -128, 127).unwrap();
+        assert_eq!(rescale(&[1i8], 0, &per_channel, &mut out[..1]), Err(KernelError::InvalidParam));
+    }
+
     proptest! {
+        #[test]
+        fn rescale_matches_model(x in proptest::collection::vec(any::<i8>(), 1..70), off in -128i32..=128,
+                                 m in q31_multiplier(), s in -31i32..=0, zp in -128i32..=127) {
+            let (ms, ss) = ([m], [s]);
+            let rq = FixedPointRequant::new(&ms, &ss, zp, -128, 127).unwrap();
+            let mut out = std::vec![0i8; x.len()];
+            rescale(&x, off, &rq, &mut out).unwrap();
+            for (&v, &o) in x.iter().zip(&out) {
+                let want = model_q31(i32::from(v) + off, m, s).wrapping_add(zp).clamp(-128, 127);
+                prop_assert_eq!(i32::from(o), want);
+            }
+        }
+
         #[test]
         fn rqs_matches_model(x in any::<i32>(), mul in any::<i32>(), add in any::<i32>(),
                              s in rqs_shift(), n in prop_oneof![Just(256u32), Just(65536), 2u32..300],
