@@ -14,7 +14,7 @@ use mote_kernels::norm::{layernorm_i8, LayerNormI8Params};
 use mote_kernels::requant::{rescale, FixedPointRequant, Requant};
 use mote_kernels::softmax::{softmax_i8, RowMask, SoftmaxI8Params};
 use mote_kernels::{activation, conv, pool, KernelError};
-use ndarray::{ArrayD, IxDyn};
+use ndarray::IxDyn;
 
 fn kernel_err(op: &str, e: KernelError) -> Error {
     Error::Invalid(format!("{op} kernel refused its arguments: {e}"))
@@ -601,14 +601,4 @@ impl Op for QConv {
         let w = &inputs[1].shape;
         (outputs[0].len() * w[1] * w[2] * w[3]) as u64
     }
-}
-
-/// Builds an int8 table from `f` on the 256 dequantized inputs (host side, for [`QLut`]).
-pub fn lut_from_fn(f: impl Fn(f64) -> f64, in_scale: f64, in_zp: i32, out_scale: f64, out_zp: i32) -> Box<[i8; 256]> {
-    Box::new(mote_kernels::host::build_lut_i8(f, in_scale, in_zp, out_scale, out_zp))
-}
-
-/// The table input of a [`QLut`] built by evaluating a float subgraph: all 256 int8 values.
-pub fn lut_domain() -> ArrayD<i8> {
-    ArrayD::from_shape_vec(IxDyn(&[256]), (-128..=127).collect()).expect("256 values")
 }

@@ -357,6 +357,15 @@ fn scalar(t: &Tensor) -> Option<f64> {
     (t.len() == 1).then(|| t.to_f64_vec()[0])
 }
 
+/// The real values of a constant operand (float, or dequantized), or an error naming `what`.
+fn const_real(input: &Input, what: &str) -> Result<Vec<f64>> {
+    match input {
+        Input::Float(t) => Ok(t.to_f64_vec()),
+        Input::Weight(t, a) => Ok(dequant(t, a)),
+        _ => bail!("{what} must be constant"),
+    }
+}
+
 /// Dequantizes a quantized constant to f64 values (per-tensor or per-channel).
 fn dequant(t: &Tensor, a: &Affine) -> Vec<f64> {
     let shape = t.shape();
@@ -543,12 +552,12 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn single_output(isl: &Island) -> Result<(f64, i32, String)> {
+    /// `(scale, zero_point)` of the island's only output.
+    fn single_output(isl: &Island) -> Result<(f64, i32)> {
         let [o] = isl.outputs.as_slice() else {
             bail!("the region has {} quantized outputs, this lowering needs exactly one", isl.outputs.len());
         };
-        let (s, z) = o.affine.single("the output")?;
-        Ok((s, z, String::new()))
+        o.affine.single("the output")
     }
 
     fn out_name(&self, isl: &Island, k: usize) -> String {
@@ -610,7 +619,7 @@ impl Builder<'_> {
 
     /// `[Mul/Div by a scalar]* [Add mask]? Softmax` → [`QSoftmax`].
     fn softmax(&mut self, isl: &Island) -> Result<(usize, TensorId)> {
-        let (sy, zy, _) = Self::single_output(isl)?;
+        let (sy, zy) = Self::single_output(isl)?;
         let sm = isl.nodes.last().expect("non-empty");
         let softmax = sm.op.as_any().downcast_ref::<Softmax>().expect("checked");
         let x_shape = self.old.values[sm.inputs[0]].ty.shape.clone();
@@ -653,7 +662,7 @@ impl Builder<'_> {
 
     /// MatMul/Gemm (with an optional constant bias, from Gemm's C or a following Add).
     fn matmul(&mut self, isl: &Island, n: &Node, bias: Option<Input>) -> Result<()> {
-        let (sy, zy, _) = Self::single_output(isl)?;
+        let (sy, zy) = Self::single_output(isl)?;
         let out = self.out_name(isl, 0);
         let affine = isl.outputs[0].affine.clone();
         let gemm = n.op.as_any().downcast_ref::<Gemm>();
@@ -680,26 +689,7 @@ impl Builder<'_> {
         // Weight as [N, K] int8 with per-channel scales.
         let trans_b = gemm.is_some_and(|g| g.trans_b);
         let (w_nk, sw) = self.weight_nk(b, trans_b, &self.old.values[n.inputs[1]].name.clone())?;
-        let nout = sw.len();
-        let bias = match bias {
-            None => None,
-            Some(input) => {
-                let real = match &input {
-                    Input::Float(t) => t.to_f64_vec(),
-                    Input::Weight(t, a) => dequant(t, a),
-                    _ => bail!("the Gemm bias must be a constant"),
-                };
-                if real.len() != nout {
-                    bail!("Gemm bias of {} values for {nout} outputs", real.len());
-                }
-                let q: Vec<i32> = real
-                    .iter()
-                    .zip(&sw)
-                    .map(|(&c, &s)| (c / (sx * s)).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
-                    .collect();
-                Some(self.konst(format!("{}:bias", n.name), Tensor::from_vec(&[nout], q)?))
-            }
-        };
+        let bias = bias.map(|b| self.bias(&n.name, &b, sx, &sw)).transpose()?;
         let wid = self.konst(format!("{}:w", n.name), w_nk);
         let reals: Vec<f64> = sw.iter().map(|&s| sx * s / sy).collect();
         let op = QLinear { x_zero_point: zx, rescale: Rescale::from_reals(&reals), y_zero_point: zy };
@@ -707,6 +697,20 @@ impl Builder<'_> {
         inputs.extend(bias);
         let id = self.node(&n.name, Box::new(op), inputs, &out, &affine)?;
         self.bind(isl, 0, id)
+    }
+
+    /// A linear/conv bias as an int32 constant at the accumulator scale `s_x·s_w[n]`.
+    fn bias(&mut self, node: &str, input: &Input, sx: f64, sw: &[f64]) -> Result<TensorId> {
+        let real = const_real(input, "the bias")?;
+        if real.len() != sw.len() {
+            bail!("a bias of {} values for {} output channels", real.len(), sw.len());
+        }
+        let q: Vec<i32> = real
+            .iter()
+            .zip(sw)
+            .map(|(&b, &s)| (b / (sx * s)).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
+            .collect();
+        Ok(self.konst(format!("{node}:bias"), Tensor::from_vec(&[q.len()], q)?))
     }
 
     /// A MatMul/Gemm weight as int8 `[N, K]` plus one scale per output channel.
@@ -748,7 +752,7 @@ impl Builder<'_> {
     }
 
     fn binary(&mut self, isl: &Island, n: &Node, kind: BinaryKind) -> Result<()> {
-        let (sy, zy, _) = Self::single_output(isl)?;
+        let (sy, zy) = Self::single_output(isl)?;
         let affine = isl.outputs[0].affine.clone();
         let (a_in, b_in) = (isl.inputs[&n.inputs[0]].clone(), isl.inputs[&n.inputs[1]].clone());
         let (a, sa, za) = self.int8_operand(&format!("{}:a", n.name), &a_in)?;
@@ -795,7 +799,7 @@ impl Builder<'_> {
 
     /// LayerNorm (`axis`: its first normalized axis) or RMSNorm (`None`, last axis).
     fn norm(&mut self, isl: &Island, n: &Node, axis: Option<usize>, epsilon: f32) -> Result<()> {
-        let (sy, zy, _) = Self::single_output(isl)?;
+        let (sy, zy) = Self::single_output(isl)?;
         let Some((x, xa)) = isl.act(n.inputs[0]) else { bail!("the norm's input must be an int8 activation") };
         let (sx, zx) = xa.single("the norm's input")?;
         let shape = &self.old.values[n.inputs[0]].ty.shape;
@@ -807,9 +811,7 @@ impl Builder<'_> {
         let real = |i: Option<&TensorId>| -> Result<Vec<f64>> {
             Ok(match i.map(|i| &isl.inputs[i]) {
                 None => vec![0.0; row],
-                Some(Input::Float(t)) => t.to_f64_vec(),
-                Some(Input::Weight(t, a)) => dequant(t, a),
-                Some(_) => bail!("the norm's scale and bias must be constants"),
+                Some(input) => const_real(input, "the norm's scale and bias")?,
             })
         };
         let (gamma, beta) = (real(n.inputs.get(1))?, real(n.inputs.get(2))?);
@@ -827,7 +829,7 @@ impl Builder<'_> {
     }
 
     fn mean(&mut self, isl: &Island, n: &Node, axes: Vec<usize>, keepdims: bool) -> Result<()> {
-        let (sy, zy, _) = Self::single_output(isl)?;
+        let (sy, zy) = Self::single_output(isl)?;
         let Some((x, xa)) = isl.act(n.inputs[0]) else { bail!("the mean's input must be an int8 activation") };
         let (sx, zx) = xa.single("the mean's input")?;
         let (first, end) = (axes.iter().min().copied().unwrap_or(0), axes.iter().max().map_or(0, |m| m + 1));
@@ -848,7 +850,7 @@ impl Builder<'_> {
     }
 
     fn conv(&mut self, isl: &Island, n: &Node, c: &Conv) -> Result<()> {
-        let (sy, zy, _) = Self::single_output(isl)?;
+        let (sy, zy) = Self::single_output(isl)?;
         let Some((x, xa)) = isl.act(n.inputs[0]) else { bail!("the Conv input must be an int8 activation") };
         let (sx, zx) = xa.single("the Conv input")?;
         if c.strides.len() != 2 {
@@ -870,18 +872,7 @@ impl Builder<'_> {
             }
             _ => bail!("Conv weight `{wname}` must be a constant, int8 symmetric per output channel"),
         };
-        let bias = match n.inputs.get(2).map(|i| &isl.inputs[i]) {
-            None => None,
-            Some(input) => {
-                let real = match input {
-                    Input::Float(t) => t.to_f64_vec(),
-                    Input::Weight(t, a) => dequant(t, a),
-                    _ => bail!("the Conv bias must be a constant"),
-                };
-                let q: Vec<i32> = real.iter().zip(&sw).map(|(&b, &s)| (b / (sx * s)).round() as i32).collect();
-                Some(self.konst(format!("{}:bias", n.name), Tensor::from_vec(&[q.len()], q)?))
-            }
-        };
+        let bias = n.inputs.get(2).map(|i| self.bias(&n.name, &isl.inputs[i], sx, &sw)).transpose()?;
         let wid = self.konst(format!("{}:w", n.name), w);
         let reals: Vec<f64> = sw.iter().map(|&s| sx * s / sy).collect();
         let op = QConv {
