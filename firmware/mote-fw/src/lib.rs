@@ -14,6 +14,9 @@
 //! its QEMU plugin records the running instruction count and the mark id (first argument register) at each
 //! call. The code between two marks is a region named by the first mark's id; [`MARK_END`] closes a region
 //! without opening one (so printing between regions is not counted).
+//!
+//! Large buffers (a model's arena) belong in statics, not on the stack: [`singleton!`] hands out one
+//! `&'static mut` to a value in `.bss`.
 #![no_std]
 #![deny(missing_docs)]
 
@@ -21,9 +24,10 @@
 #[cfg_attr(target_arch = "riscv32", path = "riscv.rs")]
 mod arch;
 mod print;
+pub mod singleton;
 pub mod stack;
 
-pub use print::{_print, Hex};
+pub use print::{_print, Hex, HexI8};
 
 /// Exit code after a panic (as a Rust `std` program that panics).
 pub const EXIT_PANIC: i32 = 101;

@@ -46,18 +46,36 @@ pub fn _print(args: fmt::Arguments<'_>) {
 /// Displays bytes as lowercase hex, two digits per byte, no separators (`Hex(&[1, 255])` → `01ff`).
 pub struct Hex<'a>(pub &'a [u8]);
 
+/// Displays int8 values as the lowercase hex of their two's-complement bytes (`HexI8(&[1, -1])` → `01ff`).
+pub struct HexI8<'a>(pub &'a [i8]);
+
+/// Writes `bytes` as hex in chunks (one `write_str` per 32 bytes).
+fn write_hex(f: &mut fmt::Formatter<'_>, len: usize, byte: impl Fn(usize) -> u8) -> fmt::Result {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut chunk = [0u8; 64];
+    let mut start = 0;
+    while start < len {
+        let n = (len - start).min(chunk.len() / 2);
+        for (i, pair) in chunk.chunks_exact_mut(2).take(n).enumerate() {
+            let b = byte(start + i);
+            pair[0] = DIGITS[usize::from(b >> 4)];
+            pair[1] = DIGITS[usize::from(b & 15)];
+        }
+        let text = chunk.get(..n * 2).and_then(|c| core::str::from_utf8(c).ok()).unwrap_or("");
+        f.write_str(text)?;
+        start += n;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Hex<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut chunk = [0u8; 64];
-        for bytes in self.0.chunks(chunk.len() / 2) {
-            for (pair, b) in chunk.chunks_exact_mut(2).zip(bytes) {
-                pair[0] = DIGITS[usize::from(b >> 4)];
-                pair[1] = DIGITS[usize::from(b & 15)];
-            }
-            let text = chunk.get(..bytes.len() * 2).and_then(|c| core::str::from_utf8(c).ok()).unwrap_or("");
-            f.write_str(text)?;
-        }
-        Ok(())
+        write_hex(f, self.0.len(), |i| self.0[i])
+    }
+}
+
+impl fmt::Display for HexI8<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_hex(f, self.0.len(), |i| self.0[i] as u8)
     }
 }
