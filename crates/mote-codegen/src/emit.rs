@@ -1,21 +1,32 @@
 //! Rust source for each layer (one `mote-kernels` call) and the crate around them.
-use crate::{ArenaReport, CompileOptions, IoInfo, LayerInfo, Place};
-use mote_core::ops::conv::MaxPool;
+use crate::fuse::{Fusion, Layer};
+use crate::{ArenaReport, CompileOptions, IoInfo, LayerInfo, Place, ARENA_TYPES};
+use mote_core::ops::conv::{Conv, MaxPool};
+use mote_core::ops::deeploy::{
+    IGelu, IHardswish, ILayerNorm, IRmsNorm, ISoftmax, IntegerMean, ItaMax, RequantShift, TrueIntegerDiv,
+};
+use mote_core::ops::elementwise::{Binary, BinaryKind};
+use mote_core::ops::matmul::{Gemm, MatMul};
 use mote_core::ops::quant::{
     QBinary, QBinaryKind, QConv, QLayerNorm, QLinear, QLut, QMatMul, QMean, QSoftmax, Requantize, Rescale,
 };
 use mote_core::ops::shape::{Concat, Gather, Slice, Split, Transpose};
-use mote_core::{bail, DType, Graph, Node, Result, Tensor, TensorId};
+use mote_core::passes::narrow::Narrowing;
+use mote_core::{bail, DType, Graph, Node, Result, TensorId};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-/// Accumulates statics (flash) and the body of `run_marked`.
+/// Accumulates statics (flash), the input staging and the body of `run_marked`.
 pub struct Emitter<'a> {
     g: &'a Graph,
+    nw: &'a Narrowing,
     statics: String,
+    /// Copies of non-`i8` inputs into their typed arenas, before the first layer.
+    prologue: String,
     body: String,
-    konst: HashMap<TensorId, String>,
+    /// Statics already emitted, by tensor, element type and layout (`true` = transposed).
+    konst: HashMap<(TensorId, DType, bool), String>,
     weight_bytes: usize,
 }
 
@@ -37,9 +48,31 @@ fn product(s: &[usize]) -> usize {
     s.iter().product()
 }
 
+/// The Rust element type (and `Arena` field name) of a storage type.
+fn rust_ty(d: DType) -> Result<&'static str> {
+    Ok(match d {
+        DType::I8 => "i8",
+        DType::U8 => "u8",
+        DType::I16 => "i16",
+        DType::I32 => "i32",
+        other => bail!("{other} has no device storage (i8, u8, i16 or i32)"),
+    })
+}
+
+/// An output slot of a layer: (element type, element offset, element count) in the typed arena.
+type Out = (DType, usize, usize);
+
 impl<'a> Emitter<'a> {
-    pub fn new(g: &'a Graph) -> Self {
-        Emitter { g, statics: String::new(), body: String::new(), konst: HashMap::new(), weight_bytes: 0 }
+    pub fn new(g: &'a Graph, nw: &'a Narrowing) -> Self {
+        Emitter {
+            g,
+            nw,
+            statics: String::new(),
+            prologue: String::new(),
+            body: String::new(),
+            konst: HashMap::new(),
+            weight_bytes: 0,
+        }
     }
 
     pub fn weight_bytes(&self) -> usize {
@@ -60,24 +93,49 @@ impl<'a> Emitter<'a> {
         name
     }
 
-    /// The static holding constant tensor `t` (emitted once).
-    fn konst(&mut self, t: TensorId) -> Result<String> {
-        if let Some(n) = self.konst.get(&t) {
+    /// The storage type of tensor `t`: the narrowing's for activations; for constants their IR type
+    /// when that is narrow (the int8 ops' weights and biases), else the narrowest that holds them.
+    fn storage(&self, t: TensorId) -> Result<DType> {
+        let v = &self.g.values[t];
+        match v.ty.dtype {
+            d @ (DType::I8 | DType::U8 | DType::I16 | DType::I32) if v.konst.is_some() => Ok(d),
+            _ => self.nw.storage[t]
+                .ok_or_else(|| mote_core::Error::Invalid(format!("`{}` does not fit 32 bits", v.name))),
+        }
+    }
+
+    /// The static holding constant `t` as elements of type `d` (emitted once per type), optionally
+    /// as the transpose of its `[rows, cols]` matrix; errors if a value does not fit `d`.
+    fn konst_as(&mut self, t: TensorId, d: DType, transpose: Option<(usize, usize)>) -> Result<String> {
+        let key = (t, d, transpose.is_some());
+        if let Some(n) = self.konst.get(&key) {
             return Ok(n.clone());
         }
         let v = &self.g.values[t];
         let Some(data) = v.konst.clone() else { bail!("`{}` is not a constant", v.name) };
+        if data.dtype().is_float() {
+            bail!("constant `{}` is {}; the device code takes integers", v.name, data.dtype());
+        }
+        let mut vals = data.to_i64_vec();
+        let (lo, hi) = d.int_range().unwrap_or((0, -1));
+        if let Some(x) = vals.iter().find(|&&x| x < lo || x > hi) {
+            bail!("constant `{}` holds {x}, which does not fit the {d} its kernel takes", v.name);
+        }
+        let mut doc = format!("`{}` {} as {d}", v.name, v.ty);
+        if let Some((rows, cols)) = transpose {
+            vals = (0..cols).flat_map(|c| (0..rows).map(move |r| (r, c))).map(|(r, c)| vals[r * cols + c]).collect();
+            doc.push_str(&format!(", transposed to [{cols}, {rows}]"));
+        }
         let name = format!("W{}", self.konst.len());
-        let doc = format!("`{}` {}", v.name, v.ty);
-        let n = match &*data {
-            Tensor::I8(a) => self.static_array(name, "i8", &a.iter().copied().collect::<Vec<_>>(), a.len(), &doc),
-            Tensor::I32(a) => self.static_array(name, "i32", &a.iter().copied().collect::<Vec<_>>(), 4 * a.len(), &doc),
-            other => {
-                bail!("constant `{}` is {}; the device code takes int8 weights and int32 biases", v.name, other.dtype())
-            }
-        };
-        self.konst.insert(t, n.clone());
+        let n = self.static_array(name, rust_ty(d)?, &vals, vals.len() * d.size_of(), &doc);
+        self.konst.insert(key, n.clone());
         Ok(n)
+    }
+
+    /// The static holding constant `t` in its storage type.
+    fn konst(&mut self, t: TensorId) -> Result<String> {
+        let d = self.storage(t)?;
+        self.konst_as(t, d, None)
     }
 
     fn rescale(&mut self, id: u32, r: &Rescale) -> (String, String) {
@@ -88,36 +146,72 @@ impl<'a> Emitter<'a> {
         (m, s)
     }
 
-    /// Expression for reading tensor `t` while the layer writes `out` (offset, len).
-    fn read(&mut self, t: TensorId, place: Place, out: (usize, usize)) -> Result<String> {
+    /// Expression for reading tensor `t` while the layer writes `out`.
+    fn read(&mut self, t: TensorId, place: Place, out: Out) -> Result<String> {
         Ok(match place {
             Place::Input(k) => format!("in{k}"),
             Place::Const => format!("&{}[..]", self.konst(t)?),
-            Place::Arena(a, l) if a + l <= out.0 => format!("lo.get({a}..{}).ok_or(Error::Layout)?", a + l),
-            Place::Arena(a, l) if a >= out.0 + out.1 => {
-                let s = a - out.0 - out.1;
+            Place::Arena(d, a, l) if d != out.0 => {
+                format!("arena.{}.get({a}..{}).ok_or(Error::Layout)?", rust_ty(d)?, a + l)
+            }
+            Place::Arena(_, a, l) if a + l <= out.1 => format!("lo.get({a}..{}).ok_or(Error::Layout)?", a + l),
+            Place::Arena(_, a, l) if a >= out.1 + out.2 => {
+                let s = a - out.1 - out.2;
                 format!("hi.get({s}..{}).ok_or(Error::Layout)?", s + l)
             }
             Place::Arena(..) => bail!("input `{}` overlaps the output in the arena", self.g.values[t].name),
         })
     }
 
-    /// One layer: `mark(id)` and a block that splits the arena around the output and calls the kernel.
-    pub fn layer(&mut self, id: u32, node: &Node, place: &dyn Fn(TensorId) -> Place) -> Result<()> {
+    /// Copies device input `k` (bytes) into its typed arena slot before the first layer.
+    pub fn stage_input(&mut self, k: usize, d: DType, offset: usize, len: usize) -> Result<()> {
+        let ty = rust_ty(d)?;
+        let convert = match d.size_of() {
+            1 => format!("for (d, &s) in dst.iter_mut().zip(in{k}) {{\n            *d = s as {ty};\n        }}"),
+            n => {
+                let bytes: Vec<String> = (0..n).map(|i| format!("b{i}")).collect();
+                let pat = bytes.join(", ");
+                let le: Vec<String> = bytes.iter().map(|b| format!("*{b} as u8")).collect();
+                format!(
+                    "for (d, c) in dst.iter_mut().zip(in{k}.chunks_exact({n})) {{\n            \
+                     if let [{pat}] = c {{\n                *d = {ty}::from_le_bytes([{}]);\n            }}\n        }}",
+                    le.join(", ")
+                )
+            }
+        };
+        let _ = writeln!(
+            self.prologue,
+            "    // input {k} into the {ty} arena\n    {{\n        \
+             let dst = arena.{ty}.get_mut({offset}..{}).ok_or(Error::Layout)?;\n        {convert}\n    }}",
+            offset + len
+        );
+        Ok(())
+    }
+
+    /// One layer: `mark(id)` and a block that splits the typed arena around the output and calls
+    /// the kernel (the fused kernel of a group).
+    pub fn layer(&mut self, id: u32, layer: &Layer, place: &dyn Fn(TensorId) -> Place) -> Result<()> {
         let g = self.g;
-        let outs: Vec<(usize, usize)> = node
+        let node = &g.nodes[layer.nodes[layer.nodes.len() - 1]];
+        let outs: Vec<Out> = node
             .outputs
             .iter()
             .map(|&o| match place(o) {
-                Place::Arena(a, l) => Ok((a, l)),
+                Place::Arena(d, a, l) => Ok((d, a, l)),
                 _ => bail!("output `{}` is not in the arena", g.values[o].name),
             })
             .collect::<Result<_>>()?;
-        let _ =
-            writeln!(self.body, "    // layer {id}: `{}` ({}, {} MACs)", node.name, node.op.name(), g.node_macs(node));
+        let names: Vec<String> = layer.nodes.iter().map(|&n| format!("`{}`", g.nodes[n].name)).collect();
+        let ops: Vec<&str> = layer.nodes.iter().map(|&n| g.nodes[n].op.name()).collect();
+        let macs: u64 = layer.nodes.iter().map(|&n| g.node_macs(&g.nodes[n])).sum();
+        let _ = writeln!(self.body, "    // layer {id}: {} ({}, {macs} MACs)", names.join(" + "), ops.join("+"));
         let _ = writeln!(self.body, "    mark({id});");
-        let op = node.op.as_any();
-        if let Some(s) = op.downcast_ref::<Split>() {
+        if layer.fusion != Fusion::Single {
+            let [out] = outs.as_slice() else { bail!("{} outputs", outs.len()) };
+            let call = self.fused(layer, place, *out)?;
+            return self.block(*out, &call);
+        }
+        if let Some(s) = node.op.as_any().downcast_ref::<Split>() {
             let x_shape = shape_of(g, node.inputs[0]);
             let mut start = 0;
             for (k, &o) in node.outputs.iter().enumerate() {
@@ -130,37 +224,58 @@ impl<'a> Emitter<'a> {
                     list(&vec![1; x_shape.len()]),
                     list(&shape_of(g, o))
                 );
-                self.block(outs[k], &call);
+                self.block(outs[k], &call)?;
                 start += shape_of(g, o)[s.axis];
             }
             return Ok(());
         }
         let [out] = outs.as_slice() else { bail!("{} outputs", outs.len()) };
-        let out = *out;
-        let mut args = Vec::new();
-        for &i in &node.inputs {
-            // Index constants (Gather) become typed statics in the op's own code, not data inputs.
-            let index = g.values[i].konst.is_some() && g.values[i].ty.dtype == DType::I64;
-            args.push(if index { String::new() } else { self.read(i, place(i), out)? });
-        }
+        let call = match self.int8_op(id, node, place, *out)? {
+            Some(call) => {
+                if out.0 != DType::I8 {
+                    bail!("output is {}, not int8", out.0);
+                }
+                call
+            }
+            None => match self.layout_op(id, node, place, *out)? {
+                Some(call) => call,
+                None => self.integer_op(node, place, *out)?,
+            },
+        };
+        self.block(*out, &call)
+    }
+
+    /// Data input `k` of `node` as a slice expression.
+    fn arg(&mut self, node: &Node, k: usize, place: &dyn Fn(TensorId) -> Place, out: Out) -> Result<String> {
+        let t = node.inputs[k];
+        self.read(t, place(t), out)
+    }
+
+    /// mote's int8 ops (`ops::quant`); `None` for other ops.
+    fn int8_op(&mut self, id: u32, node: &Node, place: &dyn Fn(TensorId) -> Place, out: Out) -> Result<Option<String>> {
+        let g = self.g;
+        let op = node.op.as_any();
         let x_shape = shape_of(g, node.inputs[0]);
         let y_shape = shape_of(g, node.outputs[0]);
         let call = if let Some(q) = op.downcast_ref::<QLinear>() {
+            let (x, w) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
+            let bias = match node.inputs.get(2) {
+                Some(_) => format!("Some({})", self.arg(node, 2, place, out)?),
+                None => "None".into(),
+            };
             let (m, s) = self.rescale(id, &q.rescale);
-            let w = shape_of(g, node.inputs[1]);
-            let bias = args.get(2).map_or("None".into(), |b| format!("Some({b})"));
+            let ws = shape_of(g, node.inputs[1]);
             format!(
                 "let rq = Requant::FixedPoint(FixedPointRequant::new(&{m}, &{s}, {}, -128, 127)?);\n        \
-                 matmul::linear_requant({}, {}, {bias}, MatDims {{ m: {}, k: {}, n: {} }}, {}, &rq, out)?;",
+                 matmul::linear_requant({x}, {w}, {bias}, MatDims {{ m: {}, k: {}, n: {} }}, {}, &rq, out)?;",
                 q.y_zero_point,
-                args[0],
-                args[1],
-                product(&x_shape) / w[1],
-                w[1],
-                w[0],
+                product(&x_shape) / ws[1],
+                ws[1],
+                ws[0],
                 -q.x_zero_point
             )
         } else if let Some(q) = op.downcast_ref::<QMatMul>() {
+            let (a, b) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
             let b_shape = shape_of(g, node.inputs[1]);
             let (ra, rb) = (x_shape.len(), b_shape.len());
             let (m, k, n) = (x_shape[ra - 2], x_shape[ra - 1], b_shape[rb - 1]);
@@ -176,15 +291,18 @@ impl<'a> Emitter<'a> {
             format!(
                 "let rq = Requant::FixedPoint(FixedPointRequant::new(&{mm}, &{s}, {}, -128, 127)?);\n        \
                  let p = BatchedMatmul {{ a_offset: {}, b_offset: {}, b: {b_strides}, ..BatchedMatmul::packed_nn({batch_a}, {m}, {k}, {n}) }};\n        \
-                 matmul::av_requant(&p, {}, {}, &rq, out)?;",
-                q.y_zero_point, -q.a_zero_point, -q.b_zero_point, args[0], args[1]
+                 matmul::av_requant(&p, {a}, {b}, &rq, out)?;",
+                q.y_zero_point, -q.a_zero_point, -q.b_zero_point
             )
         } else if let Some(q) = op.downcast_ref::<QBinary>() {
-            self.binary(q, node, &args, &y_shape)?
+            let (a, b) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
+            self.binary(q, node, &[a, b], &y_shape)?
         } else if let Some(q) = op.downcast_ref::<QLut>() {
+            let x = self.arg(node, 0, place, out)?;
             let t = self.static_array(format!("L{id}_TABLE"), "i8", &q.table[..], 256, &format!("{} at int8", q.label));
-            format!("activation::lut_i8({}, &{t}, out)?;", args[0])
+            format!("activation::lut_i8({x}, &{t}, out)?;")
         } else if let Some(q) = op.downcast_ref::<QSoftmax>() {
+            let x = self.arg(node, 0, place, out)?;
             let e = self.static_array(format!("L{id}_EXP"), "u16", &q.exp[..], 512, "2^15·exp(-s·d)");
             let row = *x_shape.last().unwrap_or(&1);
             let mask = match &q.mask {
@@ -197,38 +315,43 @@ impl<'a> Emitter<'a> {
                 None => "None".into(),
             };
             format!(
-                "softmax::softmax_i8({}, {row}, {mask}, &SoftmaxI8Params {{ exp: &{e}, out_recip: {}, out_zero_point: {} }}, out)?;",
-                args[0], q.out_recip, q.out_zero_point
+                "softmax::softmax_i8({x}, {row}, {mask}, &SoftmaxI8Params {{ exp: &{e}, out_recip: {}, out_zero_point: {} }}, out)?;",
+                q.out_recip, q.out_zero_point
             )
         } else if let Some(q) = op.downcast_ref::<QLayerNorm>() {
+            let x = self.arg(node, 0, place, out)?;
             let gm = self.static_array(format!("L{id}_GAMMA"), "i32", &q.gamma, 4 * q.gamma.len(), "γ/s_out·2^F");
             let bt = self.static_array(format!("L{id}_BETA"), "i32", &q.beta, 4 * q.beta.len(), "β/s_out·2^F");
             let rms = q.rms_zero_point.map_or("None".into(), |z| format!("Some({z})"));
             format!(
-                "norm::layernorm_i8({}, {}, &LayerNormI8Params {{ gamma: &{gm}, beta: &{bt}, frac_bits: {}, eps: {}, out_zero_point: {}, rms_zero_point: {rms} }}, out)?;",
-                args[0],
+                "norm::layernorm_i8({x}, {}, &LayerNormI8Params {{ gamma: &{gm}, beta: &{bt}, frac_bits: {}, eps: {}, out_zero_point: {}, rms_zero_point: {rms} }}, out)?;",
                 q.gamma.len(),
                 q.frac_bits,
                 q.eps,
                 q.out_zero_point
             )
         } else if let Some(q) = op.downcast_ref::<QMean>() {
+            let x = self.arg(node, 0, place, out)?;
             let (m, s) = self.rescale(id, &q.rescale);
             let (outer, n, inner) =
                 (product(&x_shape[..q.first]), product(&x_shape[q.first..q.end]), product(&x_shape[q.end..]));
             format!(
                 "let rq = FixedPointRequant::new(&{m}, &{s}, {}, -128, 127)?;\n        \
-                 pool::mean_requant({}, {outer}, {n}, {inner}, {}, &rq, out)?;",
-                q.y_zero_point, args[0], -q.x_zero_point
+                 pool::mean_requant({x}, {outer}, {n}, {inner}, {}, &rq, out)?;",
+                q.y_zero_point, -q.x_zero_point
             )
         } else if let Some(q) = op.downcast_ref::<QConv>() {
+            let (x, w) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
+            let bias = match node.inputs.get(2) {
+                Some(_) => format!("Some({})", self.arg(node, 2, place, out)?),
+                None => "None".into(),
+            };
             let (m, s) = self.rescale(id, &q.rescale);
-            let w = shape_of(g, node.inputs[1]);
-            let bias = args.get(2).map_or("None".into(), |b| format!("Some({b})"));
+            let ws = shape_of(g, node.inputs[1]);
             format!(
                 "let rq = Requant::FixedPoint(FixedPointRequant::new(&{m}, &{s}, {}, -128, 127)?);\n        \
                  let p = Conv2dParams {{ stride_h: {}, stride_w: {}, dilation_h: {}, dilation_w: {}, pad_top: {}, pad_left: {}, pad_bottom: {}, pad_right: {}, groups: {}, input_offset: {}, ..Conv2dParams::new({}, {}, {}, {}, {}, {}, {}) }};\n        \
-                 conv::conv2d_requant({}, {}, {bias}, &p, &rq, out)?;",
+                 conv::conv2d_requant({x}, {w}, {bias}, &p, &rq, out)?;",
                 q.y_zero_point,
                 q.strides[0],
                 q.strides[1],
@@ -244,38 +367,57 @@ impl<'a> Emitter<'a> {
                 x_shape[1],
                 x_shape[2],
                 x_shape[3],
-                w[0],
-                w[2],
-                w[3],
-                args[0],
-                args[1]
+                ws[0],
+                ws[2],
+                ws[3]
             )
         } else if let Some(q) = op.downcast_ref::<Requantize>() {
+            let x = self.arg(node, 0, place, out)?;
             let (m, s) = self.rescale(id, &q.rescale);
             format!(
-                "let rq = FixedPointRequant::new(&{m}, &{s}, {}, -128, 127)?;\n        requant::rescale({}, {}, &rq, out)?;",
-                q.y_zero_point, args[0], -q.x_zero_point
+                "let rq = FixedPointRequant::new(&{m}, &{s}, {}, -128, 127)?;\n        requant::rescale({x}, {}, &rq, out)?;",
+                q.y_zero_point, -q.x_zero_point
             )
-        } else if let Some(t) = op.downcast_ref::<Transpose>() {
-            format!("layout::transpose({}, &[{}], &[{}], out)?;", args[0], list(&x_shape), list(&t.perm))
+        } else {
+            return Ok(None);
+        };
+        Ok(Some(call))
+    }
+
+    /// Data movement and pooling, on any element type; `None` for other ops.
+    fn layout_op(
+        &mut self,
+        id: u32,
+        node: &Node,
+        place: &dyn Fn(TensorId) -> Place,
+        out: Out,
+    ) -> Result<Option<String>> {
+        let g = self.g;
+        let op = node.op.as_any();
+        let x_shape = shape_of(g, node.inputs[0]);
+        let y_shape = shape_of(g, node.outputs[0]);
+        let call = if let Some(t) = op.downcast_ref::<Transpose>() {
+            let x = self.arg(node, 0, place, out)?;
+            format!("layout::transpose({x}, &[{}], &[{}], out)?;", list(&x_shape), list(&t.perm))
         } else if let Some(s) = op.downcast_ref::<Slice>() {
+            let x = self.arg(node, 0, place, out)?;
             let starts: Vec<usize> = s.starts.iter().map(|&v| v as usize).collect();
             format!(
-                "layout::slice({}, &[{}], &[{}], &[{}], &[{}], out)?;",
-                args[0],
+                "layout::slice({x}, &[{}], &[{}], &[{}], &[{}], out)?;",
                 list(&x_shape),
                 list(&starts),
                 list(&s.steps),
                 list(&y_shape)
             )
         } else if let Some(gt) = op.downcast_ref::<Gather>() {
+            // The index constant becomes a typed static of the op's own code, not a data input.
+            let x = self.arg(node, 0, place, out)?;
             let Some(idx) = &g.values[node.inputs[1]].konst else { bail!("Gather with runtime indices") };
             let d = x_shape[gt.axis] as i64;
             let idx: Vec<usize> = idx.to_i64_vec().iter().map(|&i| if i < 0 { i + d } else { i } as usize).collect();
             let name = self.static_array(format!("L{id}_INDEX"), "usize", &idx, 4 * idx.len(), "gathered indices");
             format!(
-                "layout::gather_axis({}, {}, {}, {}, &{name}, out)?;",
-                args[0],
+                "layout::gather_axis({x}, {}, {}, {}, &{name}, out)?;",
                 product(&x_shape[..gt.axis]),
                 x_shape[gt.axis],
                 product(&x_shape[gt.axis + 1..])
@@ -286,8 +428,9 @@ impl<'a> Emitter<'a> {
             let mut offset = 0;
             let mut calls = Vec::new();
             for (k, &i) in node.inputs.iter().enumerate() {
+                let x = self.arg(node, k, place, out)?;
                 let cols = product(&shape_of(g, i)[c.axis..]);
-                calls.push(format!("layout::concat_part({}, {outer}, {cols}, {out_cols}, {offset}, out)?;", args[k]));
+                calls.push(format!("layout::concat_part({x}, {outer}, {cols}, {out_cols}, {offset}, out)?;"));
                 offset += cols;
             }
             calls.join("\n        ")
@@ -295,9 +438,9 @@ impl<'a> Emitter<'a> {
             if x_shape.len() != 4 || p.dilations.iter().any(|&d| d != 1) || p.ceil_mode {
                 bail!("MaxPool other than 2-D, dilation 1, floor mode");
             }
+            let x = self.arg(node, 0, place, out)?;
             format!(
-                "pool::maxpool2d({}, &Pool2dParams {{ stride_h: {}, stride_w: {}, pad_top: {}, pad_left: {}, pad_bottom: {}, pad_right: {}, ..Pool2dParams::new({}, {}, {}, {}, {}, {}) }}, out)?;",
-                args[0],
+                "pool::maxpool2d({x}, &Pool2dParams {{ stride_h: {}, stride_w: {}, pad_top: {}, pad_left: {}, pad_bottom: {}, pad_right: {}, ..Pool2dParams::new({}, {}, {}, {}, {}, {}) }}, out)?;",
                 p.strides[0],
                 p.strides[1],
                 p.pads[0],
@@ -312,21 +455,276 @@ impl<'a> Emitter<'a> {
                 p.kernel[1]
             )
         } else {
-            bail!("no code generation for this op");
+            return Ok(None);
         };
-        if g.values[node.outputs[0]].ty.dtype != DType::I8 {
-            bail!("output is {}, not int8", g.values[node.outputs[0]].ty.dtype);
-        }
-        self.block(out, &call);
-        Ok(())
+        Ok(Some(call))
     }
 
-    fn block(&mut self, out: (usize, usize), call: &str) {
+    /// Exact-integer ops (Deeploy's, and integer MatMul/Gemm/Conv/Add/Mul) on narrow storage, each
+    /// with the kernel its IR `eval` uses (or, for the plain integer ops, an exact `i32` kernel whose
+    /// bound the narrowing proved).
+    fn integer_op(&mut self, node: &Node, place: &dyn Fn(TensorId) -> Place, out: Out) -> Result<String> {
+        let g = self.g;
+        let op = node.op.as_any();
+        let x_shape = shape_of(g, node.inputs[0]);
+        let row = *x_shape.last().unwrap_or(&1);
+        let konst_i32 = |e: &mut Self, k: usize| -> Result<String> {
+            let t = node.inputs[k];
+            if g.values[t].konst.is_none() {
+                bail!("parameter `{}` must be a constant", g.values[t].name);
+            }
+            e.konst_as(t, DType::I32, None)
+        };
+        Ok(if let Some(p) = op.downcast_ref::<RequantShift>() {
+            let x = self.arg(node, 0, place, out)?;
+            let (m, a) = (konst_i32(self, 1)?, konst_i32(self, 2)?);
+            let inner = rqs_inner(&x_shape, &shape_of(g, node.inputs[1]), &shape_of(g, node.inputs[2]))?;
+            format!(
+                "let rq = Requant::Shift(ShiftRequant::new(&{m}, &{a}, {}, {}, {})?);\n        \
+                 requant::requantize({x}, &rq, {inner}, out)?;",
+                p.div_log2, p.n_levels, p.signed
+            )
+        } else if let Some(p) = op.downcast_ref::<ISoftmax>() {
+            let x = self.arg(node, 0, place, out)?;
+            format!(
+                "softmax::isoftmax({x}, {row}, &ISoftmaxParams {{ coeff_a: {}, coeff_b: {}, coeff_c: {}, log2: {}, n_levels: {} }}, out)?;",
+                p.coeff_a, p.coeff_b, p.coeff_c, p.log2, p.n_levels
+            )
+        } else if op.is::<ItaMax>() {
+            let x = self.arg(node, 0, place, out)?;
+            format!("softmax::itamax({x}, {row}, out)?;")
+        } else if let Some(p) = op.downcast_ref::<ILayerNorm>() {
+            let x = self.arg(node, 0, place, out)?;
+            let (w, b) = (konst_i32(self, 1)?, konst_i32(self, 2)?);
+            format!("norm::ilayernorm({x}, {row}, &{w}, &{b}, {}, {}, out)?;", p.d, p.n_levels)
+        } else if let Some(p) = op.downcast_ref::<IRmsNorm>() {
+            let x = self.arg(node, 0, place, out)?;
+            let w = konst_i32(self, 1)?;
+            format!("norm::irmsnorm({x}, {row}, &{w}, {}, {}, out)?;", p.d, p.n_levels)
+        } else if let Some(p) = op.downcast_ref::<IGelu>() {
+            let x = self.arg(node, 0, place, out)?;
+            format!("activation::igelu({x}, {}, {}, out)?;", p.b, p.one)
+        } else if let Some(p) = op.downcast_ref::<IHardswish>() {
+            let x = self.arg(node, 0, place, out)?;
+            format!("activation::ihardswish({x}, {}, {}, {}, out)?;", p.three, p.six, p.one_over_six)
+        } else if let Some(p) = op.downcast_ref::<TrueIntegerDiv>() {
+            let x = self.arg(node, 0, place, out)?;
+            format!("elementwise::true_integer_div({x}, {}, out)?;", p.k)
+        } else if let Some(p) = op.downcast_ref::<IntegerMean>() {
+            let x = self.arg(node, 0, place, out)?;
+            let (Some(&lo), Some(&hi)) = (p.axes.first(), p.axes.last()) else { bail!("IntegerMean without axes") };
+            let (outer, n, inner) = (product(&x_shape[..lo]), product(&x_shape[lo..=hi]), product(&x_shape[hi + 1..]));
+            format!("pool::integer_mean({x}, {outer}, {n}, {inner}, out)?;")
+        } else if op.is::<MatMul>() {
+            self.matmul(node, place, out, false)?
+        } else if let Some(p) = op.downcast_ref::<Gemm>() {
+            if p.trans_a {
+                bail!("Gemm with transA");
+            }
+            let b_shape = shape_of(g, node.inputs[1]);
+            let (m, k) = (x_shape[0], x_shape[1]);
+            let n = if p.trans_b { b_shape[0] } else { b_shape[1] };
+            let (a, b) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
+            let c = match node.inputs.get(2) {
+                Some(&ct) => {
+                    let len = g.values[ct].ty.len();
+                    if len != m * n && len != n && len != 1 {
+                        bail!("Gemm C of shape {:?} (the kernel takes [M, N], [N] or a scalar)", shape_of(g, ct));
+                    }
+                    if g.values[ct].konst.is_some() {
+                        format!("Some(&{}[..])", konst_i32(self, 2)?)
+                    } else if self.storage(ct)? == DType::I32 {
+                        format!("Some({})", self.arg(node, 2, place, out)?)
+                    } else {
+                        bail!("Gemm C `{}` must be stored as i32", g.values[ct].name);
+                    }
+                }
+                None => "None".into(),
+            };
+            format!(
+                "matmul::gemm_i32({a}, {b}, {c}, &GemmParams {{ dims: MatDims {{ m: {m}, k: {k}, n: {n} }}, trans_b: {}, alpha: {}, beta: {} }}, out)?;",
+                p.trans_b, p.alpha as i32, p.beta as i32
+            )
+        } else if let Some(p) = op.downcast_ref::<Conv>() {
+            if x_shape.len() != 4 {
+                bail!("Conv other than 2-D");
+            }
+            let x = self.arg(node, 0, place, out)?;
+            let wt = node.inputs[1];
+            if g.values[wt].konst.is_none() {
+                bail!("Conv weights `{}` must be constant", g.values[wt].name);
+            }
+            let w = self.konst_as(wt, DType::I8, None)?;
+            let bias = match node.inputs.get(2) {
+                Some(_) => format!("Some(&{}[..])", konst_i32(self, 2)?),
+                None => "None".into(),
+            };
+            format!(
+                "{}\n        conv::conv2d_i32({x}, &{w}, {bias}, &p, out)?;",
+                conv_params(p, &x_shape, &shape_of(g, wt))
+            )
+        } else if op.is::<Binary>() {
+            self.binary_i32(node, place, out, false)?
+        } else {
+            bail!("no code generation for this op");
+        })
+    }
+
+    /// Integer `Add` / `Mul` with broadcasting (`add_i32` / `mul_i32`), requantized by `rq` when
+    /// `requant`.
+    fn binary_i32(
+        &mut self,
+        node: &Node,
+        place: &dyn Fn(TensorId) -> Place,
+        out: Out,
+        requant: bool,
+    ) -> Result<String> {
+        let g = self.g;
+        let Some(b) = node.op.as_any().downcast_ref::<Binary>() else { bail!("not a binary op") };
+        let kernel = match b.kind {
+            BinaryKind::Add => "add_i32",
+            BinaryKind::Mul => "mul_i32",
+            k => bail!("integer {k:?} has no kernel (only Add and Mul)"),
+        };
+        let (sa, sb) = (shape_of(g, node.inputs[0]), shape_of(g, node.inputs[1]));
+        let y_shape = shape_of(g, node.outputs[0]);
+        let n = product(&y_shape);
+        // The kernel broadcasts its second operand only: swap the (commutative) operands.
+        let (full, rep, rep_shape) = match (product(&sa) == n, product(&sb) == n) {
+            (true, _) => (0, 1, sb.clone()),
+            (false, true) => (1, 0, sa.clone()),
+            _ => bail!("broadcasting {sa:?} and {sb:?} to {y_shape:?} (one operand must be full size)"),
+        };
+        let inner = broadcast_inner(&rep_shape, &y_shape)
+            .ok_or_else(|| mote_core::Error::Unsupported(format!("broadcasting {sa:?} and {sb:?} to {y_shape:?}")))?;
+        let (a, c) = (self.arg(node, full, place, out)?, self.arg(node, rep, place, out)?);
+        let (sfx, rq) = if requant { ("_requant", ", &rq") } else { ("", "") };
+        Ok(format!("elementwise::{kernel}{sfx}({a}, {c}, {inner}{rq}, out)?;"))
+    }
+
+    /// Integer `MatMul` (numpy semantics) as one batched `i32` product, requantized by `rq` when
+    /// `requant`. A constant `[k, n]` right operand is stored transposed (`[n, k]`, rows contiguous
+    /// for the dot products).
+    fn matmul(&mut self, node: &Node, place: &dyn Fn(TensorId) -> Place, out: Out, requant: bool) -> Result<String> {
+        let g = self.g;
+        let (sa, sb) = (shape_of(g, node.inputs[0]), shape_of(g, node.inputs[1]));
+        let (a_batch, m, k) = match sa.as_slice() {
+            [k] => (&sa[..0], 1, *k),
+            [rest @ .., m, k] => (rest, *m, *k),
+            [] => bail!("MatMul of a scalar"),
+        };
+        let (b_batch, n) = match sb.as_slice() {
+            [_] => (&sb[..0], 1),
+            [rest @ .., _, n] => (rest, *n),
+            [] => bail!("MatMul of a scalar"),
+        };
+        let batch = product(&shape_of(g, node.outputs[0])) / (m * n).max(1);
+        let stride = |own: &[usize], packed: usize| -> Result<usize> {
+            match product(own) {
+                p if p == batch => Ok(packed),
+                1 => Ok(0),
+                _ => bail!("batch broadcasting {sa:?} · {sb:?}: one operand must have the full batch or none"),
+            }
+        };
+        let (a_stride, b_stride) = (stride(a_batch, m * k)?, stride(b_batch, k * n)?);
+        let a = self.arg(node, 0, place, out)?;
+        let a_strides = format!("Strides {{ offset: 0, batch: {a_stride}, row: {k} }}");
+        let bt = node.inputs[1];
+        let (sfx, rq) = if requant { ("_requant", ", &rq") } else { ("", "") };
+        if g.values[bt].konst.is_some() && b_stride == 0 {
+            let d = self.storage(bt)?;
+            let w = self.konst_as(bt, d, Some((k, n)))?;
+            Ok(format!(
+                "let p = BatchedMatmul {{ a: {a_strides}, b: Strides {{ offset: 0, batch: 0, row: {k} }}, ..BatchedMatmul::packed_nt({batch}, {m}, {k}, {n}) }};\n        \
+                 matmul::qk_t{sfx}(&p, {a}, &{w}{rq}, out)?;"
+            ))
+        } else {
+            let b = self.arg(node, 1, place, out)?;
+            Ok(format!(
+                "let p = BatchedMatmul {{ a: {a_strides}, b: Strides {{ offset: 0, batch: {b_stride}, row: {n} }}, ..BatchedMatmul::packed_nn({batch}, {m}, {k}, {n}) }};\n        \
+                 matmul::av{sfx}(&p, {a}, {b}{rq}, out)?;"
+            ))
+        }
+    }
+
+    /// A fused group (see `fuse`): the producer's kernel with the final `RequantShift` applied to
+    /// each accumulator.
+    fn fused(&mut self, layer: &Layer, place: &dyn Fn(TensorId) -> Place, out: Out) -> Result<String> {
+        let g = self.g;
+        let first = &g.nodes[layer.nodes[0]];
+        let last = &g.nodes[layer.nodes[layer.nodes.len() - 1]];
+        let Some(p) = last.op.as_any().downcast_ref::<RequantShift>() else {
+            bail!("a fused layer ends in RequantShift")
+        };
+        let (m, a) =
+            (self.konst_as(last.inputs[1], DType::I32, None)?, self.konst_as(last.inputs[2], DType::I32, None)?);
+        let rq = format!(
+            "let rq = Requant::Shift(ShiftRequant::new(&{m}, &{a}, {}, {}, {})?);\n        ",
+            p.div_log2, p.n_levels, p.signed
+        );
+        let x_shape = shape_of(g, first.inputs[0]);
+        let call = match layer.fusion {
+            Fusion::Linear { bias } => {
+                let x = self.arg(first, 0, place, out)?;
+                let ws = shape_of(g, first.inputs[1]);
+                let (k, n) = (ws[ws.len() - 2], ws[ws.len() - 1]);
+                let w = self.konst_as(first.inputs[1], DType::I8, Some((k, n)))?;
+                let bias = match bias {
+                    Some(b) => format!("Some(&{}[..])", self.konst_as(b, DType::I32, None)?),
+                    None => "None".into(),
+                };
+                let rows = product(&x_shape) / k.max(1);
+                format!(
+                    "matmul::linear_requant({x}, &{w}, {bias}, MatDims {{ m: {rows}, k: {k}, n: {n} }}, 0, &rq, out)?;"
+                )
+            }
+            Fusion::Batched => self.matmul(first, place, out, true)?,
+            Fusion::Conv => {
+                let x = self.arg(first, 0, place, out)?;
+                let op = first
+                    .op
+                    .as_any()
+                    .downcast_ref::<Conv>()
+                    .ok_or_else(|| mote_core::Error::Invalid("not a Conv".into()))?;
+                let w = self.konst_as(first.inputs[1], DType::I8, None)?;
+                let bias = match first.inputs.get(2) {
+                    Some(&b) => format!("Some(&{}[..])", self.konst_as(b, DType::I32, None)?),
+                    None => "None".into(),
+                };
+                format!(
+                    "{}\n        conv::conv2d_requant({x}, &{w}, {bias}, &p, &rq, out)?;",
+                    conv_params(op, &x_shape, &shape_of(g, first.inputs[1]))
+                )
+            }
+            Fusion::Activation => {
+                let x = self.arg(first, 0, place, out)?;
+                let op = first.op.as_any();
+                if let Some(q) = op.downcast_ref::<IGelu>() {
+                    format!("activation::igelu_requant({x}, {}, {}, &rq, out)?;", q.b, q.one)
+                } else if let Some(q) = op.downcast_ref::<IHardswish>() {
+                    format!(
+                        "activation::ihardswish_requant({x}, &HardswishParams {{ three: {}, six: {}, one_over_six: {} }}, &rq, out)?;",
+                        q.three, q.six, q.one_over_six
+                    )
+                } else {
+                    bail!("no fused activation for {}", first.op.name());
+                }
+            }
+            Fusion::Elementwise => self.binary_i32(first, place, out, true)?,
+            Fusion::Single => bail!("not a fused layer"),
+        };
+        Ok(format!("{rq}{call}"))
+    }
+
+    fn block(&mut self, out: Out, call: &str) -> Result<()> {
         let _ = writeln!(
             self.body,
-            "    {{\n        let (lo, out, hi) = split(&mut arena.0, {}, {})?;\n        {call}\n    }}",
-            out.0, out.1
+            "    {{\n        let (lo, out, hi) = split(&mut arena.{}, {}, {})?;\n        {call}\n    }}",
+            rust_ty(out.0)?,
+            out.1,
+            out.2
         );
+        Ok(())
     }
 
     /// Requantized add/mul under the kernel's broadcast rule (`b` repeats with period `inner`).
@@ -396,30 +794,41 @@ impl<'a> Emitter<'a> {
             v.iter()
                 .enumerate()
                 .map(|(k, i)| {
-                    format!(
-                        "//! - {k}: `{}` int8 {:?} ({} bytes), real = {} · (q − {})\n",
-                        i.name, i.shape, i.len, i.scale, i.zero_point
-                    )
+                    let values = if i.scale == 1.0 && i.zero_point == 0 {
+                        "exact integers".to_string()
+                    } else {
+                        format!("real = {} · (q − {})", i.scale, i.zero_point)
+                    };
+                    let layout = if i.dtype.size_of() > 1 { ", little-endian" } else { "" };
+                    format!("//! - {k}: `{}` {} {:?} ({} bytes{layout}), {values}\n", i.name, i.dtype, i.shape, i.len)
                 })
                 .collect()
         };
+        let typed: Vec<String> = arena
+            .by_type
+            .iter()
+            .filter(|a| a.elements > 0)
+            .map(|a| format!("{}: {} bytes", a.dtype, a.bytes))
+            .collect();
         let _ = write!(
             lib,
-            "//! Generated by mote (do not edit): the int8 model as one allocation-free function.\n//!\n\
-             //! Arena: {} bytes ({} plan; greedy-by-size would need {}, lower bound {}).\n\
+            "//! Generated by mote (do not edit): the integer model as one allocation-free function.\n//!\n\
+             //! Arena: {} bytes ({}; {} plan; greedy-by-size would need {}, lower bound {}).\n\
              //! Weights and parameters: {} bytes of `static` data (flash).\n//!\n//! Inputs:\n{}//!\n//! Outputs:\n{}\
-             #![no_std]\n#![allow(unused_variables, clippy::all)]\n\n\
+             #![no_std]\n#![allow(unused_variables, unused_imports, clippy::all)]\n\n\
+             use mote_kernels::activation::HardswishParams;\n\
              use mote_kernels::elementwise::{{AddRequant, MulRequant}};\n\
-             use mote_kernels::matmul::{{BatchedMatmul, MatDims, Strides}};\n\
+             use mote_kernels::matmul::{{BatchedMatmul, GemmParams, MatDims, Strides}};\n\
              use mote_kernels::norm::LayerNormI8Params;\n\
              use mote_kernels::conv::Conv2dParams;\n\
              use mote_kernels::pool::Pool2dParams;\n\
-             use mote_kernels::requant::{{FixedPointRequant, Requant}};\n\
-             use mote_kernels::softmax::{{RowMask, SoftmaxI8Params}};\n\
+             use mote_kernels::requant::{{FixedPointRequant, Requant, ShiftRequant}};\n\
+             use mote_kernels::softmax::{{ISoftmaxParams, RowMask, SoftmaxI8Params}};\n\
              use mote_kernels::{{activation, conv, elementwise, layout, matmul, norm, pool, requant, softmax}};\n\
              pub use mote_kernels::KernelError;\n\n\
              mod weights;\nuse weights::*;\n\n",
             arena.best,
+            if typed.is_empty() { "empty".to_string() } else { typed.join(", ") },
             arena.strategy,
             arena.greedy,
             arena.lower_bound,
@@ -427,13 +836,22 @@ impl<'a> Emitter<'a> {
             io_doc(inputs),
             io_doc(outputs)
         );
+        for a in &arena.by_type {
+            let _ = writeln!(
+                lib,
+                "/// Elements of the `{0}` arena (tensors stored as {0}).\npub const ARENA_{1}: usize = {2};",
+                a.dtype,
+                a.dtype.to_string().to_uppercase(),
+                a.elements
+            );
+        }
         let _ = write!(
             lib,
-            "/// Bytes of working memory one inference needs.\npub const ARENA_BYTES: usize = {};\n\
-             /// Element counts (bytes) of the int8 inputs, in model order.\npub const INPUT_LENS: [usize; {}] = [{}];\n\
-             /// Element counts (bytes) of the int8 outputs, in model order.\npub const OUTPUT_LENS: [usize; {}] = [{}];\n\
+            "/// Bytes of working memory one inference needs (`size_of::<Arena>()`).\npub const ARENA_BYTES: usize = {};\n\
+             /// Byte lengths of the inputs, in model order.\npub const INPUT_LENS: [usize; {}] = [{}];\n\
+             /// Byte lengths of the outputs, in model order.\npub const OUTPUT_LENS: [usize; {}] = [{}];\n\
              /// Number of layers (`mark` ids are `0..LAYERS`).\npub const LAYERS: u32 = {};\n\n",
-            arena.best.max(1),
+            arena.best,
             inputs.len(),
             list(&inputs.iter().map(|i| i.len).collect::<Vec<_>>()),
             outputs.len(),
@@ -461,16 +879,29 @@ impl<'a> Emitter<'a> {
                 "    if outputs.get({k}).map(|o| o.len()) != Some(OUTPUT_LENS[{k}]) {{\n        return Err(Error::OutputLength({k}));\n    }}"
             );
         }
+        lib.push_str(&self.prologue);
         lib.push_str(&self.body);
-        for (k, p) in outputs_place.iter().enumerate() {
-            let src = match p {
-                Place::Arena(a, l) => format!("arena.0.get({a}..{}).ok_or(Error::Layout)?", a + l),
-                Place::Input(i) => format!("in{i}"),
+        for (k, (p, io)) in outputs_place.iter().zip(outputs).enumerate() {
+            let (src, d) = match p {
+                Place::Arena(d, a, l) => {
+                    (format!("arena.{}.get({a}..{}).ok_or(Error::Layout)?", rust_ty(*d)?, a + l), *d)
+                }
+                Place::Input(i) => (format!("in{i}"), DType::I8),
                 Place::Const => bail!("output {k} is a constant"),
+            };
+            if d != io.dtype {
+                bail!("output {k} is stored as {d}, its interface type is {}", io.dtype);
+            }
+            let copy = match d.size_of() {
+                1 => "for (d, &s) in dst.iter_mut().zip(src) {\n        *d = s as i8;\n    }".to_string(),
+                n => format!(
+                    "for (d, s) in dst.chunks_exact_mut({n}).zip(src) {{\n        \
+                     for (d, b) in d.iter_mut().zip(s.to_le_bytes()) {{\n            *d = b as i8;\n        }}\n    }}"
+                ),
             };
             let _ = writeln!(
                 lib,
-                "    let dst = outputs.get_mut({k}).ok_or(Error::OutputCount)?;\n    dst.copy_from_slice({src});"
+                "    let dst = outputs.get_mut({k}).ok_or(Error::OutputCount)?;\n    let src = {src};\n    {copy}"
             );
         }
         lib.push_str("    Ok(())\n}\n");
@@ -496,8 +927,53 @@ impl<'a> Emitter<'a> {
         }
         files.push(("Cargo.toml".into(), cargo));
         files.push(("src/lib.rs".into(), lib));
+        debug_assert_eq!(ARENA_TYPES.len(), arena.by_type.len());
         Ok(files)
     }
+}
+
+/// `let p = Conv2dParams { .. };` for a 2-D integer `Conv` on NCHW `x` with OIHW weights `w`.
+fn conv_params(p: &Conv, x: &[usize], w: &[usize]) -> String {
+    format!(
+        "let p = Conv2dParams {{ stride_h: {}, stride_w: {}, dilation_h: {}, dilation_w: {}, pad_top: {}, pad_left: {}, pad_bottom: {}, pad_right: {}, groups: {}, ..Conv2dParams::new({}, {}, {}, {}, {}, {}, {}) }};",
+        p.strides[0],
+        p.strides[1],
+        p.dilations[0],
+        p.dilations[1],
+        p.pads[0],
+        p.pads[1],
+        p.pads[2],
+        p.pads[3],
+        p.group,
+        x[0],
+        x[1],
+        x[2],
+        x[3],
+        w[0],
+        w[2],
+        w[3]
+    )
+}
+
+/// The element period `inner` of a Deeploy `RequantShift`'s `mul`/`add` against `x`: the kernel
+/// views x as `[outer, C, inner]` (C = parameter length); per-tensor parameters need none (1).
+/// Same rule as `ops::deeploy::RequantShift`.
+pub(crate) fn rqs_inner(x: &[usize], mul: &[usize], add: &[usize]) -> Result<usize> {
+    let rank = x.len();
+    let mut span: Option<(usize, usize)> = None;
+    for p in [mul, add] {
+        if p.len() > rank || !p.iter().rev().zip(x.iter().rev()).all(|(&a, &b)| a == 1 || a == b) {
+            bail!("RequantShift parameter of shape {p:?} does not broadcast to x of shape {x:?}");
+        }
+        let off = rank - p.len();
+        for (i, &d) in p.iter().enumerate() {
+            if d != 1 {
+                let ax = off + i;
+                span = Some(span.map_or((ax, ax + 1), |(lo, hi)| (lo.min(ax), hi.max(ax + 1))));
+            }
+        }
+    }
+    Ok(span.map_or(1, |(_, hi)| product(&x[hi..]).max(1)))
 }
 
 /// The C entry point: raw pointers checked for null and alignment, then the safe `run`.
@@ -526,7 +1002,8 @@ pub unsafe extern "C" fn mote_run(arena: *mut i8, inputs: *const *const i8, outp
     if arena.is_null() || inputs.is_null() || outputs.is_null() || (arena as usize) % 16 != 0 {{
         return MOTE_BAD_POINTER;
     }}
-    // SAFETY: non-null, aligned and sized by the caller's contract.
+    // SAFETY: non-null, aligned and sized (`ARENA_BYTES = size_of::<Arena>()`) by the caller's contract;
+    // every bit pattern is a valid `Arena` (integer arrays only).
     let arena = unsafe {{ &mut *(arena as *mut Arena) }};
     let mut ins: [&[i8]; {n_in}] = [&[]; {n_in}];
     for (k, slot) in ins.iter_mut().enumerate() {{
@@ -576,21 +1053,33 @@ fn broadcast_inner(b: &[usize], y: &[usize]) -> Option<usize> {
         return None;
     }
     match (varying.first(), varying.last()) {
-        (Some(&lo), Some(&hi)) if hi - lo + 1 == varying.len() => Some(product(&y[hi + 1..])),
-        (None, None) => Some(product(y)), // a scalar: repeats everywhere
+        (Some(&lo), Some(&hi)) if hi - lo + 1 == varying.len() => Some(product(&y[hi + 1..]).max(1)),
+        (None, None) => Some(product(y).max(1)), // a scalar: repeats everywhere
         _ => None,
     }
 }
 
 /// The fixed part of every generated `lib.rs`: the arena type, the error type, `run` and `split`.
-const RUNTIME: &str = r#"/// The working memory of one inference: every activation lives here at a planned offset.
+const RUNTIME: &str = r#"/// The working memory of one inference: every activation lives at a planned offset in the arena
+/// of its element type (no byte is reinterpreted as another type).
 #[repr(C, align(16))]
-pub struct Arena(pub [i8; ARENA_BYTES]);
+pub struct Arena {
+    /// Tensors stored as `i32` (accumulators, wide activations).
+    pub i32: [i32; ARENA_I32],
+    /// Tensors stored as `i16`.
+    pub i16: [i16; ARENA_I16],
+    /// Tensors stored as `i8`.
+    pub i8: [i8; ARENA_I8],
+    /// Tensors stored as `u8` (unsigned activations, e.g. softmax outputs).
+    pub u8: [u8; ARENA_U8],
+}
+
+const _: () = assert!(core::mem::size_of::<Arena>() == ARENA_BYTES);
 
 impl Arena {
     /// A zeroed arena (place it in a `static` cell or on a large enough stack).
     pub const fn new() -> Self {
-        Arena([0; ARENA_BYTES])
+        Arena { i32: [0; ARENA_I32], i16: [0; ARENA_I16], i8: [0; ARENA_I8], u8: [0; ARENA_U8] }
     }
 }
 
@@ -613,7 +1102,7 @@ pub enum Error {
     OutputCount,
     /// Output `k` has the wrong length (see `OUTPUT_LENS`).
     OutputLength(usize),
-    /// An arena range is out of bounds (cannot happen: the plan fits `ARENA_BYTES`).
+    /// An arena range is out of bounds (cannot happen: the plan fits the arenas).
     Layout,
 }
 
@@ -623,14 +1112,14 @@ impl From<KernelError> for Error {
     }
 }
 
-/// Runs the model: `inputs[k]` holds `INPUT_LENS[k]` int8 values, `outputs[k]` receives
-/// `OUTPUT_LENS[k]`.
+/// Runs the model: `inputs[k]` holds the `INPUT_LENS[k]` bytes of input `k`, `outputs[k]`
+/// receives the `OUTPUT_LENS[k]` bytes of output `k`.
 pub fn run(arena: &mut Arena, inputs: &[&[i8]], outputs: &mut [&mut [i8]]) -> Result<(), Error> {
     run_marked(arena, inputs, outputs, &mut |_| {})
 }
 
-/// The arena around a layer's output: bytes before it, the output, bytes after it.
-fn split(arena: &mut [i8], offset: usize, len: usize) -> Result<(&[i8], &mut [i8], &[i8]), Error> {
+/// A typed arena around a layer's output: elements before it, the output, elements after it.
+fn split<T>(arena: &mut [T], offset: usize, len: usize) -> Result<(&[T], &mut [T], &[T]), Error> {
     let (lo, rest) = arena.split_at_mut_checked(offset).ok_or(Error::Layout)?;
     let (out, hi) = rest.split_at_mut_checked(len).ok_or(Error::Layout)?;
     Ok((lo, out, hi))

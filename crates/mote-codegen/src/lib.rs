@@ -1,16 +1,32 @@
-//! Code generation: an int8 mote graph → a standalone `#![no_std]` Rust crate that runs it with
-//! `mote-kernels` on one statically planned arena.
+//! Code generation: an integer mote graph → a standalone `#![no_std]` Rust crate that runs it with
+//! `mote-kernels` on statically planned arenas.
 //!
-//! The device part of the graph is everything between the model's float edges: a graph input
-//! feeds a `QuantizeLinear` whose int8 output is the device input, and a graph output comes from
-//! a `DequantizeLinear` whose int8 input is the device output (the host quantizes and
-//! dequantizes, see [`host_reference`]). Every computed tensor gets a byte range in one arena from
-//! `mote-plan` (reshapes alias their input); weights and parameters become `static` arrays (flash);
-//! each op becomes one kernel call, in schedule order, between `mark(layer)` calls for per-layer
-//! instruction counts. The generated code has no heap, no `static mut`, no `unsafe`, and returns
-//! an error instead of panicking.
+//! Two kinds of graphs compile:
+//! * **int8 graphs** (mote's own int8 ops, from `mote quantize` or an ONNX QDQ model). The device
+//!   part is everything between the model's float edges: a graph input feeds a `QuantizeLinear`
+//!   whose int8 output is the device input, and a graph output comes from a `DequantizeLinear`
+//!   whose int8 input is the device output (the host quantizes and dequantizes, see
+//!   [`host_reference`]).
+//! * **exact-integer graphs** (Deeploy's integerized models, imported with every tensor `I64`).
+//!   The device inputs and outputs are the graph's own. Every tensor gets a narrow storage type
+//!   (`i8`, `u8`, `i16` or `i32`) from the interval analysis of `mote_core::passes::narrow`, seeded
+//!   by [`CompileOptions::input_types`]; each op calls the same `mote-kernels` function the IR's
+//!   `eval` calls, on those types, so device and host agree bit for bit.
+//!
+//! Memory: one arena per element type, each planned by `mote-plan` (reshapes alias their input),
+//! together one `#[repr(C)]` struct `Arena { i32, i16, i8, u8 }`, so no byte is ever reinterpreted
+//! (no `unsafe`) and each kernel gets typed slices. Weights and parameters become `static` arrays
+//! (flash); each op becomes one kernel call, in schedule order, between `mark(layer)` calls for
+//! per-layer instruction counts. The generated code has no heap, no `static mut`, no `unsafe`
+//! (outside the opt-in C ABI), and returns an error instead of panicking.
+//!
+//! Device I/O is bytes (`&[i8]`): an 8-bit tensor is its elements (a `u8` tensor passes the same
+//! bytes, `v as i8`); a wider one is its elements in little-endian order ([`IoInfo::dtype`] says
+//! which; [`IoInfo::len`] counts bytes).
 mod emit;
+mod fuse;
 
+use mote_core::passes::narrow::{narrow, Narrowing};
 use mote_core::{bail, DType, Graph, NodeId, Result, Tensor, TensorId};
 use mote_plan::{Buffer, Strategy};
 use std::collections::HashMap;
@@ -23,25 +39,71 @@ pub struct CompileOptions {
     pub crate_name: String,
     /// Absolute path of `crates/mote-kernels` (the generated crate depends on it by path).
     pub kernels_path: PathBuf,
-    /// Memory-planning strategy for the arena.
+    /// Memory-planning strategy for the arenas.
     pub strategy: Strategy,
     /// Also build a `staticlib` with a C entry point (`mote_run`), for C firmware to link.
     pub c_abi: bool,
+    /// Element types of an exact-integer graph's inputs, by input name: how the data arrives (`u8`
+    /// for EEGFormer's 0..254 input, as Deeploy's harness types it). Unlisted `I64` inputs are `i8`;
+    /// unlisted inputs the graph declares `i8`/`u8`/`i16`/`i32` keep that type. The type seeds the
+    /// interval analysis and is the input's device storage; data outside it is refused by
+    /// [`host_reference_with`]. Ignored for the float inputs of int8 graphs.
+    pub input_types: Vec<(String, DType)>,
 }
 
-/// Arena sizes: the chosen plan, TFLite Micro's greedy-by-size, and the lower bound.
+impl CompileOptions {
+    /// Options for crate `crate_name` using the kernels at `kernels_path`: the best memory plan,
+    /// no C ABI, every exact-integer input `i8`.
+    pub fn new(crate_name: impl Into<String>, kernels_path: impl Into<PathBuf>) -> Self {
+        CompileOptions {
+            crate_name: crate_name.into(),
+            kernels_path: kernels_path.into(),
+            strategy: Strategy::Best,
+            c_abi: false,
+            input_types: Vec::new(),
+        }
+    }
+
+    fn input_type(&self, name: &str) -> Option<DType> {
+        self.input_types.iter().find(|(n, _)| n == name).map(|(_, d)| *d)
+    }
+}
+
+/// Arena sizes: the chosen plan, TFLite Micro's greedy-by-size, and the lower bound, summed over
+/// the per-type arenas.
 #[derive(Clone, Debug)]
 pub struct ArenaReport {
-    /// Bytes of the chosen plan.
+    /// Bytes of the chosen plan: `size_of::<Arena>()` (`ARENA_BYTES`), the per-type arenas
+    /// together, padded to the struct's 16-byte alignment.
     pub best: usize,
+    /// Bytes with greedy-by-size plans (padded the same way).
+    pub greedy: usize,
+    /// Sum over the types of the largest number of bytes live at once (no typed plan can be smaller).
+    pub lower_bound: usize,
+    /// The strategy that produced `best` (per type when they differ).
+    pub strategy: String,
+    /// Every per-type plan is proven optimal.
+    pub optimal: bool,
+    /// The per-type arenas, in `Arena` field order (`i32`, `i16`, `i8`, `u8`); types no tensor
+    /// uses have 0 elements.
+    pub by_type: Vec<TypedArena>,
+}
+
+/// One element type's arena (a field of the generated `Arena`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TypedArena {
+    /// Element type.
+    pub dtype: DType,
+    /// Length of the array.
+    pub elements: usize,
+    /// Bytes of the chosen plan (`elements · size`).
+    pub bytes: usize,
     /// Bytes of the greedy-by-size plan.
     pub greedy: usize,
-    /// Largest number of bytes live at once (no plan can be smaller).
+    /// Lower bound in bytes.
     pub lower_bound: usize,
-    /// The strategy that produced `best`.
-    pub strategy: String,
-    /// `best` is proven optimal.
-    pub optimal: bool,
+    /// Byte offset of the field inside `Arena`.
+    pub offset: usize,
 }
 
 /// A device input or output.
@@ -51,12 +113,28 @@ pub struct IoInfo {
     pub name: String,
     /// Shape.
     pub shape: Vec<usize>,
-    /// Element count (bytes, int8).
+    /// Bytes on the device interface: the element count for 8-bit types, `elements · size`
+    /// (little-endian elements) for wider ones.
     pub len: usize,
-    /// Real value of one step (`real = scale·(q − zero_point)`).
+    /// Real value of one step (`real = scale·(q − zero_point)`; 1 and 0 for exact-integer graphs,
+    /// whose values are the integers themselves).
     pub scale: f32,
     /// Zero point.
     pub zero_point: i32,
+    /// Element type (`i8` for int8 graphs; `i8`, `u8`, `i16` or `i32` for exact-integer graphs).
+    pub dtype: DType,
+}
+
+impl IoInfo {
+    /// Number of elements.
+    pub fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Decodes device bytes (as `run` takes or returns them) into the element values.
+    pub fn decode(&self, bytes: &[i8]) -> Vec<i64> {
+        decode(self.dtype, bytes)
+    }
 }
 
 /// One generated layer (one kernel call), in schedule order; `id` is its mark.
@@ -79,7 +157,7 @@ pub struct TensorInfo {
     pub name: String,
     /// Size in bytes.
     pub bytes: usize,
-    /// Arena offset.
+    /// Byte offset inside `Arena` (the typed arena's field offset plus the offset within it).
     pub offset: usize,
     /// Layer that writes it.
     pub first: usize,
@@ -106,16 +184,25 @@ pub struct Compiled {
     pub tensors: Vec<TensorInfo>,
 }
 
-/// The device boundary of a graph: int8 inputs/outputs and the nodes that run on the device.
+/// The device boundary of a graph: its inputs/outputs and the nodes that run on the device.
 struct Device {
     inputs: Vec<(TensorId, IoInfo)>,
     outputs: Vec<(TensorId, IoInfo)>,
     nodes: Vec<NodeId>,
+    /// Storage type of every device tensor.
+    nw: Narrowing,
 }
 
-fn io_info(g: &Graph, id: TensorId, name: &str, scale: f32, zero_point: i32) -> IoInfo {
+fn io_info(g: &Graph, id: TensorId, name: &str, scale: f32, zero_point: i32, dtype: DType) -> IoInfo {
     let ty = &g.values[id].ty;
-    IoInfo { name: name.to_string(), shape: ty.shape.clone(), len: ty.len(), scale, zero_point }
+    IoInfo {
+        name: name.to_string(),
+        shape: ty.shape.clone(),
+        len: ty.len() * dtype.size_of(),
+        scale,
+        zero_point,
+        dtype,
+    }
 }
 
 /// Scale and zero point from a Q/DQ node's constant inputs.
@@ -129,7 +216,16 @@ fn qdq_params(g: &Graph, node: NodeId) -> Result<(f32, i32)> {
     }
 }
 
-fn device(g: &Graph) -> Result<Device> {
+fn is_int(d: DType) -> bool {
+    !d.is_float() && d != DType::Bool
+}
+
+fn device(g: &Graph, opts: &CompileOptions) -> Result<Device> {
+    let nw = narrow(g, &|n| opts.input_type(n))?;
+    let storage = |t: TensorId| -> Result<DType> {
+        nw.storage[t]
+            .ok_or_else(|| mote_core::Error::Invalid(format!("`{}` has no device storage type", g.values[t].name)))
+    };
     let mut producer = vec![None; g.values.len()];
     for (i, n) in g.nodes.iter().enumerate() {
         n.outputs.iter().for_each(|&o| producer[o] = Some(i));
@@ -139,8 +235,8 @@ fn device(g: &Graph) -> Result<Device> {
     for &i in &g.inputs {
         let name = &g.values[i].name;
         let ty = &g.values[i].ty;
-        if ty.dtype == DType::I8 {
-            inputs.push((i, io_info(g, i, name, 1.0, 0)));
+        if is_int(ty.dtype) {
+            inputs.push((i, io_info(g, i, name, 1.0, 0, storage(i)?)));
             continue;
         }
         let q: Vec<NodeId> = (0..g.nodes.len())
@@ -155,7 +251,7 @@ fn device(g: &Graph) -> Result<Device> {
         }
         boundary[*q] = true;
         let (s, z) = qdq_params(g, *q)?;
-        inputs.push((g.nodes[*q].outputs[0], io_info(g, g.nodes[*q].outputs[0], name, s, z)));
+        inputs.push((g.nodes[*q].outputs[0], io_info(g, g.nodes[*q].outputs[0], name, s, z, DType::I8)));
     }
     let mut outputs = Vec::new();
     for &o in &g.outputs {
@@ -168,10 +264,10 @@ fn device(g: &Graph) -> Result<Device> {
                     bail!("graph output `{name}` is dequantized from {}, not int8", g.values[src].ty.dtype);
                 }
                 let (s, z) = qdq_params(g, p)?;
-                outputs.push((src, io_info(g, src, name, s, z)));
+                outputs.push((src, io_info(g, src, name, s, z, DType::I8)));
             }
-            _ if g.values[o].ty.dtype == DType::I8 => outputs.push((o, io_info(g, o, name, 1.0, 0))),
-            _ => bail!("graph output `{name}` is {}, not int8 at the model edge", g.values[o].ty.dtype),
+            _ if is_int(g.values[o].ty.dtype) => outputs.push((o, io_info(g, o, name, 1.0, 0, storage(o)?))),
+            _ => bail!("graph output `{name}` is {}, not an integer at the model edge", g.values[o].ty.dtype),
         }
     }
     let nodes: Vec<NodeId> = (0..g.nodes.len()).filter(|&n| !boundary[n]).collect();
@@ -188,16 +284,16 @@ fn device(g: &Graph) -> Result<Device> {
             float.join(", ")
         );
     }
-    Ok(Device { inputs, outputs, nodes })
+    Ok(Device { inputs, outputs, nodes, nw })
 }
 
 /// Where a device tensor lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Place {
-    /// Device input `k` (the caller's slice).
+    /// Device input `k`, read in place from the caller's `i8` slice.
     Input(usize),
-    /// Arena bytes `offset..offset+len`.
-    Arena(usize, usize),
+    /// Elements `offset..offset+len` of the arena of this element type.
+    Arena(DType, usize, usize),
     /// A constant (weights), emitted as a static.
     Const,
 }
@@ -207,9 +303,19 @@ fn is_alias(op: &str) -> bool {
     matches!(op, "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze")
 }
 
-/// Compiles the int8 graph into a crate; see the module docs.
+/// The arena element types, in `Arena` field order (widest first: no padding between fields).
+const ARENA_TYPES: [DType; 4] = [DType::I32, DType::I16, DType::I8, DType::U8];
+
+/// Alignment of every buffer, in bytes (word-aligned for 32-bit loads and SIMD).
+const BUFFER_ALIGN: usize = 4;
+
+/// Compiles the graph into a crate; see the crate docs.
 pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
-    let dev = device(g)?;
+    let dev = device(g, opts)?;
+    let storage = |t: TensorId| -> Result<DType> {
+        dev.nw.storage[t]
+            .ok_or_else(|| mote_core::Error::Invalid(format!("`{}` has no device storage type", g.values[t].name)))
+    };
     // Root tensor of every alias chain.
     let mut root: HashMap<TensorId, TensorId> = HashMap::new();
     let mut layers_nodes: Vec<NodeId> = Vec::new();
@@ -223,48 +329,115 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         }
     }
     let root_of = |t: TensorId| *root.get(&t).unwrap_or(&t);
-    // Lifetimes of arena buffers (roots written by a layer), in layer steps.
-    let mut buffers: Vec<(TensorId, usize, usize)> = Vec::new(); // (root, first, last)
+    let layer_groups = fuse::layers(g, &dev.nw, &layers_nodes);
+    // Arena buffers (roots written by a layer, and inputs staged into their typed arena), with
+    // lifetimes in layer steps: (root, type, first, last).
+    let mut buffers: Vec<(TensorId, DType, usize, usize)> = Vec::new();
     let mut index: HashMap<TensorId, usize> = HashMap::new();
-    for (step, &n) in layers_nodes.iter().enumerate() {
-        for &i in &g.nodes[n].inputs {
-            if let Some(&b) = index.get(&root_of(i)) {
-                buffers[b].2 = buffers[b].2.max(step);
+    let mut staged = Vec::new(); // (input k, buffer)
+    for (k, (t, io)) in dev.inputs.iter().enumerate() {
+        if io.dtype != DType::I8 {
+            index.insert(*t, buffers.len());
+            staged.push((k, buffers.len()));
+            buffers.push((*t, io.dtype, 0, 0));
+        }
+    }
+    for (step, layer) in layer_groups.iter().enumerate() {
+        for &n in &layer.nodes {
+            for &i in &g.nodes[n].inputs {
+                if let Some(&b) = index.get(&root_of(i)) {
+                    buffers[b].3 = buffers[b].3.max(step);
+                }
             }
         }
-        for &o in &g.nodes[n].outputs {
+        // Only the last node's outputs are stored; a fused group keeps the others in registers.
+        let last = layer.nodes[layer.nodes.len() - 1];
+        for &o in &g.nodes[last].outputs {
             index.insert(o, buffers.len());
-            buffers.push((o, step, step));
+            buffers.push((o, storage(o)?, step, step));
         }
     }
-    let end = layers_nodes.len();
+    let end = layer_groups.len();
     for (t, _) in &dev.outputs {
         if let Some(&b) = index.get(&root_of(*t)) {
-            buffers[b].2 = end; // read by the final copy to the caller's output
+            buffers[b].3 = end; // read by the final copy to the caller's output
         }
     }
-    let specs: Vec<Buffer> =
-        buffers.iter().map(|&(t, first, last)| Buffer::new(g.values[t].ty.bytes(), 4, first, last)).collect();
+
+    // One plan per element type; buffer b gets (type, element offset, element count).
     let plan_err = |e: mote_plan::PlanError| mote_core::Error::Invalid(format!("memory planning failed: {e}"));
-    let best = mote_plan::plan(&specs, opts.strategy).map_err(plan_err)?;
-    let greedy = mote_plan::plan(&specs, Strategy::GreedyBySize).map_err(plan_err)?;
+    let mut at = vec![(DType::I8, 0usize, 0usize); buffers.len()];
+    let mut by_type = Vec::new();
+    let (mut field_offset, mut greedy_total, mut lower_total) = (0, 0, 0);
+    let mut strategies: Vec<(DType, String)> = Vec::new();
+    let mut optimal = true;
+    for d in ARENA_TYPES {
+        let members: Vec<usize> = (0..buffers.len()).filter(|&b| buffers[b].1 == d).collect();
+        let specs: Vec<Buffer> = members
+            .iter()
+            .map(|&b| {
+                let (t, _, first, last) = buffers[b];
+                Buffer::new(g.values[t].ty.len() * d.size_of(), BUFFER_ALIGN, first, last)
+            })
+            .collect();
+        let best = mote_plan::plan(&specs, opts.strategy).map_err(plan_err)?;
+        let greedy = mote_plan::plan(&specs, Strategy::GreedyBySize).map_err(plan_err)?;
+        let lower = mote_plan::lower_bound(&specs);
+        let size = d.size_of();
+        // Byte offsets are multiples of 4 and sizes multiples of the element size: exact division.
+        let elements = best.arena_bytes.div_ceil(size);
+        for (m, &b) in members.iter().enumerate() {
+            at[b] = (d, best.offset(m) / size, specs[m].size / size);
+        }
+        if !members.is_empty() {
+            strategies.push((d, best.strategy.to_string()));
+            optimal &= best.optimal;
+        }
+        by_type.push(TypedArena {
+            dtype: d,
+            elements,
+            bytes: elements * size,
+            greedy: greedy.arena_bytes.div_ceil(size) * size,
+            lower_bound: lower,
+            offset: field_offset,
+        });
+        field_offset += elements * size;
+        greedy_total += greedy.arena_bytes.div_ceil(size) * size;
+        lower_total += lower;
+    }
+    let pad = |b: usize| b.div_ceil(16) * 16;
+    let strategy = match strategies.as_slice() {
+        [] => opts.strategy.to_string(),
+        [(_, s), rest @ ..] if rest.iter().all(|(_, r)| r == s) => s.clone(),
+        list => list.iter().map(|(d, s)| format!("{d}: {s}")).collect::<Vec<_>>().join(", "),
+    };
     let arena = ArenaReport {
-        best: best.arena_bytes,
-        greedy: greedy.arena_bytes,
-        lower_bound: mote_plan::lower_bound(&specs),
-        strategy: best.strategy.to_string(),
-        optimal: best.optimal,
+        best: pad(field_offset),
+        greedy: pad(greedy_total),
+        lower_bound: lower_total,
+        strategy,
+        optimal,
+        by_type,
     };
 
     let mut place: HashMap<TensorId, Place> = HashMap::new();
-    for (k, (t, _)) in dev.inputs.iter().enumerate() {
-        place.insert(*t, Place::Input(k));
+    for (k, (t, io)) in dev.inputs.iter().enumerate() {
+        if io.dtype == DType::I8 {
+            place.insert(*t, Place::Input(k));
+        }
     }
     let mut tensors = Vec::new();
-    for (b, &(t, first, last)) in buffers.iter().enumerate() {
-        let bytes = specs[b].size;
-        place.insert(t, Place::Arena(best.offset(b), bytes));
-        tensors.push(TensorInfo { name: g.values[t].name.clone(), bytes, offset: best.offset(b), first, last });
+    for (b, &(t, d, first, last)) in buffers.iter().enumerate() {
+        let (_, off, len) = at[b];
+        place.insert(t, Place::Arena(d, off, len));
+        let field = arena.by_type.iter().find(|a| a.dtype == d).map_or(0, |a| a.offset);
+        tensors.push(TensorInfo {
+            name: g.values[t].name.clone(),
+            bytes: len * d.size_of(),
+            offset: field + off * d.size_of(),
+            first,
+            last,
+        });
     }
     let place_of = |t: TensorId| -> Place {
         if g.values[t].konst.is_some() {
@@ -273,20 +446,24 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         place.get(&root_of(t)).copied().unwrap_or(Place::Const)
     };
 
-    let mut e = emit::Emitter::new(g);
+    let mut e = emit::Emitter::new(g, &dev.nw);
+    for &(k, b) in &staged {
+        let (d, off, len) = at[b];
+        e.stage_input(k, d, off, len)?;
+    }
     let mut layers = Vec::new();
     let mut unsupported = Vec::new();
-    for (step, &n) in layers_nodes.iter().enumerate() {
-        let node = &g.nodes[n];
-        match e.layer(step as u32, node, &place_of) {
-            Ok(()) => {}
-            Err(err) => unsupported.push(format!("`{}` ({}): {err}", node.name, node.op.name())),
+    for (step, layer) in layer_groups.iter().enumerate() {
+        let node = &g.nodes[layer.nodes[0]];
+        let op: Vec<&str> = layer.nodes.iter().map(|&n| g.nodes[n].op.name()).collect();
+        if let Err(err) = e.layer(step as u32, layer, &place_of) {
+            unsupported.push(format!("`{}` ({}): {err}", node.name, op.join("+")));
         }
         layers.push(LayerInfo {
             id: step as u32,
             name: node.name.clone(),
-            op: node.op.name().to_string(),
-            macs: g.node_macs(node),
+            op: op.join("+"),
+            macs: layer.nodes.iter().map(|&n| g.node_macs(&g.nodes[n])).sum(),
         });
     }
     if !unsupported.is_empty() {
@@ -299,29 +476,100 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     Ok(Compiled { files, arena, weight_bytes: e.weight_bytes(), inputs, outputs, layers, tensors })
 }
 
-/// The int8 device inputs and outputs of one inference, in model order.
+/// The device inputs and outputs of one inference, in model order, as the bytes `run` takes and
+/// returns (see [`IoInfo`]).
 pub type DeviceIo = (Vec<Vec<i8>>, Vec<Vec<i8>>);
 
-/// Host reference at the device boundary: runs the graph on float inputs and returns the int8
-/// device inputs (after the model's QuantizeLinear) and device outputs (before its
-/// DequantizeLinear), exactly as the MCU code must see and produce them.
-pub fn host_reference(g: &Graph, float_inputs: Vec<Tensor>) -> Result<DeviceIo> {
-    let dev = device(g)?;
-    let mut seen: HashMap<TensorId, Vec<i8>> = HashMap::new();
+/// Host reference at the device boundary, with default [`CompileOptions`] (every `I64` input of
+/// an exact-integer graph `i8`); see [`host_reference_with`].
+pub fn host_reference(g: &Graph, inputs: Vec<Tensor>) -> Result<DeviceIo> {
+    host_reference_with(g, inputs, &CompileOptions::new("model", ""))
+}
+
+/// Host reference at the device boundary: runs the graph on the reference interpreter and returns
+/// the device inputs and outputs exactly as the MCU code must see and produce them. For an int8
+/// graph, `inputs` are the float model inputs, the device inputs the int8 values after the model's
+/// QuantizeLinear and the outputs those before its DequantizeLinear. For an exact-integer graph,
+/// both are the graph's own inputs and outputs, encoded in their storage types (an input holding a
+/// value outside its declared type in `opts.input_types` is an error).
+pub fn host_reference_with(g: &Graph, inputs: Vec<Tensor>, opts: &CompileOptions) -> Result<DeviceIo> {
+    let dev = device(g, opts)?;
+    let mut seen: HashMap<TensorId, Vec<i64>> = HashMap::new();
     let want: Vec<TensorId> = dev.inputs.iter().chain(&dev.outputs).map(|(t, _)| *t).collect();
-    g.run_observed(float_inputs, |id, t| {
-        if want.contains(&id) {
-            if let Tensor::I8(a) = t {
-                seen.insert(id, a.iter().copied().collect());
-            }
+    g.run_observed(inputs, |id, t| {
+        if want.contains(&id) && is_int(t.dtype()) {
+            seen.insert(id, t.to_i64_vec());
         }
     })?;
-    let take = |list: &[(TensorId, IoInfo)]| -> Result<Vec<Vec<i8>>> {
+    let take = |list: &[(TensorId, IoInfo)], what: &str| -> Result<Vec<Vec<i8>>> {
         list.iter()
             .map(|(t, io)| {
-                seen.get(t).cloned().ok_or_else(|| mote_core::Error::Invalid(format!("`{}` was not computed", io.name)))
+                let v =
+                    seen.get(t).ok_or_else(|| mote_core::Error::Invalid(format!("`{}` was not computed", io.name)))?;
+                encode(io.dtype, v).map_err(|x| {
+                    mote_core::Error::Invalid(format!(
+                        "{what} `{}` holds {x}, outside its device type {}{}",
+                        io.name,
+                        io.dtype,
+                        if what == "input" { " (declare its type in CompileOptions::input_types)" } else { "" }
+                    ))
+                })
             })
             .collect()
     };
-    Ok((take(&dev.inputs)?, take(&dev.outputs)?))
+    Ok((take(&dev.inputs, "input")?, take(&dev.outputs, "output")?))
+}
+
+/// Device bytes of integer values stored as `d` (8-bit: one byte each; wider: little-endian), or
+/// the first value that does not fit.
+fn encode(d: DType, v: &[i64]) -> std::result::Result<Vec<i8>, i64> {
+    let (lo, hi) = d.int_range().unwrap_or((0, -1));
+    if let Some(&x) = v.iter().find(|&&x| x < lo || x > hi) {
+        return Err(x);
+    }
+    let size = d.size_of();
+    Ok(v.iter().flat_map(|&x| x.to_le_bytes().into_iter().take(size).map(|b| b as i8)).collect())
+}
+
+/// Inverse of [`encode`].
+fn decode(d: DType, bytes: &[i8]) -> Vec<i64> {
+    let size = d.size_of();
+    bytes
+        .chunks_exact(size)
+        .map(|c| {
+            let mut le = [0u8; 8];
+            for (dst, &b) in le.iter_mut().zip(c) {
+                *dst = b as u8;
+            }
+            let raw = i64::from_le_bytes(le);
+            match d {
+                DType::I8 => i64::from(raw as i8),
+                DType::I16 => i64::from(raw as i16),
+                DType::I32 => i64::from(raw as i32),
+                _ => raw,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_bytes_round_trip() {
+        for (d, v) in [
+            (DType::I8, vec![-128, 0, 127]),
+            (DType::U8, vec![0, 200, 255]),
+            (DType::I16, vec![-32768, -2, 300]),
+            (DType::I32, vec![i64::from(i32::MIN), -70_000, 1 << 20]),
+        ] {
+            let b = encode(d, &v).unwrap();
+            assert_eq!(b.len(), v.len() * d.size_of());
+            assert_eq!(decode(d, &b), v, "{d}");
+        }
+        assert_eq!(encode(DType::U8, &[200]).unwrap(), vec![200u8 as i8]);
+        assert_eq!(encode(DType::I8, &[1, 200]), Err(200));
+        assert_eq!(encode(DType::I16, &[-1]).unwrap(), vec![-1, -1]);
+    }
 }

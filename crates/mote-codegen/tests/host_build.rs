@@ -1,8 +1,10 @@
-//! The generated crate compiles, and run on the host it produces exactly the int8 outputs of the
-//! reference interpreter: our digits model and the peer float models after `mote quantize`
-//! (the MCU runs are mote-deploy's tests). All harnesses share one target dir.
-use mote_codegen::{compile, host_reference, CompileOptions};
-use mote_core::{Graph, Tensor};
+//! The generated crate compiles, and run on the host it produces exactly the outputs of the
+//! reference interpreter: our digits model and the peer float models after `mote quantize` (int8),
+//! and Deeploy's integerized peer models (narrowed from exact `I64`), which must also reproduce the
+//! peer goldens (`outputs.npz`) exactly. The MCU runs are mote-deploy's tests. All harnesses share
+//! one target dir.
+use mote_codegen::{compile, host_reference, host_reference_with, CompileOptions, Compiled};
+use mote_core::{DType, Graph, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,18 +23,34 @@ fn int8(model: &Path, calib: &[Vec<Tensor>]) -> Graph {
     mote_onnx::qdq::quantize(&bytes, &opts, calib, mote_core::quantize::calib::Method::MinMax).unwrap().int8
 }
 
+/// The peer models directory, or `None` (after printing `SKIP`) when absent outside CI.
+fn peers() -> Option<PathBuf> {
+    let peers =
+        std::env::var_os("MOTE_PEER_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/peer-models"));
+    if !peers.is_dir() {
+        assert!(std::env::var_os("CI").is_none(), "CI: peer models missing at {}", peers.display());
+        eprintln!("SKIP: peer models not found at {}", peers.display());
+        return None;
+    }
+    Some(peers)
+}
+
+fn options(name: &str) -> CompileOptions {
+    CompileOptions::new(name, root().join("crates/mote-kernels"))
+}
+
 /// Generates crate `name` for `g`, runs it on the host with `inputs`, and compares every output
-/// byte (and the number of layers marked) with the reference interpreter.
-fn check(name: &str, g: &Graph, inputs: Vec<Tensor>) {
-    let opts = CompileOptions {
-        crate_name: name.into(),
-        kernels_path: root().join("crates/mote-kernels"),
-        strategy: mote_plan::Strategy::Best,
-        c_abi: false,
-    };
-    let c = compile(g, &opts).unwrap();
+/// byte (and the number of layers marked) with the reference interpreter; returns the compiled
+/// crate and the reference device outputs.
+fn check(name: &str, g: &Graph, inputs: Vec<Tensor>) -> (Compiled, Vec<Vec<i8>>) {
+    check_with(g, inputs, &options(name))
+}
+
+fn check_with(g: &Graph, inputs: Vec<Tensor>, opts: &CompileOptions) -> (Compiled, Vec<Vec<i8>>) {
+    let name = opts.crate_name.as_str();
+    let c = compile(g, opts).unwrap();
     assert!(c.arena.best <= c.arena.greedy && c.arena.lower_bound <= c.arena.best, "{:?}", c.arena);
-    let (ins, outs) = host_reference(g, inputs).unwrap();
+    let (ins, outs) = host_reference_with(g, inputs, opts).unwrap();
 
     let work = root().join("target/codegen-test");
     let model = work.join(name);
@@ -76,6 +94,7 @@ fn check(name: &str, g: &Graph, inputs: Vec<Tensor>) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(stdout.trim(), format!("{} {:?}", c.layers.len(), outs), "{name}");
+    (c, outs)
 }
 
 #[test]
@@ -90,13 +109,7 @@ fn digits_model_matches_the_host_reference_bit_for_bit() {
 
 #[test]
 fn peer_float_models_after_quantize_match_bit_for_bit() {
-    let peers =
-        std::env::var_os("MOTE_PEER_MODELS").map(PathBuf::from).unwrap_or_else(|| root().join("../shared/peer-models"));
-    if !peers.is_dir() {
-        assert!(std::env::var_os("CI").is_none(), "CI: peer models missing at {}", peers.display());
-        eprintln!("SKIP: peer models not found at {}", peers.display());
-        return;
-    }
+    let Some(peers) = peers() else { return };
     for (name, rel) in [
         ("cct8", "Models/CCT/FP32/CCT_1_16_16_8"),
         ("tinyvit", "Models/TinyViT/Demo"),
@@ -124,12 +137,7 @@ fn c_abi_staticlib_links_into_a_c_program_and_matches() {
     let x = mote_core::npz::read(dir.join("digits_encoder.inputs.npz")).unwrap().remove(0).1;
     let (ins, outs) = host_reference(&g, vec![x]).unwrap();
     let name = "digits_c";
-    let opts = CompileOptions {
-        crate_name: name.into(),
-        kernels_path: root().join("crates/mote-kernels"),
-        strategy: mote_plan::Strategy::Best,
-        c_abi: true,
-    };
+    let opts = CompileOptions { c_abi: true, ..options(name) };
     let c = compile(&g, &opts).unwrap();
     let work = root().join("target/codegen-test");
     let model = work.join(name);
@@ -172,4 +180,93 @@ fn c_abi_staticlib_links_into_a_c_program_and_matches() {
     let run = Command::new(&exe).output().unwrap();
     let want: Vec<String> = outs[0].iter().map(|v| v.to_string()).collect();
     assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), format!("0 {}", want.join(" ")));
+}
+
+/// Compiles Deeploy test case `rel` (inputs typed as `types`), runs the crate on the host, and
+/// checks it against the reference and the reference against the goldens.
+fn check_deeploy(peers: &Path, name: &str, rel: &str, types: &[(&str, DType)]) -> Compiled {
+    let dir = peers.join(rel);
+    let g = mote_onnx::load(dir.join("network.onnx"), &Default::default()).unwrap();
+    let inputs: Vec<Tensor> = mote_core::npz::read(dir.join("inputs.npz"))
+        .unwrap()
+        .into_iter()
+        .zip(&g.inputs)
+        .map(|((_, t), &i)| t.cast(g.values[i].ty.dtype))
+        .collect();
+    let golden: Vec<Vec<i64>> =
+        mote_core::npz::read(dir.join("outputs.npz")).unwrap().into_iter().map(|(_, t)| t.to_i64_vec()).collect();
+    let mut opts = options(name);
+    opts.input_types = types.iter().map(|(n, d)| (n.to_string(), *d)).collect();
+    let (c, outs) = check_with(&g, inputs, &opts);
+    assert_eq!(outs.len(), golden.len(), "{name}");
+    for (k, (io, want)) in c.outputs.iter().zip(&golden).enumerate() {
+        assert_eq!(&io.decode(&outs[k]), want, "{name} output {k} `{}`", io.name);
+    }
+    c
+}
+
+/// Deeploy's integerized peer models: narrowed to typed arenas, the generated crate matches the
+/// exact-I64 reference interpreter byte for byte, and the reference matches the goldens.
+#[test]
+fn peer_integer_models_match_the_goldens_bit_for_bit() {
+    let Some(peers) = peers() else { return };
+    for (name, rel, types) in [
+        // Deeploy's harness feeds EEGFormer's input (0..254) as uint8; the others as int8.
+        ("eegformer", "Models/EEGFormer", &[("input", DType::U8)][..]),
+        ("icct", "Models/CCT/Int/ICCT", &[][..]),
+        ("microllama_int8", "Models/microLlama/INT8/microLlama1", &[][..]),
+    ] {
+        let c = check_deeploy(&peers, name, rel, types);
+        let typed: Vec<String> =
+            c.arena.by_type.iter().filter(|a| a.elements > 0).map(|a| format!("{} {} B", a.dtype, a.bytes)).collect();
+        // What one untyped byte arena would need at least (the most bytes live at one step).
+        let steps = c.tensors.iter().map(|t| t.last + 1).max().unwrap_or(0);
+        let untyped = (0..steps)
+            .map(|s| c.tensors.iter().filter(|t| t.first <= s && s <= t.last).map(|t| t.bytes).sum::<usize>())
+            .max()
+            .unwrap_or(0);
+        eprintln!(
+            "{name}: {} layers, arena {} B ({}), typed lower bound {} B, untyped lower bound {untyped} B, weights {} B",
+            c.layers.len(),
+            c.arena.best,
+            typed.join(", "),
+            c.arena.lower_bound,
+            c.weight_bytes
+        );
+    }
+}
+
+/// Deeploy's integer kernel cases exercise the other paths: wide outputs (little-endian i32),
+/// an i16 input, declared-i32 inputs narrowed to i8, per-row and per-head RequantShift, u8 outputs.
+#[test]
+fn peer_integer_kernels_match_the_goldens_bit_for_bit() {
+    let Some(peers) = peers() else { return };
+    let i8_pair = [("input_0", DType::I8), ("input_1", DType::I8)];
+    for (name, rel, types) in [
+        ("k_attention", "Kernels/Integer/Attention", &[][..]),
+        ("k_gemm_rq_per_row", "Kernels/Integer/GEMM/Regular_RQPerRow", &[][..]),
+        ("k_gemm_transb_rq", "Kernels/Integer/GEMM/TransB_RQ", &[][..]),
+        ("k_hardswish_rq", "Kernels/Integer/Hardswish/Regular_RQ", &[][..]),
+        ("k_matmul", "Kernels/Integer/MatMul/Regular", &i8_pair[..]),
+        ("k_matmul_rq", "Kernels/Integer/MatMul/Regular_RQ", &i8_pair[..]),
+        ("k_rmsnorm", "Kernels/Integer/RMSNorm", &[][..]),
+        ("k_softmax", "Kernels/Integer/Softmax/Regular", &[][..]),
+        ("k_true_integer_div", "Kernels/Integer/TrueIntegerDiv", &[("input", DType::I16)][..]),
+    ] {
+        check_deeploy(&peers, name, rel, types);
+    }
+}
+
+/// The input type is a promise about the data: EEGFormer's 0..254 input refused as the default i8.
+#[test]
+fn data_outside_the_declared_input_type_is_refused() {
+    let Some(peers) = peers() else { return };
+    let dir = peers.join("Models/EEGFormer");
+    let g = mote_onnx::load(dir.join("network.onnx"), &Default::default()).unwrap();
+    let x = mote_core::npz::read(dir.join("inputs.npz")).unwrap().remove(0).1.cast(DType::I64);
+    let e = host_reference(&g, vec![x]).unwrap_err().to_string();
+    assert!(
+        e.contains("input `input` holds") && e.contains("outside its device type i8") && e.contains("input_types"),
+        "{e}"
+    );
 }

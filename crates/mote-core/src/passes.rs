@@ -1,4 +1,7 @@
-//! Graph passes: dead-code removal and pattern fusion.
+//! Graph passes: dead-code removal and pattern fusion, and the storage-type analysis of
+//! exact-integer graphs ([`narrow`]).
+pub mod narrow;
+
 use crate::ops::elementwise::{Binary, BinaryKind, Unary, UnaryKind};
 use crate::{Graph, Node, TensorId};
 

@@ -7,7 +7,7 @@
 //! per-channel `[C,1,1]` tensor over NCHW. General numpy broadcasting must be materialized first.
 
 use crate::elem::{check_range, IntElem};
-use crate::requant::{multiply_by_quantized_multiplier, MAX_Q31_SHIFT, MIN_Q31_SHIFT};
+use crate::requant::{multiply_by_quantized_multiplier, Requant, MAX_Q31_SHIFT, MIN_Q31_SHIFT};
 use crate::KernelError;
 
 /// Validates the broadcast rule and applies `f(a_i, b_j)` into `out`.
@@ -52,6 +52,44 @@ pub fn add_i32<A: IntElem, B: IntElem>(a: &[A], b: &[B], inner: usize, out: &mut
 /// Broadcasting: see the module docs. Errors: lengths violating the rule, `inner = 0`.
 pub fn mul_i32<A: IntElem, B: IntElem>(a: &[A], b: &[B], inner: usize, out: &mut [i32]) -> Result<(), KernelError> {
     broadcast_map(a, b, inner, out, |x, y| x.to_i32().wrapping_mul(y.to_i32()))
+}
+
+/// [`add_i32`] followed by a per-tensor requantization (`rq.channels() = 1`), without storing the
+/// sum: `out = rq(a + b)`, e.g. Deeploy's residual `Add` + `RequantShift`. The sum wraps in `i32`
+/// exactly as [`add_i32`] does, so the result equals `add_i32` then [`crate::requant::requantize`].
+///
+/// Broadcasting: see the module docs. Errors: as [`add_i32`]; output bounds outside `T` or a
+/// per-channel `rq` (`InvalidParam` / `ShapeMismatch`).
+pub fn add_i32_requant<A: IntElem, B: IntElem, T: IntElem>(
+    a: &[A],
+    b: &[B],
+    inner: usize,
+    rq: &Requant<'_>,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    rq.check::<T>(1)?;
+    if rq.channels() != 1 {
+        return Err(KernelError::ShapeMismatch);
+    }
+    broadcast_map(a, b, inner, out, |x, y| T::from_i32_sat(rq.apply(x.to_i32().wrapping_add(y.to_i32()), 0)))
+}
+
+/// [`mul_i32`] followed by a per-tensor requantization (`rq.channels() = 1`), without storing the
+/// product: `out = rq(a · b)`. Equals `mul_i32` then [`crate::requant::requantize`].
+///
+/// Broadcasting: see the module docs. Errors: as [`add_i32_requant`].
+pub fn mul_i32_requant<A: IntElem, B: IntElem, T: IntElem>(
+    a: &[A],
+    b: &[B],
+    inner: usize,
+    rq: &Requant<'_>,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    rq.check::<T>(1)?;
+    if rq.channels() != 1 {
+        return Err(KernelError::ShapeMismatch);
+    }
+    broadcast_map(a, b, inner, out, |x, y| T::from_i32_sat(rq.apply(x.to_i32().wrapping_mul(y.to_i32()), 0)))
 }
 
 /// TFLite / CMSIS-NN int8 `ADD` quantization parameters (`arm_elementwise_add_s8`).
@@ -213,9 +251,29 @@ pub fn true_integer_div<I: IntElem>(x: &[I], k: i32, out: &mut [i32]) -> Result<
 #[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::float_arithmetic)]
 mod tests {
     use super::*;
+    use crate::requant::{requantize, ShiftRequant};
     use crate::testutil::*;
     use proptest::prelude::*;
     use std::vec;
+
+    #[test]
+    fn fused_add_mul_requant_hand_computed() {
+        // (x + y)·3/4 rounded half up, clamped to [0, 255]: (1+2)·3 = 9/4 = 2.25 -> 2; (100+100)·3/4 = 150;
+        // (-100 - 100)·3/4 -> 0.
+        let rq = Requant::Shift(ShiftRequant::new(&[3], &[0], 2, 256, false).unwrap());
+        let mut o = [0u8; 3];
+        add_i32_requant(&[1i8, 100, -100], &[2u8, 100, 0], 1, &rq, &mut o).unwrap();
+        assert_eq!(o, [2, 150, 0]);
+        // Broadcast b = [2, -1] per row over [2, 2]: products 2·2, 3·2, 4·-1, 5·-1, then ·3/4.
+        let mut o = [0i8; 4];
+        mul_i32_requant(&[2i8, 3, 4, 5], &[2i8, -1], 2, &rq, &mut o[..]).unwrap_err();
+        let rq = Requant::Shift(ShiftRequant::new(&[3], &[0], 2, 256, true).unwrap());
+        mul_i32_requant(&[2i8, 3, 4, 5], &[2i8, -1], 2, &rq, &mut o).unwrap();
+        assert_eq!(o, [3, 5, -3, -4]); // 12/4 = 3, 18/4 = 4.5 -> 5, -12/4 = -3, -15/4 = -3.75 -> -4
+                                       // Per-channel parameters are refused (the fused kernels requantize per tensor).
+        let rq = Requant::Shift(ShiftRequant::new(&[1, 2], &[0], 0, 256, true).unwrap());
+        assert_eq!(add_i32_requant(&[0i8; 4], &[0i8; 4], 1, &rq, &mut o), Err(KernelError::ShapeMismatch));
+    }
 
     #[test]
     fn hand_computed() {
@@ -308,6 +366,31 @@ mod tests {
                 let y = i64::from(b[(i / inner) % c]);
                 prop_assert_eq!(i64::from(s[i]), i64::from(x) + y);
                 prop_assert_eq!(i64::from(p[i]), i64::from(x) * y);
+            }
+        }
+
+        #[test]
+        fn fused_add_mul_requant_equal_the_unfused_kernels(outer in 1usize..4, c in dim(), inner in dim(),
+                                                            mul in -70_000i32..70_000, add in -(1i32 << 20)..(1 << 20),
+                                                            shift in 0u32..24, seed in any::<u64>()) {
+            let mut g = Lcg(seed);
+            let a = g.vec_i8(outer * c * inner);
+            let b = g.vec_u8(c);
+            let (mul, add) = ([mul], [add]);
+            let rq = Requant::Shift(ShiftRequant::new(&mul, &add, shift, 256, true).unwrap());
+            for mul_op in [false, true] {
+                let mut wide = vec![0i32; a.len()];
+                let mut want = vec![0i8; a.len()];
+                let mut got = vec![0i8; a.len()];
+                if mul_op {
+                    mul_i32(&a, &b, inner, &mut wide).unwrap();
+                    mul_i32_requant(&a, &b, inner, &rq, &mut got).unwrap();
+                } else {
+                    add_i32(&a, &b, inner, &mut wide).unwrap();
+                    add_i32_requant(&a, &b, inner, &rq, &mut got).unwrap();
+                }
+                requantize(&wide, &rq, 1, &mut want).unwrap();
+                prop_assert_eq!(&got, &want);
             }
         }
 
