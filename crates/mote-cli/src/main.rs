@@ -2,6 +2,8 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod compile;
+mod deploy;
 mod eval;
 mod inspect;
 mod io;
@@ -30,6 +32,10 @@ enum Command {
     Eval(eval::Args),
     /// Post-training int8 quantization: calibrate, write a QDQ ONNX model, report per-layer SQNR.
     Quantize(quantize::Args),
+    /// Compile an int8 model into a standalone no_std Rust crate for a board (optionally with a C header).
+    Compile(compile::Args),
+    /// Compile, build and run a model on a board's emulated core: bit-exact check, memory, instructions, latency.
+    Deploy(deploy::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +45,8 @@ fn main() -> ExitCode {
         Command::Run(a) => run::main(a),
         Command::Eval(a) => eval::main(a),
         Command::Quantize(a) => quantize::main(a),
+        Command::Compile(a) => compile::main(a),
+        Command::Deploy(a) => deploy::main(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,163 @@
+//! `mote compile`: an int8 model → a standalone `#![no_std]` Rust crate for a board (with `--c-abi`, also a C
+//! header and a `staticlib`), refused before anything is written when it does not fit the board.
+use crate::io::{load_model, parse_shape};
+use anyhow::{bail, Result};
+use mote_core::Graph;
+use mote_deploy::Strategy;
+use mote_deploy::{
+    c_header, check_fit, crate_name_for, group, write_crate_dir, Board, CompileOptions, Compiled, Fit, Paths,
+    DEFAULT_STACK_BYTES,
+};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Arena planning strategies on the command line.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum PlanStrategy {
+    /// The best of greedy, best-fit and (for small graphs) the exact search.
+    #[default]
+    Best,
+    /// TFLite Micro's greedy-by-size.
+    Greedy,
+    /// Orderings portfolio with first/best fit and local search.
+    BestFit,
+    /// Budgeted branch and bound.
+    Exact,
+}
+
+impl From<PlanStrategy> for Strategy {
+    fn from(s: PlanStrategy) -> Strategy {
+        match s {
+            PlanStrategy::Best => Strategy::Best,
+            PlanStrategy::Greedy => Strategy::GreedyBySize,
+            PlanStrategy::BestFit => Strategy::BestFit,
+            PlanStrategy::Exact => Strategy::Exact,
+        }
+    }
+}
+
+/// Arguments of `mote compile`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The int8 model (a QDQ ONNX model, e.g. from `mote quantize`).
+    model: PathBuf,
+    /// Board: a name (`stm32l4r5`, ... or NAME.toml in $MOTE_BOARDS) or a board file path.
+    #[arg(long)]
+    board: String,
+    /// Directory to write the crate to (created; must not exist unless --force).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Also emit a C header and a `staticlib` with the C entry point `mote_run` (cargo feature `c-abi`).
+    #[arg(long)]
+    c_abi: bool,
+    /// Crate name (default: from the model's file name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Replace the output directory if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Stack bytes reserved in SRAM besides the arena, for the fit check.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_BYTES)]
+    stack: u64,
+    /// Arena planning strategy.
+    #[arg(long, value_enum, default_value_t)]
+    strategy: PlanStrategy,
+    /// Static shape for a model input, e.g. `--shape x=1x16x64` (repeatable).
+    #[arg(long = "shape", value_parser = parse_shape)]
+    shapes: Vec<(String, Vec<usize>)>,
+}
+
+/// A model compiled for a board, checked to fit.
+pub struct ForBoard {
+    /// The board.
+    pub board: Board,
+    /// The int8 graph.
+    pub graph: Graph,
+    /// The generated crate.
+    pub compiled: Compiled,
+    /// The crate's package name.
+    pub crate_name: String,
+    /// The options it was compiled with (the host reference needs the same).
+    pub opts: CompileOptions,
+    /// mote's paths (kernels, runtime, target dir).
+    pub paths: Paths,
+}
+
+/// Checks a crate name: what cargo accepts as a package name.
+fn check_crate_name(name: &str) -> Result<()> {
+    let ok = name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        bail!("--name `{name}`: a crate name starts with a letter and has only letters, digits, `-` and `_`");
+    }
+    Ok(())
+}
+
+/// Resolves the board, loads and compiles the model (no fit check yet).
+pub fn compile_for_board(
+    model: &Path,
+    board: &str,
+    shapes: &[(String, Vec<usize>)],
+    name: Option<&str>,
+    strategy: Strategy,
+    c_abi: bool,
+) -> Result<ForBoard> {
+    let board = Board::resolve(board)?;
+    let crate_name = name.map_or_else(|| crate_name_for(model), str::to_string);
+    check_crate_name(&crate_name)?;
+    let paths = Paths::locate()?;
+    let graph = load_model(model, shapes)?;
+    let mut opts = CompileOptions::new(crate_name.clone(), paths.kernels.clone());
+    opts.strategy = strategy;
+    opts.c_abi = c_abi;
+    let compiled = mote_codegen::compile(&graph, &opts)
+        .map_err(|e| anyhow::anyhow!("{}: cannot compile for the MCU: {e}", model.display()))?;
+    Ok(ForBoard { board, graph, compiled, crate_name, opts, paths })
+}
+
+/// One line saying how the model fits the board.
+pub fn fit_line(board: &Board, fit: &Fit) -> String {
+    format!(
+        "fits {}: SRAM {} of {} B (arena {} + outputs {} + stack reserve {}), flash {} of {} B (weights {} + code \
+         estimate {}{})",
+        board.name,
+        group(fit.sram_needed),
+        group(fit.sram_limit),
+        group(fit.arena_bytes),
+        group(fit.output_bytes),
+        group(fit.stack_bytes),
+        group(fit.flash_needed),
+        group(fit.flash_limit),
+        group(fit.weight_bytes),
+        group(fit.code_estimate),
+        if fit.data_bytes > 0 { format!(" + inputs {}", group(fit.data_bytes)) } else { String::new() }
+    )
+}
+
+/// Runs `mote compile`.
+pub fn main(a: Args) -> Result<ExitCode> {
+    let fb = compile_for_board(&a.model, &a.board, &a.shapes, a.name.as_deref(), a.strategy.into(), a.c_abi)?;
+    let fit = check_fit(&fb.board, &fb.compiled, a.stack, 0)?;
+    let mut files = fb.compiled.files.clone();
+    if a.c_abi {
+        let header_name = format!("{}.h", fb.crate_name.replace('-', "_"));
+        let model = a.model.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        files.push((PathBuf::from(header_name), c_header(&fb.crate_name, &model, &fb.compiled)));
+    }
+    write_crate_dir(&a.output, &files, a.force)?;
+    let c = &fb.compiled;
+    println!(
+        "wrote {} (crate `{}`, {} layers{}): arena {} B ({} plan; greedy {} B, lower bound {} B), weights {} B",
+        a.output.display(),
+        fb.crate_name,
+        c.layers.len(),
+        if a.c_abi { ", C header and staticlib" } else { "" },
+        group(c.arena.best as u64),
+        c.arena.strategy,
+        group(c.arena.greedy as u64),
+        group(c.arena.lower_bound as u64),
+        group(c.weight_bytes as u64)
+    );
+    println!("{}", fit_line(&fb.board, &fit));
+    Ok(ExitCode::SUCCESS)
+}
