@@ -2,7 +2,7 @@
 //! header and a `staticlib`), refused before anything is written when it does not fit the board.
 use crate::io::{load_model, parse_shape};
 use anyhow::{bail, Result};
-use mote_core::Graph;
+use mote_core::{DType, Graph};
 use mote_deploy::Strategy;
 use mote_deploy::{
     c_header, check_fit, crate_name_for, group, write_crate_dir, Board, CompileOptions, Compiled, Fit, Paths,
@@ -65,6 +65,23 @@ pub struct Args {
     /// Static shape for a model input, e.g. `--shape x=1x16x64` (repeatable).
     #[arg(long = "shape", value_parser = parse_shape)]
     shapes: Vec<(String, Vec<usize>)>,
+    /// Device type of an exact-integer graph's input, e.g. `--input-type input=u8` (i8, u8, i16, i32;
+    /// default i8; repeatable). Ignored for int8 (QDQ) models.
+    #[arg(long = "input-type", value_name = "NAME=TYPE", value_parser = parse_input_type)]
+    input_types: Vec<(String, DType)>,
+}
+
+/// Parses `name=u8` into an input name and its device type.
+pub fn parse_input_type(s: &str) -> Result<(String, DType), String> {
+    let (name, ty) = s.rsplit_once('=').ok_or_else(|| format!("`{s}`: expected NAME=TYPE, e.g. input=u8"))?;
+    let dtype = match ty.trim() {
+        "i8" => DType::I8,
+        "u8" => DType::U8,
+        "i16" => DType::I16,
+        "i32" => DType::I32,
+        other => return Err(format!("`{s}`: type `{other}` is not one of i8, u8, i16, i32")),
+    };
+    Ok((name.to_string(), dtype))
 }
 
 /// A model compiled for a board, checked to fit.
@@ -98,6 +115,7 @@ pub fn compile_for_board(
     model: &Path,
     board: &str,
     shapes: &[(String, Vec<usize>)],
+    input_types: &[(String, DType)],
     name: Option<&str>,
     strategy: Strategy,
     c_abi: bool,
@@ -110,6 +128,7 @@ pub fn compile_for_board(
     let mut opts = CompileOptions::new(crate_name.clone(), paths.kernels.clone());
     opts.strategy = strategy;
     opts.c_abi = c_abi;
+    opts.input_types = input_types.to_vec();
     let compiled = mote_codegen::compile(&graph, &opts)
         .map_err(|e| anyhow::anyhow!("{}: cannot compile for the MCU: {e}", model.display()))?;
     Ok(ForBoard { board, graph, compiled, crate_name, opts, paths })
@@ -136,7 +155,15 @@ pub fn fit_line(board: &Board, fit: &Fit) -> String {
 
 /// Runs `mote compile`.
 pub fn main(a: Args) -> Result<ExitCode> {
-    let fb = compile_for_board(&a.model, &a.board, &a.shapes, a.name.as_deref(), a.strategy.into(), a.c_abi)?;
+    let fb = compile_for_board(
+        &a.model,
+        &a.board,
+        &a.shapes,
+        &a.input_types,
+        a.name.as_deref(),
+        a.strategy.into(),
+        a.c_abi,
+    )?;
     let fit = check_fit(&fb.board, &fb.compiled, a.stack, 0)?;
     let mut files = fb.compiled.files.clone();
     if a.c_abi {
@@ -160,4 +187,25 @@ pub fn main(a: Args) -> Result<ExitCode> {
     );
     println!("{}", fit_line(&fb.board, &fit));
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_types() {
+        assert_eq!(parse_input_type("input=u8"), Ok(("input".to_string(), DType::U8)));
+        assert_eq!(parse_input_type("a=b=i16"), Ok(("a=b".to_string(), DType::I16)));
+        assert!(parse_input_type("x").unwrap_err().contains("expected NAME=TYPE"));
+        assert!(parse_input_type("x=f32").unwrap_err().contains("`f32` is not one of i8, u8, i16, i32"));
+    }
+
+    #[test]
+    fn crate_names() {
+        assert!(check_crate_name("digits_8-x").is_ok());
+        for bad in ["8x", "a b", "", "é"] {
+            assert!(check_crate_name(bad).is_err(), "{bad}");
+        }
+    }
 }

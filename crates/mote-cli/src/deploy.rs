@@ -1,11 +1,12 @@
 //! `mote deploy`: compile a model for a board, run it on the board's emulated core, check its int8 outputs bit for
 //! bit against the host reference, and report memory, instructions per layer and the estimated latency.
 //! Exit 0 when bit-exact, 1 on a mismatch, 2 on errors (returned as `Err`, printed by main).
-use crate::compile::{compile_for_board, fit_line, PlanStrategy};
+use crate::compile::{compile_for_board, fit_line, parse_input_type, PlanStrategy};
 use crate::io::{bind_inputs, parse_shape};
 use crate::EXIT_MISMATCH;
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use mote_core::DType;
 use mote_deploy::{
     build, check_fit, emulate, group, mismatch_phrase, sample_inputs, write_firmware, FirmwareSpec, MemoryLimits,
     Report, DEFAULT_STACK_BYTES,
@@ -46,6 +47,10 @@ pub struct Args {
     /// Static shape for a model input, e.g. `--shape x=1x16x64` (repeatable).
     #[arg(long = "shape", value_parser = parse_shape)]
     shapes: Vec<(String, Vec<usize>)>,
+    /// Device type of an exact-integer graph's input, e.g. `--input-type input=u8` (i8, u8, i16, i32;
+    /// default i8; repeatable). Ignored for int8 (QDQ) models.
+    #[arg(long = "input-type", value_name = "NAME=TYPE", value_parser = parse_input_type)]
+    input_types: Vec<(String, DType)>,
 }
 
 /// A spinner on stderr for a long step; hidden when stderr is not a terminal or with `--json`.
@@ -67,7 +72,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
     }
     let quiet = a.json;
     let step = spinner(quiet, format!("compiling {} for {}", a.model.display(), a.board));
-    let fb = compile_for_board(&a.model, &a.board, &a.shapes, None, a.strategy.into(), false);
+    let fb = compile_for_board(&a.model, &a.board, &a.shapes, &a.input_types, None, a.strategy.into(), false);
     step.finish_and_clear();
     let fb = fb?;
     let board = &fb.board;
@@ -76,8 +81,13 @@ pub fn main(a: Args) -> Result<ExitCode> {
         Some(path) => bind_inputs(&fb.graph, path)?,
         None => sample_inputs(&fb.graph, &fb.compiled.inputs)?,
     };
-    let (device_inputs, host_outputs) = mote_codegen::host_reference_with(&fb.graph, float_inputs, &fb.opts)
-        .map_err(|e| anyhow::anyhow!("{}: host reference: {e}", a.model.display()))?;
+    let (device_inputs, host_outputs) =
+        mote_codegen::host_reference_with(&fb.graph, float_inputs, &fb.opts).map_err(|e| {
+            let e = e.to_string();
+            let hint =
+                if e.contains("outside its device type") { " (give its type with --input-type NAME=u8)" } else { "" };
+            anyhow::anyhow!("{}: host reference: {e}{hint}", a.model.display())
+        })?;
     let input_bytes: u64 = device_inputs.iter().map(|v| v.len() as u64).sum();
     let fit = check_fit(board, &fb.compiled, a.stack, input_bytes)?;
     // Progress output, like the spinners: only on a terminal.
@@ -97,7 +107,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         quiet,
         format!("building the firmware for {} ({}) in {}", board.name, board.core, fb.paths.target_dir.display()),
     );
-    let elf = build(&fb.paths, &fw, board.core, limits);
+    let elf = build(&fb.paths, &fw, board, limits);
     step.finish_and_clear();
     let elf = elf?;
 

@@ -375,3 +375,30 @@ fn emulation_timeout_is_a_clear_error() {
     assert!(!err.contains("panicked"), "{err}");
     assert_error(&mote(&["deploy", digits_int8(), "--board", "stm32l4r5", "--timeout", "0"]), &["--timeout 0"]);
 }
+
+/// A Deeploy exact-integer graph (EEGFormer, whose input Deeploy feeds as uint8) deploys bit-exact too, with
+/// its golden input. Needs the peer models (`../shared/peer-models` or `$MOTE_PEER_MODELS`).
+#[test]
+fn deploy_exact_integer_peer_model() {
+    let peers = std::env::var_os("MOTE_PEER_MODELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/peer-models"));
+    let dir = peers.join("Models/EEGFormer");
+    if !dir.is_dir() {
+        assert!(std::env::var_os("CI").is_none(), "CI: peer models missing at {}", peers.display());
+        eprintln!("SKIP: peer models not found at {}", peers.display());
+        return;
+    }
+    if !emulation_available("cortex-m55") {
+        return;
+    }
+    let model = dir.join("network.onnx");
+    let inputs = dir.join("inputs.npz");
+    let args =
+        ["deploy", model.to_str().unwrap(), "--board", "corstone-300", "--inputs", inputs.to_str().unwrap(), "--json"];
+    let report = json(&mote(&[&args[..], &["--input-type", "input=u8"]].concat()));
+    assert_eq!(report["bit_exact"], true, "{report}");
+    assert!(report["instructions"]["inference"].as_u64().unwrap() > 0);
+    // Without the type, the uint8 input data (0..254) does not fit the default int8 input: a clean error.
+    assert_error(&mote(&args), &["outside its device type i8", "--input-type NAME=u8"]);
+}

@@ -34,10 +34,10 @@ pub enum DeployError {
     #[error("{0}")]
     DoesNotFit(String),
     /// Code generation or the host reference failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Model(#[from] mote_core::Error),
     /// Building or running the firmware failed (QEMU or a Rust target missing, a build error, a timeout).
-    #[error("{0}")]
+    #[error(transparent)]
     Emulation(#[from] mote_qemu::Error),
     /// The firmware ran but its output is not what a mote firmware prints.
     #[error("firmware on {machine}: {message}")]

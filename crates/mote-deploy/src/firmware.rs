@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use mote_qemu::{build_firmware, Core};
+use mote_qemu::build_firmware;
 
 use crate::{Board, DeployError, Result};
 use mote_codegen::Compiled;
@@ -328,12 +328,25 @@ pub fn write_firmware(paths: &Paths, spec: &FirmwareSpec<'_>) -> Result<Firmware
 /// to the process.
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
-/// Builds the firmware for `core` with the memory map `limits` and returns the path of a copy of its ELF in the
-/// work directory (stable even when another build later writes the same target directory).
+/// The linker's "does not fit" lines in a failed build's output (`section ... will not fit in region ...`,
+/// `region ... overflowed by N bytes`), if the build failed for that reason.
+fn overflow_lines(stderr: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(|l| l.trim().trim_start_matches("= note:").trim())
+        .filter(|l| l.contains("will not fit in region") || (l.contains("region") && l.contains("overflowed by")))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("; "))
+}
+
+/// Builds the firmware for `board`'s core with the memory map `limits` and returns the path of a copy of its ELF
+/// in the work directory (stable even when another build later writes the same target directory). A firmware
+/// that the linker cannot fit in the board's memory is [`DeployError::DoesNotFit`] with the linker's numbers.
 ///
 /// `mote_qemu::build_firmware` runs cargo with this process's environment, so the limits are set in it for the
 /// build (`MOTE_FLASH_BYTES`, `MOTE_RAM_BYTES`, `MOTE_STACK_SIZE`) and restored afterwards, under a lock.
-pub fn build(paths: &Paths, fw: &FirmwareDir, core: Core, limits: MemoryLimits) -> Result<PathBuf> {
+pub fn build(paths: &Paths, fw: &FirmwareDir, board: &Board, limits: MemoryLimits) -> Result<PathBuf> {
+    let core = board.core;
     let built = {
         let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let vars = [(FLASH_ENV, limits.flash), (RAM_ENV, limits.ram), (STACK_ENV, limits.stack)];
@@ -348,7 +361,21 @@ pub fn build(paths: &Paths, fw: &FirmwareDir, core: Core, limits: MemoryLimits) 
                 None => std::env::remove_var(k),
             }
         }
-        built?
+        match built {
+            Err(mote_qemu::Error::FirmwareBuild { stderr_tail, .. }) if overflow_lines(&stderr_tail).is_some() => {
+                return Err(DeployError::DoesNotFit(format!(
+                    "the firmware does not fit board `{}` ({}): linked for {} B of flash and {} B of SRAM ({} B of \
+                     it stack), the linker reports: {}",
+                    board.name,
+                    board.source,
+                    crate::group(limits.flash),
+                    crate::group(limits.ram),
+                    crate::group(limits.stack),
+                    overflow_lines(&stderr_tail).unwrap_or_default()
+                )))
+            }
+            other => other?,
+        }
     };
     let elf = fw.work.join("firmware.elf");
     let bytes = std::fs::read(&built).map_err(DeployError::io(format!("reading {}", built.display())))?;
@@ -386,6 +413,20 @@ mod tests {
             let e = MemoryLimits::for_board(&b, bad).unwrap_err().to_string();
             assert!(e.contains("positive multiple of 8 below board `esp32c3`'s 5000 B"), "{e}");
         }
+    }
+
+    #[test]
+    fn linker_overflow_lines() {
+        let tail =
+            "error: linking with `rust-lld` failed\n  = note: rust-lld: error: section '.rodata' will not fit in \
+                    region 'FLASH': overflowed by 11140 bytes\n          rust-lld: error: region 'RAM' overflowed by 8 \
+                    bytes\nerror: could not compile";
+        assert_eq!(
+            overflow_lines(tail).unwrap(),
+            "rust-lld: error: section '.rodata' will not fit in region 'FLASH': overflowed by 11140 bytes; \
+             rust-lld: error: region 'RAM' overflowed by 8 bytes"
+        );
+        assert_eq!(overflow_lines("error[E0308]: mismatched types"), None);
     }
 
     #[test]

@@ -89,7 +89,7 @@ fn deploy_fixture(board: &Board) {
     let limits = MemoryLimits::for_board(board, 4096).unwrap();
     let spec = FirmwareSpec { board, compiled: &c, model_crate: "tiny-model", inputs: &inputs, limits };
     let fw = write_firmware(&paths, &spec).unwrap();
-    let elf = build(&paths, &fw, board.core, limits).unwrap_or_else(|e| panic!("{e}"));
+    let elf = build(&paths, &fw, board, limits).unwrap_or_else(|e| panic!("{e}"));
 
     // The memory map is the board's, not the emulator's: the stack sits at the top of the board's SRAM.
     let stack_top = symbol_address(&elf, "_stack_start").unwrap().unwrap();
@@ -146,10 +146,11 @@ fn ram_overflow_is_a_link_error() {
     let limits = MemoryLimits::for_board(&tiny, 1024).unwrap();
     let spec = FirmwareSpec { board: &tiny, compiled: &c, model_crate: "tiny-model", inputs: &inputs, limits };
     let fw = write_firmware(&paths, &spec).unwrap();
-    match build(&paths, &fw, core, limits) {
-        Err(DeployError::Emulation(e)) => {
+    match build(&paths, &fw, &tiny, limits) {
+        Err(e @ DeployError::DoesNotFit(_)) => {
             let msg = e.to_string();
-            assert!(msg.contains("overflow"), "{msg}");
+            assert!(msg.starts_with("the firmware does not fit board `tiny-ram` (test): linked for 65,536 B of flash and 1,032 B of SRAM (1,024 B of it stack), the linker reports: "), "{msg}");
+            assert!(msg.contains("section '.bss' will not fit in region 'RAM'"), "{msg}");
         }
         other => panic!("expected a link error, got {other:?}"),
     }
@@ -165,7 +166,7 @@ fn hanging_emulation_times_out_with_a_message() {
     let limits = MemoryLimits::for_board(&b, 4096).unwrap();
     let spec = FirmwareSpec { board: &b, compiled: &c, model_crate: "tiny-model", inputs: &inputs, limits };
     let fw = write_firmware(&paths, &spec).unwrap();
-    let elf = build(&paths, &fw, b.core, limits).unwrap_or_else(|e| panic!("{e}"));
+    let elf = build(&paths, &fw, &b, limits).unwrap_or_else(|e| panic!("{e}"));
     // QEMU cannot even start within 1 ms: the run is stopped at the limit.
     let err = emulate(&b, &elf, &[4], 2, Duration::from_millis(1), &paths.plugin_dir()).unwrap_err().to_string();
     assert!(err.starts_with("firmware on mps2-an386: emulation timed out after 0.001 s and was stopped"), "{err}");
