@@ -12,6 +12,7 @@ use mote_core::ops::quant::{
 };
 use mote_core::ops::shape::{Concat, Gather, Slice, Split, Transpose};
 use mote_core::passes::narrow::Narrowing;
+use mote_core::quantize::exact::QLinearThreshold;
 use mote_core::{bail, DType, Graph, Node, Result, TensorId};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -269,6 +270,29 @@ impl<'a> Emitter<'a> {
                 "let rq = Requant::FixedPoint(FixedPointRequant::new(&{m}, &{s}, {}, -128, 127)?);\n        \
                  matmul::linear_requant({x}, {w}, {bias}, MatDims {{ m: {}, k: {}, n: {} }}, {}, &rq, out)?;",
                 q.y_zero_point,
+                product(&x_shape) / ws[1],
+                ws[1],
+                ws[0],
+                -q.x_zero_point
+            )
+        } else if let Some(q) = op.downcast_ref::<QLinearThreshold>() {
+            let (x, w) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
+            let bias = match node.inputs.get(2) {
+                Some(_) => format!("Some({})", self.arg(node, 2, place, out)?),
+                None => "None".into(),
+            };
+            let ws = shape_of(g, node.inputs[1]);
+            let t = self.static_array(
+                format!("L{id}_STEPS"),
+                "i32",
+                &q.thresholds,
+                4 * q.thresholds.len(),
+                "accumulators where the output steps up",
+            );
+            format!(
+                "let rq = Requant::Threshold(ThresholdRequant::new(&{t}, {})?);\n        \
+                 matmul::linear_requant({x}, {w}, {bias}, MatDims {{ m: {}, k: {}, n: {} }}, {}, &rq, out)?;",
+                q.lo,
                 product(&x_shape) / ws[1],
                 ws[1],
                 ws[0],
@@ -822,7 +846,7 @@ impl<'a> Emitter<'a> {
              use mote_kernels::norm::LayerNormI8Params;\n\
              use mote_kernels::conv::Conv2dParams;\n\
              use mote_kernels::pool::Pool2dParams;\n\
-             use mote_kernels::requant::{{FixedPointRequant, Requant, ShiftRequant}};\n\
+             use mote_kernels::requant::{{FixedPointRequant, Requant, ShiftRequant, ThresholdRequant}};\n\
              use mote_kernels::softmax::{{ISoftmaxParams, RowMask, SoftmaxI8Params}};\n\
              use mote_kernels::{{activation, conv, elementwise, layout, matmul, norm, pool, requant, softmax}};\n\
              pub use mote_kernels::KernelError;\n\n\

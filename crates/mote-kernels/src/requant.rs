@@ -5,6 +5,9 @@
 //!   `y = clamp(asr(x·mul + add + 2^(s-1), s), lo, hi)`, computed exactly in `i64`.
 //! * [`FixedPointRequant`]: TFLite / CMSIS-NN Q31 multiplier with a signed shift
 //!   (`arm_nn_requantize`, default dual-rounding build), plus an output zero point and clamp.
+//! * [`ThresholdRequant`]: any non-decreasing step function of the accumulator, given by its
+//!   steps (`y = lo + #{t ≤ x}`): reproduces exactly a requantization that a model specifies in
+//!   float (e.g. `round(acc·s_acc / s_y)` in f32), tabulated on the host.
 //!
 //! [`Requant`] wraps either scheme; [`requantize`] applies it to a whole tensor.
 
@@ -149,13 +152,53 @@ impl<'a> FixedPointRequant<'a> {
     }
 }
 
-/// Either requantization scheme, as taken by the fused kernels (matmul, conv, ...).
+/// Validated step-function requantization (per tensor): `y = lo + #{j : thresholds[j] ≤ x}`.
+///
+/// `thresholds` is non-decreasing, so `y` is a non-decreasing function of `x` with values in
+/// `[lo, lo + thresholds.len()]`; `thresholds[j]` is the smallest `x` with `y ≥ lo + j + 1`. Found by
+/// binary search (`⌈log2(len + 1)⌉` comparisons).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThresholdRequant<'a> {
+    thresholds: &'a [i32],
+    lo: i32,
+    hi: i32,
+}
+
+impl<'a> ThresholdRequant<'a> {
+    /// Steps `thresholds` above the lowest output `lo`.
+    ///
+    /// Errors (`InvalidParam`): thresholds not non-decreasing, or `lo + len` outside `i32`.
+    pub fn new(thresholds: &'a [i32], lo: i32) -> Result<Self, KernelError> {
+        let sorted = thresholds.windows(2).all(|w| matches!(w, [a, b] if a <= b));
+        let hi = i32::try_from(thresholds.len()).ok().and_then(|n| lo.checked_add(n));
+        match hi {
+            Some(hi) if sorted => Ok(Self { thresholds, lo, hi }),
+            _ => Err(KernelError::InvalidParam),
+        }
+    }
+
+    /// Output bounds `(lo, lo + len)`.
+    pub fn bounds(&self) -> (i32, i32) {
+        (self.lo, self.hi)
+    }
+
+    /// Requantizes one value.
+    #[inline]
+    pub fn apply(&self, x: i32) -> i32 {
+        // partition_point <= len, and lo + len fits i32 (checked in `new`).
+        self.lo.wrapping_add(self.thresholds.partition_point(|&t| t <= x) as i32)
+    }
+}
+
+/// Any requantization scheme, as taken by the fused kernels (matmul, conv, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Requant<'a> {
     /// Deeploy `RequantShift`.
     Shift(ShiftRequant<'a>),
     /// TFLite / CMSIS-NN Q31 multiplier and shift.
     FixedPoint(FixedPointRequant<'a>),
+    /// A tabulated step function (per tensor).
+    Threshold(ThresholdRequant<'a>),
 }
 
 impl Requant<'_> {
@@ -164,6 +207,7 @@ impl Requant<'_> {
         match self {
             Requant::Shift(r) => r.channels(),
             Requant::FixedPoint(r) => r.channels(),
+            Requant::Threshold(_) => 1,
         }
     }
 
@@ -172,6 +216,7 @@ impl Requant<'_> {
         match self {
             Requant::Shift(r) => r.bounds(),
             Requant::FixedPoint(r) => r.bounds(),
+            Requant::Threshold(r) => r.bounds(),
         }
     }
 
@@ -181,6 +226,7 @@ impl Requant<'_> {
         match self {
             Requant::Shift(r) => r.apply(x, ch),
             Requant::FixedPoint(r) => r.apply(x, ch),
+            Requant::Threshold(r) => r.apply(x),
         }
     }
 
@@ -319,6 +365,24 @@ mod tests {
     }
 
     #[test]
+    fn threshold_hand_computed() {
+        // y = -2 below 0, -1 on 0..=9, 0 from 10 (two steps at 10: straight to 1), i.e. thresholds [0, 10, 10].
+        let r = ThresholdRequant::new(&[0, 10, 10], -2).unwrap();
+        assert_eq!(r.bounds(), (-2, 1));
+        let ys: Vec<i32> = [i32::MIN, -1, 0, 9, 10, 11, i32::MAX].iter().map(|&x| r.apply(x)).collect();
+        assert_eq!(ys, [-2, -2, -1, -1, 1, 1, 1]);
+        assert_eq!(ThresholdRequant::new(&[], 5).unwrap().apply(0), 5);
+        assert_eq!(ThresholdRequant::new(&[1, 0], 0), Err(KernelError::InvalidParam));
+        assert_eq!(ThresholdRequant::new(&[0, 1], i32::MAX - 1), Err(KernelError::InvalidParam));
+        // Through the enum into an int8 tensor.
+        let rq = Requant::Threshold(r);
+        let mut out = [0i8; 3];
+        requantize(&[-5i32, 5, 50], &rq, 1, &mut out).unwrap();
+        assert_eq!(out, [-2, -1, 1]);
+        assert_eq!(rq.channels(), 1);
+    }
+
+    #[test]
     fn rqs_hand_computed() {
         let r = ShiftRequant::new(&[1], &[0], 1, 256, true).unwrap();
         assert_eq!(r.apply(3, 0), 2); // 1.5 -> 2
@@ -414,6 +478,17 @@ mod tests {
         let (m2, s2) = ([1 << 30, 1 << 30], [0, 0]);
         let per_channel = FixedPointRequant::new(&m2, &s2, 0, -128, 127).unwrap();
         assert_eq!(rescale(&[1i8], 0, &per_channel, &mut out[..1]), Err(KernelError::InvalidParam));
+    }
+
+    proptest! {
+        #[test]
+        fn threshold_counts_the_steps_below(mut t in proptest::collection::vec(-1000i32..1000, 0..40),
+                                            lo in -200i32..200, x in -1100i32..1100) {
+            t.sort_unstable();
+            let r = ThresholdRequant::new(&t, lo).unwrap();
+            let want = lo + t.iter().filter(|&&v| v <= x).count() as i32;
+            prop_assert_eq!(r.apply(x), want);
+        }
     }
 
     proptest! {

@@ -248,6 +248,40 @@ pub fn lower_qdq(g: &Graph) -> Result<Graph> {
     Ok(b.new)
 }
 
+/// For an island `MatMul/Gemm [+ Add bias] → (Add/Sub/Mul/Div by a scalar, Round, Clip)+` in one
+/// chain, the index of its first rescale node.
+fn rescaled_product(isl: &Island) -> Option<usize> {
+    let first = isl.nodes.first()?;
+    if !(first.op.as_any().is::<MatMul>() || first.op.as_any().is::<Gemm>()) {
+        return None;
+    }
+    let scalar_in = |n: &Node, prev: TensorId| {
+        n.inputs.contains(&prev)
+            && n.inputs.iter().all(|i| *i == prev || matches!(isl.inputs.get(i), Some(Input::Float(t)) if t.len() == 1))
+    };
+    let mut prev = first.outputs[0];
+    let mut tail = 1;
+    if let Some(add) = isl.nodes.get(1) {
+        let is_add = add.op.as_any().downcast_ref::<Binary>().is_some_and(|b| b.kind == BinaryKind::Add);
+        if is_add && add.inputs.contains(&prev) && !scalar_in(add, prev) && first.op.as_any().is::<MatMul>() {
+            prev = add.outputs[0];
+            tail = 2;
+        }
+    }
+    let rest = &isl.nodes[tail..];
+    let elementwise = |n: &Node| n.op.as_any().is::<Binary>() || n.op.as_any().is::<Unary>();
+    if rest.is_empty() {
+        return None;
+    }
+    for n in rest {
+        if !elementwise(n) || !scalar_in(n, prev) {
+            return None;
+        }
+        prev = n.outputs[0];
+    }
+    Some(tail)
+}
+
 /// Copies a node unchanged; when an earlier region failed to lower, a missing input is a
 /// consequence of that failure (already reported), so the node is skipped.
 fn copy_after(b: &mut Builder, n: &Node, errors: &[String]) -> Result<()> {
@@ -475,6 +509,9 @@ impl Builder<'_> {
             let (out, id) = self.softmax(isl)?;
             return self.bind(isl, out, id);
         }
+        if let Some(tail) = rescaled_product(isl) {
+            return self.exact_linear(isl, tail);
+        }
         if let [mm, add] = isl.nodes.as_slice() {
             let bias = add.inputs.iter().find(|&&i| i != mm.outputs[0]).and_then(|i| isl.inputs.get(i));
             let is_add = add.op.as_any().downcast_ref::<Binary>().is_some_and(|b| b.kind == BinaryKind::Add);
@@ -696,6 +733,110 @@ impl Builder<'_> {
         let mut inputs = vec![*x, wid];
         inputs.extend(bias);
         let id = self.node(&n.name, Box::new(op), inputs, &out, &affine)?;
+        self.bind(isl, 0, id)
+    }
+
+    /// `MatMul/Gemm [+ bias] → scalar float rescales` on integer-valued operands (a fake-quantized
+    /// layer: int8 input at scale 1, weights at scale 1, integer bias): the float output is a
+    /// function of the integer accumulator alone, tabulated over every accumulator value the layer
+    /// can produce by the island's own float ops and output QuantizeLinear, and applied exactly
+    /// with [`QLinearThreshold`](super::exact::QLinearThreshold).
+    fn exact_linear(&mut self, isl: &Island, tail: usize) -> Result<()> {
+        let _ = Self::single_output(isl)?;
+        let mm = isl.nodes[0];
+        let gemm = mm.op.as_any().downcast_ref::<Gemm>();
+        if gemm.is_some_and(|g| g.trans_a || g.alpha != 1.0 || (mm.inputs.len() > 2 && g.beta != 1.0)) {
+            bail!("Gemm with transA or alpha/beta other than 1");
+        }
+        let Input::Act(x, xa) = &isl.inputs[&mm.inputs[0]] else {
+            bail!("the first MatMul operand must be an int8 activation")
+        };
+        let (sx, zx) = xa.single("the MatMul input")?;
+        let need = "a MatMul followed by float rescales is integerized exactly for integer-valued operands only";
+        if sx != 1.0 {
+            bail!("{need}: its input has scale {sx}, not 1");
+        }
+        let trans_b = gemm.is_some_and(|g| g.trans_b);
+        let name = self.old.values[mm.inputs[1]].name.clone();
+        let (w_nk, sw) = self.weight_nk(&isl.inputs[&mm.inputs[1]], trans_b, &name)?;
+        if sw.iter().any(|&s| s != 1.0) {
+            bail!("{need}: weight `{name}` has scales other than 1");
+        }
+        // The bias: Gemm's C, or the constant operand of an Add right after the product.
+        let bias_input = match gemm {
+            Some(_) => mm.inputs.get(2).map(|i| isl.inputs[i].clone()),
+            None if tail == 2 => {
+                let add = isl.nodes[1];
+                add.inputs.iter().find(|&&i| i != mm.outputs[0]).map(|i| isl.inputs[i].clone())
+            }
+            None => None,
+        };
+        let (n, k) = (w_nk.shape()[0], w_nk.shape()[1]);
+        let bias: Vec<i64> = match &bias_input {
+            Some(b) => {
+                let real = const_real(b, "the bias")?;
+                if real.len() != n || real.iter().any(|v| v.fract() != 0.0 || v.abs() > f64::from(i32::MAX)) {
+                    bail!("{need}: the bias must hold {n} integers");
+                }
+                real.iter().map(|&v| v as i64).collect()
+            }
+            None => vec![0; n],
+        };
+        // Every accumulator value: per output column, over x in [-128 - zx, 127 - zx].
+        let w = w_nk.to_i64_vec();
+        let (xlo, xhi) = (-128 - i64::from(zx), 127 - i64::from(zx));
+        let (mut amin, mut amax) = (i64::MAX, i64::MIN);
+        for (j, b) in bias.iter().enumerate() {
+            let (lo, hi) = w[j * k..(j + 1) * k]
+                .iter()
+                .fold((*b, *b), |(lo, hi), &v| (lo + (v * xlo).min(v * xhi), hi + (v * xlo).max(v * xhi)));
+            (amin, amax) = (amin.min(lo), amax.max(hi));
+        }
+        // f32 holds every integer below 2^24: the float model's product and bias are exact too.
+        if amin.abs().max(amax.abs()) >= 1 << 24 || amax - amin >= 1 << 22 {
+            bail!("{need}: accumulators in [{amin}, {amax}] are too wide to tabulate");
+        }
+        let accs: Vec<f32> = (amin..=amax).map(|a| a as f32).collect();
+        let mut cur = Tensor::from_vec(&[accs.len()], accs)?;
+        let mut prev = isl.nodes[tail - 1].outputs[0];
+        for node in &isl.nodes[tail..] {
+            let args = node
+                .inputs
+                .iter()
+                .map(|i| match isl.inputs.get(i) {
+                    _ if *i == prev => Ok(cur.clone()),
+                    Some(Input::Float(t)) => Ok(Tensor::from_vec(&[1], vec![scalar(t).unwrap_or(0.0) as f32])?),
+                    _ => bail!("{need}: `{}` reads more than the accumulator and scalars", node.name),
+                })
+                .collect::<Result<Vec<Tensor>>>()?;
+            let refs: Vec<&Tensor> = args.iter().collect();
+            cur = node.op.eval(&refs)?.remove(0);
+            prev = node.outputs[0];
+        }
+        // The model's own output QuantizeLinear.
+        let qt = isl.outputs[0].q_outputs[0];
+        let Some(q) = self.old.nodes.iter().find(|n| n.outputs.first() == Some(&qt)) else {
+            bail!("the output QuantizeLinear of `{}` is missing", self.old.values[isl.outputs[0].old].name)
+        };
+        let mut qargs = vec![cur];
+        for &i in &q.inputs[1..] {
+            let Some(t) = &self.old.values[i].konst else {
+                bail!("QuantizeLinear `{}` has runtime parameters", q.name)
+            };
+            qargs.push((**t).clone());
+        }
+        let refs: Vec<&Tensor> = qargs.iter().collect();
+        let y = q.op.eval(&refs)?.remove(0).to_i64_vec();
+        let Some((thresholds, lo)) = super::exact::steps(amin, &y) else {
+            bail!("{need}: the rescale is not a non-decreasing function of the accumulator");
+        };
+        let affine = isl.outputs[0].affine.clone();
+        let bias = Tensor::from_vec(&[n], bias.iter().map(|&b| b as i32).collect::<Vec<i32>>())?;
+        let bid = self.konst(format!("{}:bias", mm.name), bias);
+        let wid = self.konst(format!("{}:w", mm.name), w_nk);
+        let op = super::exact::QLinearThreshold { x_zero_point: zx, thresholds, lo };
+        let name = isl.nodes.last().expect("non-empty").name.clone();
+        let id = self.node(&name, Box::new(op), vec![*x, wid, bid], &self.out_name(isl, 0), &affine)?;
         self.bind(isl, 0, id)
     }
 

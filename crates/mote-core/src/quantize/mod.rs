@@ -5,6 +5,8 @@
 //! weights int8 symmetric per output channel, biases int32 at `s_x·s_w`. Every real-valued
 //! factor becomes a Q31 multiplier and shift on the host; the MCU runs integers only.
 pub mod calib;
+pub mod exact;
+pub mod fakequant;
 pub mod lower;
 pub mod plan;
 

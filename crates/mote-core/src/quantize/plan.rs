@@ -2,6 +2,11 @@
 //! (from calibration) and which weights are quantized per output channel. The plan is written
 //! into the ONNX model as QuantizeLinear/DequantizeLinear pairs (`mote-onnx`), and lowering
 //! (`super::lower`) turns that model into int8 ops.
+//!
+//! A fake-quantized model (explicit float quantizers, `super::fakequant`) keeps its own grids:
+//! the tensors it quantizes get its exact parameters instead of calibrated ones, its chain
+//! intermediates and integer accumulators get none, and its integer-valued weights are quantized
+//! with scale 1, so the int8 model computes exactly what the float model computes.
 use super::calib::{calibrate, Method, Observer};
 use super::{quantize_symmetric, Affine};
 use crate::ops::conv::Conv;
@@ -67,7 +72,9 @@ pub fn plan(g: &Graph, samples: &[Vec<Tensor>], method: Method, in_model: &dyn F
     for (i, n) in g.nodes.iter().enumerate() {
         n.inputs.iter().for_each(|&x| uses[x].push(i));
     }
-    let float_act = |v: TensorId| g.values[v].konst.is_none() && g.values[v].ty.dtype.is_float();
+    let fq = super::fakequant::analyse(g);
+    let float_act =
+        |v: TensorId| g.values[v].konst.is_none() && g.values[v].ty.dtype.is_float() && !fq.interior.contains(&v);
     let mut order: Vec<TensorId> = g.inputs.iter().copied().filter(|&v| float_act(v)).collect();
     let mut same_as: HashMap<TensorId, TensorId> = HashMap::new();
     for n in &g.nodes {
@@ -87,14 +94,19 @@ pub fn plan(g: &Graph, samples: &[Vec<Tensor>], method: Method, in_model: &dyn F
             }
         }
     }
-    let observed: Vec<TensorId> = order.iter().filter(|v| !same_as.contains_key(v)).copied().collect();
+    let observed: Vec<TensorId> =
+        order.iter().filter(|v| !same_as.contains_key(v) && !fq.exact.contains_key(v)).copied().collect();
     let obs: HashMap<TensorId, Observer> = calibrate(g, samples, &observed)?;
     let mut activations = Vec::new();
     for &v in &order {
         let src = same_as.get(&v).copied().unwrap_or(v);
-        let Some(o) = obs.get(&src) else { continue };
+        let affine = match (fq.exact.get(&src), obs.get(&src)) {
+            (Some(a), _) => a.clone(),
+            (None, Some(o)) => o.int8(method),
+            (None, None) => continue,
+        };
         if in_model(&g.values[v].name) {
-            activations.push(ActivationQuant { name: g.values[v].name.clone(), affine: o.int8(method) });
+            activations.push(ActivationQuant { name: g.values[v].name.clone(), affine });
         }
     }
 
@@ -118,7 +130,11 @@ pub fn plan(g: &Graph, samples: &[Vec<Tensor>], method: Method, in_model: &dyn F
             continue;
         }
         let data: Vec<f32> = t.to_f32().iter().copied().collect();
-        let (q, scales) = quantize_symmetric(&data, &v.ty.shape, Some(axis));
+        let exact = if fq.is_empty() { None } else { super::fakequant::integer_weight(&data) };
+        let (q, scales) = match exact {
+            Some(q) => (q, vec![1.0; v.ty.shape[axis]]),
+            None => quantize_symmetric(&data, &v.ty.shape, Some(axis)),
+        };
         weights.push(WeightQuant { name: v.name.clone(), shape: v.ty.shape.clone(), data: q, scales, axis });
     }
     Ok(QuantPlan { activations, weights })
