@@ -13,6 +13,10 @@
 //!   by [`CompileOptions::input_types`]; each op calls the same `mote-kernels` function the IR's
 //!   `eval` calls, on those types, so device and host agree bit for bit.
 //!
+//! Layers: one kernel call per op, except that a wide producer whose only reader is a Deeploy
+//! `RequantShift` (`MatMul [+ bias]`, `Conv`, `iGELU`, `iHardswish`, `Add`, `Mul`) runs as one fused
+//! requantizing kernel, so its `i32` tensor is never stored (same arithmetic, see `fuse`).
+//!
 //! Memory: one arena per element type, each planned by `mote-plan` (reshapes alias their input),
 //! together one `#[repr(C)]` struct `Arena { i32, i16, i8, u8 }`, so no byte is ever reinterpreted
 //! (no `unsafe`) and each kernel gets typed slices. Weights and parameters become `static` arrays

@@ -216,6 +216,14 @@ fn step(g: &Graph, node: &Node, nw: &mut Narrowing) -> std::result::Result<(), S
             (0, n - 1)
         }
     };
+    // The softmax and norm kernels write 8 bits: n_levels must be at most 256.
+    let eight_bit = |r: Range, d: DType| -> std::result::Result<Range, String> {
+        if fits(r, d) {
+            Ok(r)
+        } else {
+            Err(format!("output levels [{}, {}] do not fit the {d} the kernel writes", r.0, r.1))
+        }
+    };
     let wide_out = |nw: &mut Narrowing, r: (i128, i128)| -> std::result::Result<(), String> {
         let r = int32(r, &format!("output `{}`", name(out)))?;
         set(nw, out, r, DType::I32);
@@ -227,16 +235,16 @@ fn step(g: &Graph, node: &Node, nw: &mut Narrowing) -> std::result::Result<(), S
         set(nw, out, r, d);
     } else if let Some(p) = op.downcast_ref::<ISoftmax>() {
         need(0, &[DType::I8])?;
-        set(nw, out, levels(p.n_levels, false), DType::U8);
+        set(nw, out, eight_bit(levels(p.n_levels, false), DType::U8)?, DType::U8);
     } else if let Some(p) = op.downcast_ref::<ItaMax>() {
         need(0, &[DType::I8])?;
-        set(nw, out, levels(p.n_levels, false), DType::U8);
+        set(nw, out, eight_bit(levels(p.n_levels, false), DType::U8)?, DType::U8);
     } else if let Some(p) = op.downcast_ref::<ILayerNorm>() {
         need(0, &[DType::I8, DType::U8])?;
-        set(nw, out, levels(p.n_levels, true), DType::I8);
+        set(nw, out, eight_bit(levels(p.n_levels, true), DType::I8)?, DType::I8);
     } else if let Some(p) = op.downcast_ref::<IRmsNorm>() {
         need(0, &[DType::I8, DType::U8])?;
-        set(nw, out, levels(p.n_levels, true), DType::I8);
+        set(nw, out, eight_bit(levels(p.n_levels, true), DType::I8)?, DType::I8);
     } else if let Some(p) = op.downcast_ref::<IGelu>() {
         need(0, &[DType::I8])?;
         let r = kernel_image(ins[0].0, |x, o| mote_kernels::activation::igelu(x, p.b, p.one, o))?;
