@@ -208,3 +208,14 @@ fn causal_attention_mask_stays_inside_the_int8_softmax() {
     let run = ["run", q, "--inputs", &io("causal_mha_op17.inputs.npz"), "--expect", &io("causal_mha_op17.outputs.npz")];
     stdout(&mote(&[&run[..], &["--atol", "0.15"]].concat()));
 }
+
+#[test]
+fn the_shipped_int8_digits_model_is_what_mote_quantize_writes() {
+    // README's main job deploys examples/digits/digits_encoder.int8.onnx; it must not go stale.
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.onnx");
+    let float = example("digits", "digits_encoder.onnx");
+    stdout(&mote(&["quantize", &float, "--calib", &example("digits", "calib.npz"), "-o", fresh.to_str().unwrap()]));
+    let shipped = std::fs::read(example("digits", "digits_encoder.int8.onnx")).unwrap();
+    assert!(std::fs::read(&fresh).unwrap() == shipped, "regenerate it with the command in README.md");
+}
