@@ -207,6 +207,14 @@ impl<'a> Emitter<'a> {
         let macs: u64 = layer.nodes.iter().map(|&n| g.node_macs(&g.nodes[n])).sum();
         let _ = writeln!(self.body, "    // layer {id}: {} ({}, {macs} MACs)", names.join(" + "), ops.join("+"));
         let _ = writeln!(self.body, "    mark({id});");
+        if layer.in_place {
+            let [out] = outs.as_slice() else { bail!("{} outputs", outs.len()) };
+            if place(g.nodes[layer.nodes[0]].inputs[0]) != place(node.outputs[0]) {
+                bail!("in-place layer whose input and output were planned apart");
+            }
+            let call = self.in_place(layer)?;
+            return self.block(*out, &call);
+        }
         if layer.fusion != Fusion::Single {
             let [out] = outs.as_slice() else { bail!("{} outputs", outs.len()) };
             let call = self.fused(layer, place, *out)?;
@@ -669,6 +677,38 @@ impl<'a> Emitter<'a> {
                  matmul::av{sfx}(&p, {a}, {b}{rq}, out)?;"
             ))
         }
+    }
+
+    /// An element-wise layer that overwrites its input (`out` holds the input on entry).
+    fn in_place(&mut self, layer: &Layer) -> Result<String> {
+        let g = self.g;
+        let first = &g.nodes[layer.nodes[0]];
+        let last = &g.nodes[layer.nodes[layer.nodes.len() - 1]];
+        let Some(p) = last.op.as_any().downcast_ref::<RequantShift>() else {
+            bail!("an in-place layer ends in RequantShift")
+        };
+        let (m, a) =
+            (self.konst_as(last.inputs[1], DType::I32, None)?, self.konst_as(last.inputs[2], DType::I32, None)?);
+        let rq = format!(
+            "let rq = Requant::Shift(ShiftRequant::new(&{m}, &{a}, {}, {}, {})?);\n        ",
+            p.div_log2, p.n_levels, p.signed
+        );
+        let op = first.op.as_any();
+        let call = if layer.fusion == Fusion::Single {
+            let inner =
+                rqs_inner(&shape_of(g, last.inputs[0]), &shape_of(g, last.inputs[1]), &shape_of(g, last.inputs[2]))?;
+            format!("requant::requantize_in_place(out, &rq, {inner})?;")
+        } else if let Some(q) = op.downcast_ref::<IGelu>() {
+            format!("activation::igelu_requant_in_place(out, {}, {}, &rq)?;", q.b, q.one)
+        } else if let Some(q) = op.downcast_ref::<IHardswish>() {
+            format!(
+                "activation::ihardswish_requant_in_place(out, &HardswishParams {{ three: {}, six: {}, one_over_six: {} }}, &rq)?;",
+                q.three, q.six, q.one_over_six
+            )
+        } else {
+            bail!("no in-place kernel for {}", first.op.name());
+        };
+        Ok(format!("{rq}{call}"))
     }
 
     /// A fused group (see `fuse`): the producer's kernel with the final `RequantShift` applied to

@@ -49,6 +49,19 @@ pub struct Layer {
     pub nodes: Vec<NodeId>,
     /// Emission.
     pub fusion: Fusion,
+    /// The output overwrites the input's buffer (decided with the lifetimes, see [`element_wise`]).
+    pub in_place: bool,
+}
+
+/// The layer maps each element of its first input to the same element of its output, with an
+/// in-place kernel (`requantize_in_place`, `i{gelu,hardswish}_requant_in_place`) when output and
+/// input share their type: a single `RequantShift`, or an activation + `RequantShift` (int8).
+pub fn element_wise(g: &Graph, layer: &Layer) -> bool {
+    match layer.fusion {
+        Fusion::Single => rqs(&g.nodes[layer.nodes[0]]).is_some(),
+        Fusion::Activation => true,
+        _ => false,
+    }
 }
 
 /// Groups `nodes` (in schedule order) into layers; a fused group runs where its first node is.
@@ -69,7 +82,8 @@ pub fn layers(g: &Graph, nw: &Narrowing, nodes: &[NodeId]) -> Vec<Layer> {
         if taken[n] {
             continue;
         }
-        let group = fuse_from(g, nw, n, &only).unwrap_or(Layer { nodes: vec![n], fusion: Fusion::Single });
+        let group =
+            fuse_from(g, nw, n, &only).unwrap_or(Layer { nodes: vec![n], fusion: Fusion::Single, in_place: false });
         group.nodes.iter().for_each(|&m| taken[m] = true);
         out.push(group);
     }
@@ -100,7 +114,7 @@ fn fuse_from(g: &Graph, nw: &Narrowing, n: NodeId, only: &dyn Fn(TensorId) -> Op
     }
     let op = node.op.as_any();
     let next = only(y)?;
-    let layer = |nodes: Vec<NodeId>, fusion| Some(Layer { nodes, fusion });
+    let layer = |nodes: Vec<NodeId>, fusion| Some(Layer { nodes, fusion, in_place: false });
     if op.is::<MatMul>() {
         let (sa, sb) = (&g.values[node.inputs[0]].ty.shape, &g.values[node.inputs[1]].ty.shape);
         if sa.len() < 2 || sb.len() < 2 {
@@ -146,15 +160,15 @@ fn fuse_from(g: &Graph, nw: &Narrowing, n: NodeId, only: &dyn Fn(TensorId) -> Op
             && (c == 1 || (c == ys[1] && inner == ys[2] * ys[3]))
             && g.values[w].konst.is_some()
             && nw.range[w].is_some_and(|r| fits(r, DType::I8));
-        ok.then(|| Layer { nodes: vec![n, next], fusion: Fusion::Conv })
+        ok.then(|| Layer { nodes: vec![n, next], fusion: Fusion::Conv, in_place: false })
     } else if op.is::<IGelu>() || op.is::<IHardswish>() {
         let next_node = &g.nodes[next];
         let ok = rqs(next_node).is_some() && next_node.inputs[0] == y && rqs_channels(g, next_node)?.0 == 1;
-        ok.then(|| Layer { nodes: vec![n, next], fusion: Fusion::Activation })
+        ok.then(|| Layer { nodes: vec![n, next], fusion: Fusion::Activation, in_place: false })
     } else if op.downcast_ref::<Binary>().is_some_and(|b| matches!(b.kind, BinaryKind::Add | BinaryKind::Mul)) {
         let next_node = &g.nodes[next];
         let ok = rqs(next_node).is_some() && next_node.inputs[0] == y && rqs_channels(g, next_node)?.0 == 1;
-        ok.then(|| Layer { nodes: vec![n, next], fusion: Fusion::Elementwise })
+        ok.then(|| Layer { nodes: vec![n, next], fusion: Fusion::Elementwise, in_place: false })
     } else {
         None
     }

@@ -15,7 +15,9 @@
 //!
 //! Layers: one kernel call per op, except that a wide producer whose only reader is a Deeploy
 //! `RequantShift` (`MatMul [+ bias]`, `Conv`, `iGELU`, `iHardswish`, `Add`, `Mul`) runs as one fused
-//! requantizing kernel, so its `i32` tensor is never stored (same arithmetic, see `fuse`).
+//! requantizing kernel, so its `i32` tensor is never stored (same arithmetic, see `fuse`); an
+//! element-wise `RequantShift` (or `iGELU`/`iHardswish` + `RequantShift`) that is the last reader
+//! of a same-type, same-length input overwrites it (an in-place hint to the planner).
 //!
 //! Memory: one arena per element type, each planned by `mote-plan` (reshapes alias their input),
 //! together one `#[repr(C)]` struct `Arena { i32, i16, i8, u8 }`, so no byte is ever reinterpreted
@@ -333,7 +335,7 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         }
     }
     let root_of = |t: TensorId| *root.get(&t).unwrap_or(&t);
-    let layer_groups = fuse::layers(g, &dev.nw, &layers_nodes);
+    let mut layer_groups = fuse::layers(g, &dev.nw, &layers_nodes);
     // Arena buffers (roots written by a layer, and inputs staged into their typed arena), with
     // lifetimes in layer steps: (root, type, first, last).
     let mut buffers: Vec<(TensorId, DType, usize, usize)> = Vec::new();
@@ -367,6 +369,23 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
             buffers[b].3 = end; // read by the final copy to the caller's output
         }
     }
+    // An element-wise layer overwrites its input when it is the input's last reader and the output
+    // has the input's type and length (output buffer -> input buffer).
+    let mut in_place: HashMap<usize, usize> = HashMap::new();
+    for (step, layer) in layer_groups.iter_mut().enumerate() {
+        if !fuse::element_wise(g, layer) {
+            continue;
+        }
+        let x = root_of(g.nodes[layer.nodes[0]].inputs[0]);
+        let y = g.nodes[layer.nodes[layer.nodes.len() - 1]].outputs[0];
+        let (Some(&bx), Some(&by)) = (index.get(&x), index.get(&y)) else { continue };
+        let same = buffers[bx].1 == buffers[by].1 && g.values[x].ty.len() == g.values[y].ty.len();
+        let int8_kernel = layer.fusion == fuse::Fusion::Single || buffers[by].1 == DType::I8;
+        if same && int8_kernel && buffers[bx].2 < step && buffers[bx].3 == step {
+            in_place.insert(by, bx);
+            layer.in_place = true;
+        }
+    }
 
     // One plan per element type; buffer b gets (type, element offset, element count).
     let plan_err = |e: mote_plan::PlanError| mote_core::Error::Invalid(format!("memory planning failed: {e}"));
@@ -381,7 +400,11 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
             .iter()
             .map(|&b| {
                 let (t, _, first, last) = buffers[b];
-                Buffer::new(g.values[t].ty.len() * d.size_of(), BUFFER_ALIGN, first, last)
+                let spec = Buffer::new(g.values[t].ty.len() * d.size_of(), BUFFER_ALIGN, first, last);
+                match in_place.get(&b).and_then(|x| members.iter().position(|m| m == x)) {
+                    Some(target) => spec.sharing(target),
+                    None => spec,
+                }
             })
             .collect();
         let best = mote_plan::plan(&specs, opts.strategy).map_err(plan_err)?;

@@ -66,6 +66,17 @@ pub fn igelu_requant<T: IntElem>(
     map_i8(x, out, |v| T::from_i32_sat(rq.apply(igelu_one(v, b, one).unwrap_or(0), 0)))
 }
 
+/// [`igelu_requant`] to int8 in place: `x[i] = rq(igelu(x[i]))`, so the int8 input and output share
+/// one buffer (identical results).
+pub fn igelu_requant_in_place(x: &mut [i8], b: i32, one: i32, rq: &Requant<'_>) -> Result<(), KernelError> {
+    rq.check::<i8>(1)?;
+    check_all_i8(|v| igelu_one(v, b, one))?;
+    for v in x.iter_mut() {
+        *v = i8::from_i32_sat(rq.apply(igelu_one(*v, b, one).unwrap_or(0), 0));
+    }
+    Ok(())
+}
+
 /// Deeploy `iHardswish` (§3.16): `y = x·(clamp(x + three, 0, six)·one_over_six)`, wide `i32`.
 ///
 /// Parameters are used exactly as given (`six` need not be `2·three`). Errors: length
@@ -104,6 +115,20 @@ pub fn ihardswish_requant<T: IntElem>(
     let f = |v| ihardswish_one(v, p.three, p.six, p.one_over_six);
     check_all_i8(f)?;
     map_i8(x, out, |v| T::from_i32_sat(rq.apply(f(v).unwrap_or(0), 0)))
+}
+
+/// [`ihardswish_requant`] to int8 in place: `x[i] = rq(ihardswish(x[i]))` (identical results).
+pub fn ihardswish_requant_in_place(x: &mut [i8], p: &HardswishParams, rq: &Requant<'_>) -> Result<(), KernelError> {
+    rq.check::<i8>(1)?;
+    if p.six < 0 {
+        return Err(KernelError::InvalidParam);
+    }
+    let f = |v| ihardswish_one(v, p.three, p.six, p.one_over_six);
+    check_all_i8(f)?;
+    for v in x.iter_mut() {
+        *v = i8::from_i32_sat(rq.apply(f(*v).unwrap_or(0), 0));
+    }
+    Ok(())
 }
 
 /// Table lookup on int8: `out[i] = table[x[i] + 128]` (any int8 → `T` function, e.g. a
@@ -217,6 +242,30 @@ mod tests {
         assert_eq!(clamp(&[0i8; 2], 0, 200, &mut o8), Err(KernelError::InvalidParam));
         let rq = Requant::Shift(ShiftRequant::new(&[1, 2], &[0], 16, 256, true).unwrap());
         assert_eq!(igelu_requant(&[0; 2], -40, 1743, &rq, &mut o8), Err(KernelError::ShapeMismatch));
+        assert_eq!(igelu_requant_in_place(&mut o8, -40, 1743, &rq), Err(KernelError::ShapeMismatch));
+        let rq = Requant::Shift(ShiftRequant::new(&[1], &[0], 16, 256, false).unwrap());
+        let p = HardswishParams { three: 3, six: 6, one_over_six: 1 };
+        assert_eq!(ihardswish_requant_in_place(&mut o8, &p, &rq), Err(KernelError::InvalidParam));
+    }
+
+    proptest! {
+        #[test]
+        fn in_place_equals_out_of_place(shift in 0u32..24, mul in -400i32..400, seed in any::<u64>()) {
+            let mut g = Lcg(seed);
+            let x = g.vec_i8(70);
+            let (mul, add) = ([mul], [7]);
+            let rq = Requant::Shift(ShiftRequant::new(&mul, &add, shift, 256, true).unwrap());
+            let mut want = vec![0i8; 70];
+            let mut got = x.clone();
+            igelu_requant(&x, -40, 1743, &rq, &mut want).unwrap();
+            igelu_requant_in_place(&mut got, -40, 1743, &rq).unwrap();
+            prop_assert_eq!(&got, &want);
+            let p = HardswishParams { three: 122, six: 245, one_over_six: 42 };
+            let mut got = x.clone();
+            ihardswish_requant(&x, &p, &rq, &mut want).unwrap();
+            ihardswish_requant_in_place(&mut got, &p, &rq).unwrap();
+            prop_assert_eq!(&got, &want);
+        }
     }
 
     proptest! {

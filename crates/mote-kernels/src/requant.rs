@@ -324,6 +324,30 @@ pub fn requantize<I: IntElem, T: IntElem>(
     Ok(())
 }
 
+/// [`requantize`] in place, for an input and output of the same type: `x[i] = rq(x[i])` with the
+/// same channel layout (identical results; the tensor needs one buffer instead of two).
+pub fn requantize_in_place<T: IntElem>(x: &mut [T], rq: &Requant<'_>, inner: usize) -> Result<(), KernelError> {
+    let c = rq.channels();
+    rq.check::<T>(c)?;
+    if c == 1 {
+        for v in x.iter_mut() {
+            *v = T::from_i32_sat(rq.apply(v.to_i32(), 0));
+        }
+        return Ok(());
+    }
+    let block = c.checked_mul(inner).ok_or(KernelError::ShapeMismatch)?;
+    if inner == 0 || x.len().checked_rem(block) != Some(0) {
+        return Err(KernelError::ShapeMismatch);
+    }
+    for (i, row) in x.chunks_exact_mut(inner).enumerate() {
+        let ch = i % c;
+        for v in row.iter_mut() {
+            *v = T::from_i32_sat(rq.apply(v.to_i32(), ch));
+        }
+    }
+    Ok(())
+}
+
 /// Change of scale and zero point of a narrow tensor: `y = rq.apply(x + input_offset)`, per tensor
 /// (TFLite's int8 `REQUANTIZE`/`QUANTIZE` between int8 scales).
 ///
@@ -478,6 +502,23 @@ mod tests {
         let (m2, s2) = ([1 << 30, 1 << 30], [0, 0]);
         let per_channel = FixedPointRequant::new(&m2, &s2, 0, -128, 127).unwrap();
         assert_eq!(rescale(&[1i8], 0, &per_channel, &mut out[..1]), Err(KernelError::InvalidParam));
+    }
+
+    proptest! {
+        #[test]
+        fn requantize_in_place_equals_requantize(c in 1usize..5, inner in 1usize..6, outer in 1usize..4,
+                                                 shift in 0u32..12, seed in any::<u64>()) {
+            let mut g = Lcg(seed);
+            let x = g.vec_i8(c * inner * outer);
+            let mul = g.vec_i32(c, -300, 300);
+            let add = g.vec_i32(c, -2000, 2000);
+            let rq = Requant::Shift(ShiftRequant::new(&mul, &add, shift, 256, true).unwrap());
+            let mut want = std::vec![0i8; x.len()];
+            requantize(&x, &rq, inner, &mut want).unwrap();
+            let mut got = x.clone();
+            requantize_in_place(&mut got, &rq, inner).unwrap();
+            prop_assert_eq!(got, want);
+        }
     }
 
     proptest! {
