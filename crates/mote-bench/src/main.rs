@@ -1,10 +1,12 @@
 //! `mote-bench`: regenerates the result tables committed under `docs/`.
 //!
-//! `cargo run --release -p mote-bench -- quant` writes `docs/quantization.md`.
+//! `cargo run --release -p mote-bench -- quant` writes `docs/quantization.md`;
+//! `cargo build --release -p mote-cli && cargo run --release -p mote-bench -- deploy` writes `docs/deploy.md`.
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+mod deploy;
 mod quant;
 
 #[derive(Parser)]
@@ -25,10 +27,20 @@ enum Command {
         #[arg(long, default_value = "docs/quantization.md")]
         out: PathBuf,
     },
+    /// Every example and peer model on every reference board (QEMU): arena, flash, instructions, latency.
+    Deploy {
+        /// Deeploy's test cases (default: `../shared/peer-models` beside the checkout, or `$MOTE_PEER_MODELS`).
+        #[arg(long)]
+        peer_models: Option<PathBuf>,
+        /// The `mote` binary (build it with `cargo build --release -p mote-cli`).
+        #[arg(long, default_value = "target/release/mote")]
+        mote: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Quant { peer_models, out } => quant::run(peer_models, &out),
+        Command::Deploy { peer_models, mote } => deploy::run_table(&quant::peer_dir(peer_models), &mote),
     }
 }

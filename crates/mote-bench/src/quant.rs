@@ -8,7 +8,8 @@ use mote_onnx::ImportOptions;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-fn repo_root() -> PathBuf {
+/// The checkout's root.
+pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
@@ -45,6 +46,21 @@ impl Normal {
     fn next(&mut self) -> f64 {
         (-2.0 * self.uniform().ln()).sqrt() * (std::f64::consts::TAU * self.uniform()).cos()
     }
+}
+
+/// `n` samples `0.8·x + 0.6·σ·noise` of the first input (σ its RMS), other inputs as shipped; the
+/// noise is seeded by `name`, so every table is reproducible.
+pub fn noisy_samples(shipped: &[Tensor], n: usize, name: &str) -> Vec<Vec<Tensor>> {
+    let mut rng = Normal(0x5EED_0000 + name.len() as u64);
+    (0..n)
+        .map(|_| {
+            let mut s = shipped.to_vec();
+            let x = s[0].to_f32();
+            let sigma = (x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / x.len() as f64).sqrt();
+            s[0] = Tensor::F32(x.mapv(|v| (0.8 * f64::from(v) + 0.6 * sigma * rng.next()) as f32));
+            s
+        })
+        .collect()
 }
 
 /// Float and int8 results of one model on one set of samples.
@@ -89,6 +105,12 @@ fn method_name(m: Method) -> String {
 
 const METHODS: [Method; 3] = [Method::MinMax, Method::Percentile(99.99), Method::Mse];
 
+/// The peer-models folder: the argument, `$MOTE_PEER_MODELS`, or `../shared/peer-models` beside the checkout.
+pub fn peer_dir(arg: Option<PathBuf>) -> PathBuf {
+    arg.or_else(|| std::env::var_os("MOTE_PEER_MODELS").map(PathBuf::from))
+        .unwrap_or_else(|| repo_root().join("../shared/peer-models"))
+}
+
 /// Writes the table to `out`.
 pub fn run(peer_models: Option<PathBuf>, out: &Path) -> Result<()> {
     let root = repo_root();
@@ -102,14 +124,11 @@ pub fn run(peer_models: Option<PathBuf>, out: &Path) -> Result<()> {
          reference, which the MCU code matches bit for bit.\n"
     )?;
     digits(&root, &mut md)?;
-    let peers = peer_models
-        .or_else(|| std::env::var_os("MOTE_PEER_MODELS").map(PathBuf::from))
-        .unwrap_or_else(|| root.join("../shared/peer-models"));
-    if peers.is_dir() {
-        peer_table(&peers, &mut md)?;
-    } else {
+    let peers = peer_dir(peer_models);
+    if !peers.is_dir() {
         bail!("peer models not found at {} (give --peer-models)", peers.display());
     }
+    peer_table(&peers, &mut md)?;
     std::fs::create_dir_all(out.parent().unwrap_or(Path::new(".")))?;
     std::fs::write(out, &md).with_context(|| format!("writing {}", out.display()))?;
     print!("{md}");
@@ -187,23 +206,11 @@ fn peer_table(peers: &Path, md: &mut String) -> Result<()> {
             .take(float.inputs.len())
             .map(|(_, t)| t)
             .collect();
-        let mut rng = Normal(0x5EED_0000 + name.len() as u64);
-        let mut noisy = |n: usize| -> Vec<Vec<Tensor>> {
-            (0..n)
-                .map(|_| {
-                    let mut s = shipped.clone();
-                    let x = s[0].to_f32();
-                    let sigma = (x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / x.len() as f64).sqrt();
-                    s[0] = Tensor::F32(x.mapv(|v| (0.8 * f64::from(v) + 0.6 * sigma * rng.next()) as f32));
-                    s
-                })
-                .collect()
-        };
-        let calib = noisy(32);
-        let eval = noisy(64);
+        let both = noisy_samples(&shipped, 96, name);
+        let (calib, eval) = both.split_at(32);
         for m in [Method::MinMax, Method::Mse] {
-            let q = mote_onnx::qdq::quantize(&bytes, &opts, &calib, m).with_context(|| format!("quantizing {name}"))?;
-            let c = compare(&float, &q.int8, &eval, None)?;
+            let q = mote_onnx::qdq::quantize(&bytes, &opts, calib, m).with_context(|| format!("quantizing {name}"))?;
+            let c = compare(&float, &q.int8, eval, None)?;
             let one = compare(&float, &q.int8, std::slice::from_ref(&shipped), None)?;
             writeln!(
                 md,
