@@ -28,6 +28,8 @@ pub struct Emitter<'a> {
     body: String,
     /// Statics already emitted, by tensor, element type and layout (`true` = transposed).
     konst: HashMap<(TensorId, DType, bool), String>,
+    /// The same by content (element type and values): equal constants share one static.
+    konst_data: HashMap<(DType, Vec<i64>), String>,
     weight_bytes: usize,
 }
 
@@ -72,6 +74,7 @@ impl<'a> Emitter<'a> {
             prologue: String::new(),
             body: String::new(),
             konst: HashMap::new(),
+            konst_data: HashMap::new(),
             weight_bytes: 0,
         }
     }
@@ -127,9 +130,15 @@ impl<'a> Emitter<'a> {
             vals = (0..cols).flat_map(|c| (0..rows).map(move |r| (r, c))).map(|(r, c)| vals[r * cols + c]).collect();
             doc.push_str(&format!(", transposed to [{cols}, {rows}]"));
         }
-        let name = format!("W{}", self.konst.len());
-        let n = self.static_array(name, rust_ty(d)?, &vals, vals.len() * d.size_of(), &doc);
+        let content = (d, vals);
+        if let Some(n) = self.konst_data.get(&content).cloned() {
+            self.konst.insert(key, n.clone());
+            return Ok(n);
+        }
+        let name = format!("W{}", self.konst_data.len());
+        let n = self.static_array(name, rust_ty(d)?, &content.1, content.1.len() * d.size_of(), &doc);
         self.konst.insert(key, n.clone());
+        self.konst_data.insert(content, n.clone());
         Ok(n)
     }
 
