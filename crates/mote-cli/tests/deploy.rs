@@ -7,7 +7,7 @@
 //! except when `CI` is set, where they fail.
 mod common;
 
-use common::{assert_error, example, json, mote, stdout};
+use common::{assert_error, emulation_available, example, json, mote, stdout};
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -37,25 +37,6 @@ fn mote_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("spawn mote")
-}
-
-/// `true` when QEMU, the core's Rust target and the counting plugin's build tools are there; otherwise prints
-/// `SKIP` (or fails under CI).
-fn emulation_available(core: &str) -> bool {
-    let core: mote_qemu::Core = core.parse().unwrap();
-    let plugin_dir = mote_deploy::Paths::locate().unwrap().plugin_dir();
-    let missing = mote_qemu::check_qemu(core)
-        .err()
-        .or_else(|| mote_qemu::check_target(core).err())
-        .or_else(|| mote_qemu::build_plugin(&plugin_dir).err());
-    match missing {
-        None => true,
-        Some(e) if std::env::var_os("CI").is_some() => panic!("{core}: {e}"),
-        Some(e) => {
-            eprintln!("SKIP: {core}: {e}");
-            false
-        }
-    }
 }
 
 /// `mote deploy --json` on `board`, twice: bit-exact, sane numbers, identical instruction counts.
