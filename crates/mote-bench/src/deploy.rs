@@ -21,7 +21,7 @@ struct Case {
     input_types: &'static [&'static str],
 }
 
-const CASES: [Case; 7] = [
+const CASES: [Case; 8] = [
     Case { name: "digits_encoder (ours, mote quantize)", peer: None, float: false, input_types: &[] },
     Case {
         name: "CCT_1_16_16_8 (FP32 → mote quantize)",
@@ -38,6 +38,12 @@ const CASES: [Case; 7] = [
     Case {
         name: "microLlama1 FP32 step (→ mote quantize)",
         peer: Some("Models/microLlama/FP32/microLlama1"),
+        float: true,
+        input_types: &[],
+    },
+    Case {
+        name: "Transformer_DeepQuant (fake-quant → mote quantize)",
+        peer: Some("Models/Transformer_DeepQuant"),
         float: true,
         input_types: &[],
     },

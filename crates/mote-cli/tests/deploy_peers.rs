@@ -103,3 +103,26 @@ fn cct_after_mote_quantize_is_bit_exact_on_m4_and_m7() {
         assert_eq!(argmax(&int8), argmax(&golden), "{}", r["outputs"]);
     }
 }
+
+#[test]
+fn transformer_deepquant_after_mote_quantize_reproduces_deeploy_on_m4_and_m7() {
+    // A fake-quantized float graph: mote quantize keeps its own quantizers, so the int8 MCU output dequantizes
+    // to Deeploy's golden float output.
+    let Some(peers) = ready() else { return };
+    let dir = peers.join("Models/Transformer_DeepQuant");
+    let work = tempfile::tempdir().unwrap();
+    let q = work.path().join("deepquant.int8.onnx");
+    let (net, inputs) = (dir.join("network.onnx"), dir.join("inputs.npz"));
+    stdout(&mote(&["quantize", net.to_str().unwrap(), "--calib", inputs.to_str().unwrap(), "-o", q.to_str().unwrap()]));
+    let golden = npz::read(dir.join("outputs.npz")).unwrap().remove(0).1.to_f64_vec();
+    for r in deploy(&q, &inputs, &[]) {
+        let out = &r["outputs"][0];
+        let (scale, zp) = (out["scale"].as_f64().unwrap() as f32, out["zero_point"].as_i64().unwrap());
+        let values = out["values"].as_array().unwrap();
+        assert_eq!(values.len(), golden.len());
+        for (v, &g) in values.iter().zip(&golden) {
+            let real = (v.as_i64().unwrap() - zp) as f32 * scale;
+            assert!((f64::from(real) - g).abs() < 1e-6, "{real} vs {g}");
+        }
+    }
+}
