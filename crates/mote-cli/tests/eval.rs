@@ -1,10 +1,15 @@
 //! `mote eval` end to end: top-1 accuracy of the shipped digits classifier on its
 //! test split (the exact count onnxruntime gets, see examples/digits/ACCURACY.txt),
 //! `--json`, `--reference`, `--limit`, batched models, integer outputs, and a clear
-//! exit-2 error for each kind of bad test set.
+//! exit-2 error for each kind of bad test set; with `--board`, the shipped int8 model on
+//! emulated Cortex-M4 and RV32 boards: the same top-1 count as the host, every sample
+//! bit-exact, the test set split into equal firmwares on a board with little flash.
+//!
+//! Without QEMU or a Rust target the `--board` emulation tests print `SKIP: <reason>` and
+//! pass, except when `CI` is set, where they fail.
 mod common;
 
-use common::{assert_error, example, json, mote, stdout, typed_value_info};
+use common::{assert_error, emulation_available, example, json, mote, stdout, typed_value_info};
 use mote_core::{npz, Tensor};
 use mote_onnx::proto::{tensor_proto::DataType, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
 use prost::Message;
@@ -17,6 +22,9 @@ const DIGITS_CORRECT: usize = 439;
 /// Of the first 60 test samples, how many the float model classifies correctly
 /// (onnxruntime on digits_encoder.onnx).
 const DIGITS_CORRECT_FIRST_60: usize = 58;
+/// How many test samples the shipped int8 model (digits_encoder.int8.onnx) classifies
+/// correctly, on the host interpreter and on every board alike.
+const DIGITS_INT8_CORRECT: usize = 440;
 
 fn digits(f: &str) -> String {
     example("digits", f)
@@ -262,4 +270,103 @@ fn integer_outputs_take_the_first_maximum() {
     let model = model.to_string_lossy().into_owned();
     let s = stdout(&mote(&["eval", &model, "--data", &data]));
     assert!(s.contains("top-1: 66.67% (2/3)\n"), "{s}");
+}
+
+/// `mote eval --json` of the shipped int8 digits model with extra arguments.
+fn int8_eval(extra: &[&str]) -> serde_json::Value {
+    let model = digits("digits_encoder.int8.onnx");
+    let data = digits("test.npz");
+    json(&mote(&[&["eval", model.as_str(), "--data", data.as_str(), "--json"][..], extra].concat()))
+}
+
+#[test]
+fn board_top1_equals_the_host_and_every_sample_is_bit_exact() {
+    if !emulation_available("cortex-m4") {
+        return;
+    }
+    let host = int8_eval(&[]);
+    assert_eq!(host["correct"], DIGITS_INT8_CORRECT, "{host}");
+    let j = int8_eval(&["--board", "stm32l4r5"]);
+    assert_eq!(j["samples"], DIGITS_TEST);
+    assert_eq!(j["correct"], host["correct"], "{j}");
+    assert_eq!(j["correct"], DIGITS_INT8_CORRECT);
+    assert_close(&j["top1"], DIGITS_INT8_CORRECT as f64 / DIGITS_TEST as f64);
+    assert_eq!(j["bit_exact_samples"], DIGITS_TEST, "{j}");
+    assert_eq!((j["board"].as_str(), j["core"].as_str()), (Some("stm32l4r5"), Some("cortex-m4")));
+    assert_eq!(j["firmwares"], 1, "2 MB of flash holds the 450 samples");
+    let ins = j["instructions_first_sample"].as_u64().expect("instructions");
+    assert!(ins > 100_000 && ins < 100_000_000, "{j}");
+    assert!(j.get("first_mismatch").is_none(), "{j}");
+
+    // The text report, with the float model as the reference.
+    let (model, data, float) = (digits("digits_encoder.int8.onnx"), digits("test.npz"), digits("digits_encoder.onnx"));
+    let args = ["eval", &model, "--data", &data, "--board", "stm32l4r5", "--limit", "60", "--reference", &float];
+    let out = mote(&args);
+    let s = stdout(&out);
+    assert!(s.contains("board: stm32l4r5 (cortex-m4), 1 firmware ("), "{s}");
+    assert!(s.contains("bit-exact: 60/60 samples\n"), "{s}");
+    assert!(s.contains("instructions (first sample): ") && s.contains(" ms at 120 MHz"), "{s}");
+    assert!(s.contains("reference top-1: 96.67% (58/60)\n"), "{s}");
+    assert!(out.stderr.is_empty(), "no progress output when stderr is not a terminal");
+}
+
+#[test]
+fn rv32_board_with_a_limit() {
+    if !emulation_available("rv32imc") {
+        return;
+    }
+    let host = int8_eval(&["--limit", "20"]);
+    let j = int8_eval(&["--limit", "20", "--board", "esp32c3"]);
+    assert_eq!(j["samples"], 20);
+    assert_eq!(j["correct"], host["correct"], "{j}");
+    assert_eq!(j["bit_exact_samples"], 20, "{j}");
+    assert_eq!(j["core"], "rv32imc");
+}
+
+#[test]
+fn little_flash_splits_the_samples_into_equal_firmwares_or_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Weights 27,000 B + code estimate 32,768 B; 25,736 B more leave a budget of 12,868 B:
+    // 201 samples of 64 B per firmware, so 450 samples run as 3 firmwares of 150.
+    let small = dir.path().join("small.toml");
+    std::fs::write(
+        &small,
+        "name = \"small\"\ncore = \"cortex-m4\"\nsram_bytes = 65536\nflash_bytes = 85504\nclock_hz = 64000000\n",
+    )
+    .unwrap();
+    // 132 B left: one sample per firmware, 450 firmwares: refused.
+    let tiny = dir.path().join("tiny.toml");
+    std::fs::write(
+        &tiny,
+        "name = \"tiny\"\ncore = \"cortex-m4\"\nsram_bytes = 65536\nflash_bytes = 59900\nclock_hz = 64000000\n",
+    )
+    .unwrap();
+    let (model, data) = (digits("digits_encoder.int8.onnx"), digits("test.npz"));
+    let out = mote(&["eval", &model, "--data", &data, "--board", tiny.to_str().unwrap()]);
+    assert_error(&out, &["board `tiny`", "450 firmwares", "at most 16", "--limit"]);
+    // No room for a single sample.
+    std::fs::write(
+        &tiny,
+        "name = \"tiny\"\ncore = \"cortex-m4\"\nsram_bytes = 65536\nflash_bytes = 59800\nclock_hz = 64000000\n",
+    )
+    .unwrap();
+    let out = mote(&["eval", &model, "--data", &data, "--board", tiny.to_str().unwrap()]);
+    assert_error(&out, &["board `tiny`", "no flash for the test samples", "one sample takes 64 B"]);
+
+    if !emulation_available("cortex-m4") {
+        return;
+    }
+    let j = int8_eval(&["--board", small.to_str().unwrap()]);
+    assert_eq!(j["firmwares"], 3, "{j}");
+    assert_eq!(j["bit_exact_samples"], DIGITS_TEST, "{j}");
+    assert_eq!(j["correct"], DIGITS_INT8_CORRECT, "{j}");
+}
+
+#[test]
+fn unknown_board_is_an_error() {
+    let (model, data) = (digits("digits_encoder.int8.onnx"), digits("test.npz"));
+    let out = mote(&["eval", &model, "--data", &data, "--board", "stm32-nope"]);
+    assert_error(&out, &["unknown board `stm32-nope`", "known boards", "stm32l4r5", "esp32c3"]);
+    let out = mote(&["eval", &model, "--data", &data, "--board", "stm32l4r5", "--timeout", "0"]);
+    assert_error(&out, &["--timeout 0", "positive"]);
 }

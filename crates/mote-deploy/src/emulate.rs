@@ -45,7 +45,7 @@ fn quote(text: &str) -> String {
 }
 
 /// Decodes a hex string of two's-complement bytes.
-fn decode_hex(hex: &str) -> Option<Vec<i8>> {
+pub(crate) fn decode_hex(hex: &str) -> Option<Vec<i8>> {
     if hex.len() % 2 != 0 {
         return None;
     }
@@ -87,6 +87,20 @@ pub fn emulate(
     timeout: Duration,
     plugin_dir: &Path,
 ) -> Result<Emulation> {
+    run_and_parse(board, elf, layers, timeout, plugin_dir, |stdout| parse_outputs(stdout, output_lens).map(|o| (o, ())))
+        .map(|(run, ())| run)
+}
+
+/// [`emulate`] with the outputs read from the firmware's stdout by `parse`: the run (with the outputs
+/// `parse` returns first, and any extra data it returns beside it).
+pub(crate) fn run_and_parse<X>(
+    board: &Board,
+    elf: &Path,
+    layers: usize,
+    timeout: Duration,
+    plugin_dir: &Path,
+    parse: impl FnOnce(&str) -> Result<(Vec<Vec<i8>>, X), String>,
+) -> Result<(Emulation, X)> {
     let machine = board.core.qemu_machine();
     let opts = RunOptions { timeout, count_instructions: true, plugin_dir: Some(plugin_dir.to_owned()) };
     let out = match run_elf(board.core, elf, &opts) {
@@ -117,7 +131,7 @@ pub fn emulate(
         };
         return Err(fail(format!("the firmware failed ({why}, exit code {})", out.exit_code)));
     }
-    let outputs = parse_outputs(&out.stdout, output_lens).map_err(fail)?;
+    let (outputs, extra) = parse(&out.stdout).map_err(fail)?;
     let counts = out.instructions.clone().ok_or_else(|| fail("no instruction counts".into()))?;
     let regions = counts.regions();
     let ids: Vec<u32> = regions.iter().map(|r| r.id).collect();
@@ -127,13 +141,14 @@ pub fn emulate(
     }
     let stack = out.stack().ok_or_else(|| fail("no `mote: stack` line".into()))?;
     let sizes = elf_sizes(elf)?;
-    Ok(Emulation {
+    let run = Emulation {
         outputs,
         layers: regions.iter().map(|r| (r.id, r.instructions)).collect(),
         total_instructions: counts.total,
         stack,
         sizes,
-    })
+    };
+    Ok((run, extra))
 }
 
 #[cfg(test)]

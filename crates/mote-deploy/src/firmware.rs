@@ -138,14 +138,14 @@ pub struct FirmwareDir {
 }
 
 /// 64-bit FNV-1a, a stable hash (unlike `DefaultHasher`, whose output may change between Rust releases).
-struct Fnv(u64);
+pub(crate) struct Fnv(u64);
 
 impl Fnv {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Fnv(0xcbf2_9ce4_8422_2325)
     }
 
-    fn bytes(&mut self, b: &[u8]) -> &mut Self {
+    pub(crate) fn bytes(&mut self, b: &[u8]) -> &mut Self {
         // Length first, so that consecutive fields cannot run into each other.
         for &x in (b.len() as u64).to_le_bytes().iter().chain(b) {
             self.0 = (self.0 ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
@@ -293,17 +293,31 @@ pub fn write_firmware(paths: &Paths, spec: &FirmwareSpec<'_>) -> Result<Firmware
         }
     }
     let mut h = Fnv::new();
-    for (path, text) in &c.files {
-        h.bytes(path.to_string_lossy().as_bytes()).bytes(text.as_bytes());
-    }
     for data in spec.inputs {
         h.bytes(&data.iter().map(|&v| v as u8).collect::<Vec<u8>>());
     }
-    let l = spec.limits;
-    h.bytes(spec.board.core.name().as_bytes()).bytes(spec.model_crate.as_bytes());
+    write_work(paths, spec.board, c, spec.model_crate, spec.limits, &main_rs(spec), h)
+}
+
+/// Writes the model crate and a firmware crate with `main` as its `src/main.rs` into a work directory named by
+/// a hash of everything that goes into the build (`h`, already fed with the caller's own data, goes on with the
+/// rest).
+pub(crate) fn write_work(
+    paths: &Paths,
+    board: &Board,
+    c: &Compiled,
+    model_crate: &str,
+    l: MemoryLimits,
+    main: &str,
+    mut h: Fnv,
+) -> Result<FirmwareDir> {
+    for (path, text) in &c.files {
+        h.bytes(path.to_string_lossy().as_bytes()).bytes(text.as_bytes());
+    }
+    h.bytes(board.core.name().as_bytes()).bytes(model_crate.as_bytes());
     h.bytes(&[l.flash, l.ram, l.stack].map(u64::to_le_bytes).concat());
-    h.bytes(paths.runtime.to_string_lossy().as_bytes()).bytes(main_rs(spec).as_bytes());
-    let package = format!("fw-{}-{:016x}", package_part(&spec.board.name), h.0);
+    h.bytes(paths.runtime.to_string_lossy().as_bytes()).bytes(main.as_bytes());
+    let package = format!("fw-{}-{:016x}", package_part(&board.name), h.0);
     let work = paths.target_dir.join("work").join(&package);
 
     for (rel, text) in &c.files {
@@ -313,8 +327,8 @@ pub fn write_firmware(paths: &Paths, spec: &FirmwareSpec<'_>) -> Result<Firmware
         write_if_changed(&work.join("model").join(rel), text.as_bytes())?;
     }
     let crate_dir = work.join("firmware");
-    write_if_changed(&crate_dir.join("Cargo.toml"), cargo_toml(&package, &paths.runtime, spec.model_crate).as_bytes())?;
-    write_if_changed(&crate_dir.join("src/main.rs"), main_rs(spec).as_bytes())?;
+    write_if_changed(&crate_dir.join("Cargo.toml"), cargo_toml(&package, &paths.runtime, model_crate).as_bytes())?;
+    write_if_changed(&crate_dir.join("src/main.rs"), main.as_bytes())?;
     let lock = crate_dir.join("Cargo.lock");
     if !lock.exists() {
         if let Ok(seed) = std::fs::read(&paths.firmware_lock) {

@@ -9,8 +9,12 @@
 //! 4. [`build`]: cross-compile for the board's core, linked with a memory map of the board's sizes;
 //! 5. [`emulate`]: run it in QEMU counting instructions per layer;
 //! 6. [`Report`]: compare with the host bit for bit, and render text, JSON or HTML.
+//!
+//! `mote eval --board` runs a whole test set the same way, in as few firmwares as the flash allows: see
+//! [`write_batch_firmware`], [`emulate_batch`] and [`samples_per_firmware`].
 #![deny(missing_docs)]
 
+mod batch;
 mod board;
 pub use mote_codegen::{ArenaReport, CompileOptions, Compiled, IoInfo, LayerInfo, TensorInfo};
 pub use mote_plan::Strategy;
@@ -24,6 +28,10 @@ mod report;
 
 use std::path::{Path, PathBuf};
 
+pub use batch::{
+    emulate_batch, parse_batch_outputs, samples_per_firmware, split_even, write_batch_firmware, BatchEmulation,
+    BatchSpec,
+};
 pub use board::{known_board_names, search_dirs, Board, BoardSource, BOARDS_ENV};
 pub use emulate::{emulate, parse_outputs, Emulation};
 pub use error::{DeployError, Result};
