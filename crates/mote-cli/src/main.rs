@@ -39,6 +39,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `mote ... | head` must end quietly like other Unix tools, not panic on the closed pipe.
+    sigpipe::reset();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect(a) => inspect::main(a),

@@ -152,3 +152,21 @@ fn wrong_or_missing_npz_inputs_are_clear_errors() {
     assert_error(&out, &["/nonexistent/in.npz"]);
     assert!(!out_path.exists(), "no output file on error");
 }
+
+#[test]
+fn a_closed_output_pipe_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    // As `mote inspect MODEL | head -1`: the reader goes away after one line.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mote"))
+        .args(["inspect", &example("torch-encoder", "kws_encoder_op17.onnx")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("model "), "{first}");
+    let out = child.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", String::from_utf8_lossy(&out.stderr));
+}
