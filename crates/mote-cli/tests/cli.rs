@@ -155,18 +155,16 @@ fn wrong_or_missing_npz_inputs_are_clear_errors() {
 
 #[test]
 fn a_closed_output_pipe_ends_quietly() {
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    // As `mote inspect MODEL | head -1`: the reader goes away after one line.
+    // As `mote inspect MODEL | head -0`: the reader is gone before mote prints (loading the model comes first),
+    // so every write hits a closed pipe.
     let mut child = Command::new(env!("CARGO_BIN_EXE_mote"))
         .args(["inspect", &example("torch-encoder", "kws_encoder_op17.onnx")])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    assert!(first.starts_with("model "), "{first}");
+    drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", String::from_utf8_lossy(&out.stderr));
 }
