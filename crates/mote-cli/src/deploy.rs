@@ -2,10 +2,9 @@
 //! bit against the host reference, and report memory, instructions per layer and the estimated latency.
 //! Exit 0 when bit-exact, 1 on a mismatch, 2 on errors (returned as `Err`, printed by main).
 use crate::compile::{compile_for_board, fit_line, parse_input_type, PlanStrategy};
-use crate::io::{bind_inputs, parse_shape};
+use crate::io::{bind_inputs, parse_shape, spinner};
 use crate::EXIT_MISMATCH;
 use anyhow::{bail, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use mote_core::DType;
 use mote_deploy::{
     build, check_fit, emulate, group, mismatch_phrase, sample_inputs, write_firmware, FirmwareSpec, MemoryLimits,
@@ -53,17 +52,6 @@ pub struct Args {
     input_types: Vec<(String, DType)>,
 }
 
-/// A spinner on stderr for a long step; hidden when stderr is not a terminal or with `--json`.
-fn spinner(quiet: bool, message: String) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let style =
-        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner());
-    let bar = ProgressBar::new_spinner().with_style(style).with_message(message);
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
-}
 
 /// Runs `mote deploy`.
 pub fn main(a: Args) -> Result<ExitCode> {

@@ -9,7 +9,7 @@
 //! chunks when the samples take more than half the flash the model leaves). Every sample's
 //! int8 outputs are compared bit for bit with the host int8 reference; a mismatch is exit 1.
 use crate::compile::compile_for_board;
-use crate::io::{convert_input, load_model, parse_shape};
+use crate::io::{convert_input, load_model, parse_shape, spinner};
 use crate::EXIT_MISMATCH;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -248,17 +248,6 @@ fn ratio(k: usize, n: usize) -> String {
     format!("{:.2}% ({k}/{n})", 100.0 * k as f64 / n as f64)
 }
 
-/// A spinner on stderr for a long step, or a hidden one.
-fn spinner(quiet: bool, message: String) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let style =
-        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner());
-    let bar = ProgressBar::new_spinner().with_style(style).with_message(message);
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
-}
 
 /// A progress bar over `len` samples on stderr, or a hidden one.
 fn sample_bar(quiet: bool, len: usize, what: &str) -> ProgressBar {

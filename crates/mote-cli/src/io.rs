@@ -85,3 +85,18 @@ pub fn bind_outputs(g: &Graph, path: &Path) -> Result<Vec<(String, Tensor)>> {
         })
         .collect())
 }
+
+/// A spinner on stderr for a long step (build, emulation); hidden with `quiet` (e.g. `--json`) or when stderr is
+/// not a terminal.
+pub fn spinner(quiet: bool, message: String) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style =
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let bar = ProgressBar::new_spinner().with_style(style).with_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
