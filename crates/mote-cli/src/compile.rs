@@ -56,19 +56,26 @@ pub struct Args {
     /// Replace the output directory if it exists.
     #[arg(long)]
     force: bool,
-    /// Stack bytes reserved in SRAM besides the arena, for the fit check.
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+/// Options shared by `mote compile` and `mote deploy`: how the model is compiled for the board.
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// Stack bytes reserved at the top of SRAM besides the arena (the firmware's memory map and the fit check).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_BYTES)]
-    stack: u64,
+    pub stack: u64,
     /// Arena planning strategy.
     #[arg(long, value_enum, default_value_t)]
-    strategy: PlanStrategy,
+    pub strategy: PlanStrategy,
     /// Static shape for a model input, e.g. `--shape x=1x16x64` (repeatable).
     #[arg(long = "shape", value_parser = parse_shape)]
-    shapes: Vec<(String, Vec<usize>)>,
+    pub shapes: Vec<(String, Vec<usize>)>,
     /// Device type of an exact-integer graph's input, e.g. `--input-type input=u8` (i8, u8, i16, i32;
     /// default i8; repeatable). Ignored for int8 (QDQ) models.
     #[arg(long = "input-type", value_name = "NAME=TYPE", value_parser = parse_input_type)]
-    input_types: Vec<(String, DType)>,
+    pub input_types: Vec<(String, DType)>,
 }
 
 /// Parses `name=u8` into an input name and its device type.
@@ -158,13 +165,13 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let fb = compile_for_board(
         &a.model,
         &a.board,
-        &a.shapes,
-        &a.input_types,
+        &a.build.shapes,
+        &a.build.input_types,
         a.name.as_deref(),
-        a.strategy.into(),
+        a.build.strategy.into(),
         a.c_abi,
     )?;
-    let fit = check_fit(&fb.board, &fb.compiled, a.stack, 0)?;
+    let fit = check_fit(&fb.board, &fb.compiled, a.build.stack, 0)?;
     let mut files = fb.compiled.files.clone();
     if a.c_abi {
         let header_name = format!("{}.h", fb.crate_name.replace('-', "_"));

@@ -1,14 +1,13 @@
 //! `mote deploy`: compile a model for a board, run it on the board's emulated core, check its int8 outputs bit for
 //! bit against the host reference, and report memory, instructions per layer and the estimated latency.
 //! Exit 0 when bit-exact, 1 on a mismatch, 2 on errors (returned as `Err`, printed by main).
-use crate::compile::{compile_for_board, fit_line, parse_input_type, PlanStrategy};
-use crate::io::{bind_inputs, parse_shape, spinner};
+use crate::compile::{compile_for_board, fit_line, BuildArgs};
+use crate::io::{bind_inputs, spinner};
 use crate::EXIT_MISMATCH;
 use anyhow::{bail, Result};
-use mote_core::DType;
 use mote_deploy::{
     build, check_fit, emulate, group, mismatch_phrase, sample_inputs, write_firmware, FirmwareSpec, MemoryLimits,
-    Report, DEFAULT_STACK_BYTES,
+    Report,
 };
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -37,21 +36,9 @@ pub struct Args {
     /// Stop the emulation after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 120.0)]
     timeout: f64,
-    /// Stack bytes reserved at the top of SRAM (the firmware's memory map and the fit check).
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_BYTES)]
-    stack: u64,
-    /// Arena planning strategy.
-    #[arg(long, value_enum, default_value_t)]
-    strategy: PlanStrategy,
-    /// Static shape for a model input, e.g. `--shape x=1x16x64` (repeatable).
-    #[arg(long = "shape", value_parser = parse_shape)]
-    shapes: Vec<(String, Vec<usize>)>,
-    /// Device type of an exact-integer graph's input, e.g. `--input-type input=u8` (i8, u8, i16, i32;
-    /// default i8; repeatable). Ignored for int8 (QDQ) models.
-    #[arg(long = "input-type", value_name = "NAME=TYPE", value_parser = parse_input_type)]
-    input_types: Vec<(String, DType)>,
+    #[command(flatten)]
+    build: BuildArgs,
 }
-
 
 /// Runs `mote deploy`.
 pub fn main(a: Args) -> Result<ExitCode> {
@@ -60,7 +47,15 @@ pub fn main(a: Args) -> Result<ExitCode> {
     }
     let quiet = a.json;
     let step = spinner(quiet, format!("compiling {} for {}", a.model.display(), a.board));
-    let fb = compile_for_board(&a.model, &a.board, &a.shapes, &a.input_types, None, a.strategy.into(), false);
+    let fb = compile_for_board(
+        &a.model,
+        &a.board,
+        &a.build.shapes,
+        &a.build.input_types,
+        None,
+        a.build.strategy.into(),
+        false,
+    );
     step.finish_and_clear();
     let fb = fb?;
     let board = &fb.board;
@@ -77,13 +72,13 @@ pub fn main(a: Args) -> Result<ExitCode> {
             anyhow::anyhow!("{}: host reference: {e}{hint}", a.model.display())
         })?;
     let input_bytes: u64 = device_inputs.iter().map(|v| v.len() as u64).sum();
-    let fit = check_fit(board, &fb.compiled, a.stack, input_bytes)?;
+    let fit = check_fit(board, &fb.compiled, a.build.stack, input_bytes)?;
     // Progress output, like the spinners: only on a terminal.
     let progress = !quiet && std::io::stderr().is_terminal();
     if progress {
         eprintln!("{}", fit_line(board, &fit));
     }
-    let limits = MemoryLimits::for_board(board, a.stack)?;
+    let limits = MemoryLimits::for_board(board, a.build.stack)?;
     // Tools first: a missing emulator or target is reported before a long build.
     mote_qemu::check_qemu(board.core)?;
     mote_qemu::check_target(board.core)?;

@@ -248,7 +248,6 @@ fn ratio(k: usize, n: usize) -> String {
     format!("{:.2}% ({k}/{n})", 100.0 * k as f64 / n as f64)
 }
 
-
 /// A progress bar over `len` samples on stderr, or a hidden one.
 fn sample_bar(quiet: bool, len: usize, what: &str) -> ProgressBar {
     if quiet {
