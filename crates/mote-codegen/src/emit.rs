@@ -221,7 +221,7 @@ impl<'a> Emitter<'a> {
             if place(g.nodes[layer.nodes[0]].inputs[0]) != place(node.outputs[0]) {
                 bail!("in-place layer whose input and output were planned apart");
             }
-            let call = self.in_place(layer)?;
+            let call = self.in_place(id, layer, place, *out)?;
             return self.block(*out, &call);
         }
         if layer.fusion != Fusion::Single {
@@ -688,11 +688,43 @@ impl<'a> Emitter<'a> {
         }
     }
 
+    /// mote's int8 element-wise ops over their first operand (`out` holds it on entry), or `None`.
+    fn int8_in_place(
+        &mut self,
+        id: u32,
+        node: &Node,
+        place: &dyn Fn(TensorId) -> Place,
+        out: Out,
+    ) -> Result<Option<String>> {
+        let op = node.op.as_any();
+        Ok(Some(if let Some(q) = op.downcast_ref::<QLut>() {
+            let t = self.static_array(format!("L{id}_TABLE"), "i8", &q.table[..], 256, &format!("{} at int8", q.label));
+            format!("activation::lut_i8_in_place(out, &{t})?;")
+        } else if let Some(q) = op.downcast_ref::<Requantize>() {
+            let (m, s) = self.rescale(id, &q.rescale);
+            format!(
+                "let rq = FixedPointRequant::new(&{m}, &{s}, {}, -128, 127)?;\n        requant::rescale_in_place(out, {}, &rq)?;",
+                q.y_zero_point, -q.x_zero_point
+            )
+        } else if let Some(q) = op.downcast_ref::<QBinary>() {
+            let b = self.read(node.inputs[1], place(node.inputs[1]), out)?;
+            let y = shape_of(self.g, node.outputs[0]);
+            let inner = broadcast_inner(&shape_of(self.g, node.inputs[1]), &y)
+                .ok_or_else(|| mote_core::Error::Unsupported("in-place broadcast".into()))?;
+            binary_call(q.kind, "out", &b, inner, true)
+        } else {
+            return Ok(None);
+        }))
+    }
+
     /// An element-wise layer that overwrites its input (`out` holds the input on entry).
-    fn in_place(&mut self, layer: &Layer) -> Result<String> {
+    fn in_place(&mut self, id: u32, layer: &Layer, place: &dyn Fn(TensorId) -> Place, out: Out) -> Result<String> {
         let g = self.g;
         let first = &g.nodes[layer.nodes[0]];
         let last = &g.nodes[layer.nodes[layer.nodes.len() - 1]];
+        if let Some(call) = self.int8_in_place(id, first, place, out)? {
+            return Ok(call);
+        }
         let Some(p) = last.op.as_any().downcast_ref::<RequantShift>() else {
             bail!("an in-place layer ends in RequantShift")
         };
@@ -829,27 +861,7 @@ impl<'a> Emitter<'a> {
         let inner = broadcast_inner(&bs, y).ok_or_else(|| {
             mote_core::Error::Unsupported(format!("broadcasting {bs:?} to {y:?} (one operand must be full size)"))
         })?;
-        Ok(match kind {
-            QBinaryKind::Add(p) => format!(
-                "elementwise::add_requant({a}, {b}, {inner}, &AddRequant {{ input1_offset: {}, input1_multiplier: {}, input1_shift: {}, input2_offset: {}, input2_multiplier: {}, input2_shift: {}, left_shift: {}, output_multiplier: {}, output_shift: {}, output_offset: {}, act_min: {}, act_max: {} }}, out)?;",
-                p.input1_offset,
-                p.input1_multiplier,
-                p.input1_shift,
-                p.input2_offset,
-                p.input2_multiplier,
-                p.input2_shift,
-                p.left_shift,
-                p.output_multiplier,
-                p.output_shift,
-                p.output_offset,
-                p.act_min,
-                p.act_max
-            ),
-            QBinaryKind::Mul(p) => format!(
-                "elementwise::mul_requant({a}, {b}, {inner}, &MulRequant {{ input1_offset: {}, input2_offset: {}, output_multiplier: {}, output_shift: {}, output_offset: {}, act_min: {}, act_max: {} }}, out)?;",
-                p.input1_offset, p.input2_offset, p.output_multiplier, p.output_shift, p.output_offset, p.act_min, p.act_max
-            ),
-        })
+        Ok(binary_call(kind, &a, &b, inner, false))
     }
 
     /// The crate's files.
@@ -1111,6 +1123,32 @@ fn panic(_: &core::panic::PanicInfo) -> ! {{
 }}
 "#
     )
+}
+
+/// The kernel call of a requantized add/mul (`b` repeats with period `inner`), out of place or over `a`.
+fn binary_call(kind: QBinaryKind, a: &str, b: &str, inner: usize, in_place: bool) -> String {
+    let (suffix, out) = if in_place { ("_in_place", "") } else { ("", ", out") };
+    match kind {
+            QBinaryKind::Add(p) => format!(
+                "elementwise::add_requant{suffix}({a}, {b}, {inner}, &AddRequant {{ input1_offset: {}, input1_multiplier: {}, input1_shift: {}, input2_offset: {}, input2_multiplier: {}, input2_shift: {}, left_shift: {}, output_multiplier: {}, output_shift: {}, output_offset: {}, act_min: {}, act_max: {} }}{out})?;",
+                p.input1_offset,
+                p.input1_multiplier,
+                p.input1_shift,
+                p.input2_offset,
+                p.input2_multiplier,
+                p.input2_shift,
+                p.left_shift,
+                p.output_multiplier,
+                p.output_shift,
+                p.output_offset,
+                p.act_min,
+                p.act_max
+            ),
+            QBinaryKind::Mul(p) => format!(
+                "elementwise::mul_requant{suffix}({a}, {b}, {inner}, &MulRequant {{ input1_offset: {}, input2_offset: {}, output_multiplier: {}, output_shift: {}, output_offset: {}, act_min: {}, act_max: {} }}{out})?;",
+                p.input1_offset, p.input2_offset, p.output_multiplier, p.output_shift, p.output_offset, p.act_min, p.act_max
+            ),
+        }
 }
 
 /// `inner` such that `b[(i / inner) % b.len()]` is numpy broadcasting of `b` to `y`, if any.

@@ -20,6 +20,7 @@ use mote_core::ops::conv::Conv;
 use mote_core::ops::deeploy::{IGelu, IHardswish, RequantShift};
 use mote_core::ops::elementwise::{Binary, BinaryKind};
 use mote_core::ops::matmul::MatMul;
+use mote_core::ops::quant::{QBinary, QLut, Requantize};
 use mote_core::passes::narrow::{fits, Narrowing};
 use mote_core::{DType, Graph, Node, NodeId, TensorId};
 
@@ -54,11 +55,18 @@ pub struct Layer {
 }
 
 /// The layer maps each element of its first input to the same element of its output, with an
-/// in-place kernel (`requantize_in_place`, `i{gelu,hardswish}_requant_in_place`) when output and
-/// input share their type: a single `RequantShift`, or an activation + `RequantShift` (int8).
+/// in-place kernel when output and input share their type: a single `RequantShift`, an activation
+/// + `RequantShift` (int8), or one of mote's int8 `QLut`, `Requantize`, `QAdd`/`QMul`.
 pub fn element_wise(g: &Graph, layer: &Layer) -> bool {
     match layer.fusion {
-        Fusion::Single => rqs(&g.nodes[layer.nodes[0]]).is_some(),
+        Fusion::Single => {
+            let n = &g.nodes[layer.nodes[0]];
+            let op = n.op.as_any();
+            // mote's int8 ops with in-place kernels: tables, rescales, and residual add/mul that write over
+            // their first operand (never when both operands are the same tensor).
+            let int8 = op.is::<QLut>() || op.is::<Requantize>() || (op.is::<QBinary>() && n.inputs[0] != n.inputs[1]);
+            rqs(n).is_some() || int8
+        }
         Fusion::Activation => true,
         _ => false,
     }

@@ -104,7 +104,11 @@ fn digits_model_matches_the_host_reference_bit_for_bit() {
     let calib: Vec<Vec<Tensor>> = (0..16).map(|i| vec![sample(&calib, i)]).collect();
     let g = int8(&dir.join("digits_encoder.onnx"), &calib);
     let x = mote_core::npz::read(dir.join("digits_encoder.inputs.npz")).unwrap().remove(0).1;
-    check("digits_model", &g, vec![x]);
+    let (c, _) = check("digits_model", &g, vec![x]);
+    // Residual adds, GELU tables and scalings write over their last-read input (and stay bit-exact above).
+    let lib = &c.files.iter().find(|(p, _)| p.ends_with("lib.rs")).unwrap().1;
+    assert_eq!(lib.matches("add_requant_in_place(out").count(), 5, "5 residual/embedding adds in place");
+    assert!(lib.contains("lut_i8_in_place(out"));
 }
 
 #[test]

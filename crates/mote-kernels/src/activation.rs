@@ -146,6 +146,16 @@ pub fn lut_i8<T: Copy>(x: &[i8], table: &[T; 256], out: &mut [T]) -> Result<(), 
     Ok(())
 }
 
+/// [`lut_i8`] writing over its input (int8 to int8 tables).
+pub fn lut_i8_in_place(x: &mut [i8], table: &[i8; 256]) -> Result<(), KernelError> {
+    for v in x.iter_mut() {
+        if let Some(&t) = table.get(usize::from(*v as u8 ^ 0x80)) {
+            *v = t;
+        }
+    }
+    Ok(())
+}
+
 /// Table lookup on uint8: `out[i] = table[x[i]]`.
 pub fn lut_u8<T: Copy>(x: &[u8], table: &[T; 256], out: &mut [T]) -> Result<(), KernelError> {
     if x.len() != out.len() {
@@ -308,6 +318,20 @@ mod tests {
             for i in 0..n {
                 prop_assert_eq!(out[i], table[(i32::from(x[i]) + 128) as usize]);
             }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn lut_in_place_equals_out_of_place(x in proptest::collection::vec(any::<i8>(), 0..70), seed in any::<u64>()) {
+            let mut rng = Lcg(seed);
+            let t: std::vec::Vec<i8> = rng.vec_i8(256);
+            let table: [i8; 256] = t.try_into().unwrap();
+            let mut out = vec![0i8; x.len()];
+            lut_i8(&x, &table, &mut out).unwrap();
+            let mut inplace = x.clone();
+            lut_i8_in_place(&mut inplace, &table).unwrap();
+            prop_assert_eq!(inplace, out);
         }
     }
 }

@@ -40,6 +40,34 @@ fn broadcast_map<A: Copy, B: Copy, O>(
     Ok(())
 }
 
+/// [`broadcast_map`] writing `f(a_i, b_j)` over `a`.
+fn broadcast_map_in_place<A: Copy, B: Copy>(
+    a: &mut [A],
+    b: &[B],
+    inner: usize,
+    f: impl Fn(A, B) -> A,
+) -> Result<(), KernelError> {
+    let block = b.len().checked_mul(inner).ok_or(KernelError::ShapeMismatch)?;
+    if inner == 0 || block == 0 || a.len().checked_rem(block) != Some(0) {
+        return Err(KernelError::ShapeMismatch);
+    }
+    let (mut bi, mut k) = (0, 0);
+    for x in a.iter_mut() {
+        if let Some(&bv) = b.get(bi) {
+            *x = f(*x, bv);
+        }
+        k += 1;
+        if k == inner {
+            k = 0;
+            bi += 1;
+            if bi == b.len() {
+                bi = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Deeploy `Add`: `out = a + b` in `i32` (wrapping; exact for operands of 8/16 bits).
 ///
 /// Broadcasting: see the module docs. Errors: lengths violating the rule, `inner = 0`.
@@ -167,6 +195,23 @@ pub fn add_requant<A: IntElem, B: IntElem, T: IntElem>(
     p: &AddRequant,
     out: &mut [T],
 ) -> Result<(), KernelError> {
+    let f = add_fn::<A, B, T>(p)?;
+    broadcast_map(a, b, inner, out, |x, y| T::from_i32_sat(f(x.to_i32(), y.to_i32())))
+}
+
+/// [`add_requant`] writing over `a` (a residual add whose first operand is not read again).
+pub fn add_requant_in_place<B: IntElem>(
+    a: &mut [i8],
+    b: &[B],
+    inner: usize,
+    p: &AddRequant,
+) -> Result<(), KernelError> {
+    let f = add_fn::<i8, B, i8>(p)?;
+    broadcast_map_in_place(a, b, inner, |x, y| i8::from_i32_sat(f(x.to_i32(), y.to_i32())))
+}
+
+/// Validates `p` for the element types and returns the element function of [`add_requant`].
+fn add_fn<A: IntElem, B: IntElem, T: IntElem>(p: &AddRequant) -> Result<impl Fn(i32, i32) -> i32 + '_, KernelError> {
     check_q31(p.input1_shift, p.input1_multiplier)?;
     check_q31(p.input2_shift, p.input2_multiplier)?;
     check_q31(p.output_shift, p.output_multiplier)?;
@@ -177,15 +222,15 @@ pub fn add_requant<A: IntElem, B: IntElem, T: IntElem>(
         return Err(KernelError::InvalidParam);
     }
     check_range::<T>(p.act_min, p.act_max)?;
-    broadcast_map(a, b, inner, out, |x, y| {
-        let x = (x.to_i32() + p.input1_offset) << p.left_shift;
-        let y = (y.to_i32() + p.input2_offset) << p.left_shift;
+    Ok(move |x: i32, y: i32| {
+        let x = (x + p.input1_offset) << p.left_shift;
+        let y = (y + p.input2_offset) << p.left_shift;
         let x = multiply_by_quantized_multiplier(x, p.input1_multiplier, p.input1_shift);
         let y = multiply_by_quantized_multiplier(y, p.input2_multiplier, p.input2_shift);
         let sum = x.wrapping_add(y);
         let r =
             multiply_by_quantized_multiplier(sum, p.output_multiplier, p.output_shift).wrapping_add(p.output_offset);
-        T::from_i32_sat(r.max(p.act_min).min(p.act_max))
+        r.max(p.act_min).min(p.act_max)
     })
 }
 
@@ -200,6 +245,23 @@ pub fn mul_requant<A: IntElem, B: IntElem, T: IntElem>(
     p: &MulRequant,
     out: &mut [T],
 ) -> Result<(), KernelError> {
+    let f = mul_fn::<A, B, T>(p)?;
+    broadcast_map(a, b, inner, out, |x, y| T::from_i32_sat(f(x.to_i32(), y.to_i32())))
+}
+
+/// [`mul_requant`] writing over `a`.
+pub fn mul_requant_in_place<B: IntElem>(
+    a: &mut [i8],
+    b: &[B],
+    inner: usize,
+    p: &MulRequant,
+) -> Result<(), KernelError> {
+    let f = mul_fn::<i8, B, i8>(p)?;
+    broadcast_map_in_place(a, b, inner, |x, y| i8::from_i32_sat(f(x.to_i32(), y.to_i32())))
+}
+
+/// Validates `p` for the element types and returns the element function of [`mul_requant`].
+fn mul_fn<A: IntElem, B: IntElem, T: IntElem>(p: &MulRequant) -> Result<impl Fn(i32, i32) -> i32 + '_, KernelError> {
     check_q31(p.output_shift, p.output_multiplier)?;
     check_offset(p.input1_offset)?;
     check_offset(p.input2_offset)?;
@@ -207,11 +269,11 @@ pub fn mul_requant<A: IntElem, B: IntElem, T: IntElem>(
         return Err(KernelError::InvalidParam);
     }
     check_range::<T>(p.act_min, p.act_max)?;
-    broadcast_map(a, b, inner, out, |x, y| {
-        let prod = (x.to_i32() + p.input1_offset) * (y.to_i32() + p.input2_offset);
+    Ok(move |x: i32, y: i32| {
+        let prod = (x + p.input1_offset) * (y + p.input2_offset);
         let r =
             multiply_by_quantized_multiplier(prod, p.output_multiplier, p.output_shift).wrapping_add(p.output_offset);
-        T::from_i32_sat(r.max(p.act_min).min(p.act_max))
+        r.max(p.act_min).min(p.act_max)
     })
 }
 
@@ -450,6 +512,36 @@ mod tests {
             let mut o = [0i32; 1];
             true_integer_div(&[x], k, &mut o).unwrap();
             prop_assert_eq!(i64::from(o[0]), i64::from(x) * want);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn in_place_add_and_mul_equal_out_of_place(
+            (n, inner, a, b) in (1usize..4, 1usize..5, 1usize..4).prop_flat_map(|(blocks, inner, blen)| {
+                let n = blocks * blen * inner;
+                (Just(n), Just(inner), proptest::collection::vec(any::<i8>(), n), proptest::collection::vec(any::<i8>(), blen))
+            }),
+            m in (1i32 << 30)..i32::MAX, s in -31i32..=0, zp in -128i32..=127,
+        ) {
+            let add = AddRequant {
+                input1_offset: 3, input1_multiplier: m, input1_shift: -1, input2_offset: -7, input2_multiplier: m / 2,
+                input2_shift: -1, left_shift: 20, output_multiplier: m, output_shift: (s - 18).max(-31), output_offset: zp,
+                act_min: -128, act_max: 127,
+            };
+            let mut out = vec![0i8; n];
+            add_requant(&a, &b, inner, &add, &mut out).unwrap();
+            let mut inplace = a.clone();
+            add_requant_in_place(&mut inplace, &b, inner, &add).unwrap();
+            prop_assert_eq!(&inplace, &out);
+            let mul = MulRequant {
+                input1_offset: 5, input2_offset: -2, output_multiplier: m, output_shift: s, output_offset: zp,
+                act_min: -128, act_max: 127,
+            };
+            mul_requant(&a, &b, inner, &mul, &mut out).unwrap();
+            let mut inplace = a.clone();
+            mul_requant_in_place(&mut inplace, &b, inner, &mul).unwrap();
+            prop_assert_eq!(inplace, out);
         }
     }
 }

@@ -373,6 +373,19 @@ pub fn rescale<I: IntElem, T: IntElem>(
     Ok(())
 }
 
+/// [`rescale`] writing over its int8 input.
+pub fn rescale_in_place(x: &mut [i8], input_offset: i32, rq: &FixedPointRequant<'_>) -> Result<(), KernelError> {
+    let (lo, hi) = rq.bounds();
+    check_range::<i8>(lo, hi)?;
+    if rq.channels() != 1 || !(-256..=256).contains(&input_offset) {
+        return Err(KernelError::InvalidParam);
+    }
+    for v in x.iter_mut() {
+        *v = i8::from_i32_sat(rq.apply(i32::from(*v) + input_offset, 0));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::float_arithmetic)]
 mod tests {
@@ -544,6 +557,9 @@ mod tests {
                 let want = model_q31(i32::from(v) + off, m, s).wrapping_add(zp).clamp(-128, 127);
                 prop_assert_eq!(i32::from(o), want);
             }
+            let mut inplace = x.clone();
+            rescale_in_place(&mut inplace, off, &rq).unwrap();
+            prop_assert_eq!(inplace, out);
         }
 
         #[test]
