@@ -36,6 +36,11 @@ fn one_input<'a>(inputs: &[InputFact<'a>]) -> Result<&'a TensorType> {
     Ok(inputs[0].ty)
 }
 
+/// Ops that only move or select values (their output holds input values, none computed): their
+/// int8 form is the same op on the bytes, and value ranges pass through them.
+pub const DATA_MOVEMENT: &[&str] =
+    &["Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Gather", "Split", "Expand", "Tile"];
+
 /// Resolves an ONNX Reshape target: `0` copies the input dim (unless `allowzero`),
 /// one `-1` is inferred. The element count must match.
 pub fn resolve_reshape(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>> {

@@ -32,7 +32,7 @@ use crate::ops::deeploy::{
 };
 use crate::ops::elementwise::{Binary, BinaryKind};
 use crate::ops::matmul::{Gemm, MatMul};
-use crate::ops::shape::Concat;
+use crate::ops::shape::{Concat, DATA_MOVEMENT};
 use crate::{bail, DType, Graph, Node, Result, TensorId};
 
 /// An inclusive interval of integer values.
@@ -349,19 +349,7 @@ fn step(g: &Graph, node: &Node, nw: &mut Narrowing) -> std::result::Result<(), S
         }
         let r = ins.iter().fold(ins[0].0, |acc, x| (acc.0.min(x.0 .0), acc.1.max(x.0 .1)));
         set(nw, out, r, d);
-    } else if matches!(
-        node.op.name(),
-        "Reshape"
-            | "Flatten"
-            | "Squeeze"
-            | "Unsqueeze"
-            | "Transpose"
-            | "Slice"
-            | "Gather"
-            | "Split"
-            | "Expand"
-            | "Tile"
-    ) {
+    } else if DATA_MOVEMENT.contains(&node.op.name()) {
         for &o in &node.outputs {
             set(nw, o, ins[0].0, ins[0].1);
         }

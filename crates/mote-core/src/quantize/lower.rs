@@ -18,6 +18,7 @@ use crate::ops::quant::{
     DequantizeLinear, QBinary, QBinaryKind, QConv, QLayerNorm, QLinear, QLut, QMatMul, QMean, QSoftmax, QuantizeLinear,
     Requantize, Rescale,
 };
+use crate::ops::shape::DATA_MOVEMENT;
 use crate::{bail, DType, Error, Graph, Node, NodeId, Op, QuantParams, Result, Tensor, TensorId};
 use mote_kernels::elementwise::{AddRequant, MulRequant};
 use mote_kernels::host::{layernorm_i8_params, quantize_multiplier, softmax_exp_table, softmax_out_recip};
@@ -551,22 +552,7 @@ impl Builder<'_> {
         if let Some(c) = op.downcast_ref::<Conv>() {
             return self.conv(isl, n, c);
         }
-        if op.is::<MaxPool>()
-            || matches!(
-                n.op.name(),
-                "Reshape"
-                    | "Flatten"
-                    | "Squeeze"
-                    | "Unsqueeze"
-                    | "Transpose"
-                    | "Slice"
-                    | "Gather"
-                    | "Split"
-                    | "Expand"
-                    | "Tile"
-                    | "Concat"
-            )
-        {
+        if op.is::<MaxPool>() || n.op.name() == "Concat" || DATA_MOVEMENT.contains(&n.op.name()) {
             return self.data_movement(isl, n);
         }
         bail!("no int8 lowering for {} yet", n.op.name())

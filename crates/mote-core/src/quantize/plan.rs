@@ -13,6 +13,7 @@ use crate::ops::conv::Conv;
 use crate::ops::elementwise::{Binary, BinaryKind};
 use crate::ops::matmul::{Gemm, MatMul};
 use crate::ops::nn::Softmax;
+use crate::ops::shape::DATA_MOVEMENT;
 use crate::{Graph, Result, Tensor, TensorId};
 use std::collections::HashMap;
 
@@ -49,22 +50,6 @@ pub struct QuantPlan {
     pub weights: Vec<WeightQuant>,
 }
 
-/// Ops whose output is a rearrangement (or subset) of their input's values: they reuse the
-/// input's parameters, so the int8 graph moves bytes without requantizing.
-const SAME_SCALE: &[&str] = &[
-    "Reshape",
-    "Flatten",
-    "Squeeze",
-    "Unsqueeze",
-    "Transpose",
-    "Slice",
-    "Gather",
-    "Split",
-    "Expand",
-    "Tile",
-    "MaxPool",
-];
-
 /// Builds the plan: calibrates every float activation whose name `in_model` accepts on
 /// `samples`, and quantizes the weights of MatMul/Gemm/Conv.
 pub fn plan(g: &Graph, samples: &[Vec<Tensor>], method: Method, in_model: &dyn Fn(&str) -> bool) -> Result<QuantPlan> {
@@ -79,7 +64,9 @@ pub fn plan(g: &Graph, samples: &[Vec<Tensor>], method: Method, in_model: &dyn F
     let mut same_as: HashMap<TensorId, TensorId> = HashMap::new();
     for n in &g.nodes {
         for &o in n.outputs.iter().filter(|&&o| float_act(o)) {
-            if SAME_SCALE.contains(&n.op.name()) && float_act(n.inputs[0]) {
+            // Data movement (and MaxPool, a subset of its input) reuses the input's parameters, so the
+            // int8 graph moves bytes without requantizing.
+            if (DATA_MOVEMENT.contains(&n.op.name()) || n.op.name() == "MaxPool") && float_act(n.inputs[0]) {
                 same_as.insert(o, *same_as.get(&n.inputs[0]).unwrap_or(&n.inputs[0]));
             }
             // A MatMul whose only use is a bias Add stays inside one int8 linear island.
