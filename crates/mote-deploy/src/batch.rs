@@ -14,7 +14,7 @@ use std::time::Duration;
 use mote_codegen::Compiled;
 
 use crate::emulate::{decode_hex, run_and_parse};
-use crate::firmware::{write_work, Fnv, OUTPUT_PREFIX};
+use crate::firmware::{buffers_and_run, input_static, write_work, Fnv, OUTPUT_PREFIX};
 use crate::{group, Board, DeployError, Emulation, FirmwareDir, MemoryLimits, Paths, Result, CODE_ESTIMATE_BYTES};
 
 /// What goes into one batch firmware.
@@ -137,37 +137,10 @@ fn batch_main_rs(spec: &BatchSpec<'_>) -> String {
         spec.board.name, spec.board.core, spec.samples, spec.samples
     );
     for (k, (io, data)) in c.inputs.iter().zip(spec.inputs).enumerate() {
-        let _ = writeln!(
-            s,
-            "/// Device input {k} `{}` (shape {:?}, scale {:e}, zero point {}) of every sample, stacked, quantized \
-             on the host (flash).",
-            io.name.replace('\n', " "),
-            io.shape,
-            io.scale,
-            io.zero_point
-        );
-        let _ = writeln!(s, "static INPUT_{k}: [i8; {}] = [", data.len());
-        for line in data.chunks(32) {
-            let vals: Vec<String> = line.iter().map(|v| v.to_string()).collect();
-            let _ = writeln!(s, "    {},", vals.join(", "));
-        }
-        let _ = writeln!(s, "];\n/// Bytes of device input {k} per sample.\nconst LEN_{k}: usize = {};\n", io.len);
+        input_static(&mut s, k, io, data, " of every sample, stacked,");
+        let _ = writeln!(s, "/// Bytes of device input {k} per sample.\nconst LEN_{k}: usize = {};\n", io.len);
     }
-    let _ = writeln!(s, "/// The arena and the output buffers, in one static (RAM, `.bss`).\nstruct Buffers {{");
-    let _ = writeln!(s, "    arena: model::Arena,");
-    for (k, io) in c.outputs.iter().enumerate() {
-        let _ = writeln!(s, "    output_{k}: [i8; {}],", io.len);
-    }
-    let _ = writeln!(s, "}}\n\nmote_fw::main!(run);\n\nfn run() -> i32 {{");
-    let init: Vec<String> = std::iter::once("arena: model::Arena::new()".to_string())
-        .chain(c.outputs.iter().enumerate().map(|(k, io)| format!("output_{k}: [0; {}]", io.len)))
-        .collect();
-    let _ = writeln!(
-        s,
-        "    let Some(b) = mote_fw::singleton!(Buffers = Buffers {{ {} }}) else {{\n        \
-         println!(\"mote-deploy: the buffers were taken twice\");\n        return 1;\n    }};",
-        init.join(", ")
-    );
+    buffers_and_run(&mut s, c);
     let _ = writeln!(s, "    for s in 0..SAMPLES {{\n        let first = s == 0;");
     let ins: Vec<String> =
         (0..c.inputs.len()).map(|k| format!("black_box(&INPUT_{k}[s * LEN_{k}..(s + 1) * LEN_{k}])")).collect();

@@ -208,36 +208,10 @@ fn main_rs(spec: &FirmwareSpec<'_>) -> String {
         spec.board.name, spec.board.core
     );
     for (k, (io, data)) in c.inputs.iter().zip(spec.inputs).enumerate() {
-        let _ = writeln!(
-            s,
-            "/// Device input {k} `{}` (shape {:?}, scale {:e}, zero point {}), quantized on the host (flash).",
-            io.name.replace('\n', " "),
-            io.shape,
-            io.scale,
-            io.zero_point
-        );
-        let _ = writeln!(s, "static INPUT_{k}: [i8; {}] = [", data.len());
-        for line in data.chunks(24) {
-            let vals: Vec<String> = line.iter().map(|v| v.to_string()).collect();
-            let _ = writeln!(s, "    {},", vals.join(", "));
-        }
-        let _ = writeln!(s, "];\n");
+        input_static(&mut s, k, io, data, ",");
+        s.push('\n');
     }
-    let _ = writeln!(s, "/// The arena and the output buffers, in one static (RAM, `.bss`).\nstruct Buffers {{");
-    let _ = writeln!(s, "    arena: model::Arena,");
-    for (k, io) in c.outputs.iter().enumerate() {
-        let _ = writeln!(s, "    output_{k}: [i8; {}],", io.len);
-    }
-    let _ = writeln!(s, "}}\n\nmote_fw::main!(run);\n\nfn run() -> i32 {{");
-    let init: Vec<String> = std::iter::once("arena: model::Arena::new()".to_string())
-        .chain(c.outputs.iter().enumerate().map(|(k, io)| format!("output_{k}: [0; {}]", io.len)))
-        .collect();
-    let _ = writeln!(
-        s,
-        "    let Some(b) = mote_fw::singleton!(Buffers = Buffers {{ {} }}) else {{\n        \
-         println!(\"mote-deploy: the buffers were taken twice\");\n        return 1;\n    }};",
-        init.join(", ")
-    );
+    buffers_and_run(&mut s, c);
     let ins: Vec<String> = (0..c.inputs.len()).map(|k| format!("black_box(&INPUT_{k}[..])")).collect();
     let _ = writeln!(s, "    let inputs: [&[i8]; {}] = [{}];", ins.len(), ins.join(", "));
     let outs: Vec<String> = (0..c.outputs.len()).map(|k| format!("&mut b.output_{k}[..]")).collect();
@@ -253,6 +227,44 @@ fn main_rs(spec: &FirmwareSpec<'_>) -> String {
     }
     let _ = writeln!(s, "    0\n}}");
     s
+}
+
+/// `static INPUT_k` holding device input `k` (`what` qualifies the data, e.g. " of every sample, stacked,").
+pub(crate) fn input_static(s: &mut String, k: usize, io: &mote_codegen::IoInfo, data: &[i8], what: &str) {
+    let _ = writeln!(
+        s,
+        "/// Device input {k} `{}` (shape {:?}, scale {:e}, zero point {}){what} quantized on the host (flash).",
+        io.name.replace('\n', " "),
+        io.shape,
+        io.scale,
+        io.zero_point
+    );
+    let _ = writeln!(s, "static INPUT_{k}: [i8; {}] = [", data.len());
+    for line in data.chunks(24) {
+        let vals: Vec<String> = line.iter().map(|v| v.to_string()).collect();
+        let _ = writeln!(s, "    {},", vals.join(", "));
+    }
+    let _ = writeln!(s, "];");
+}
+
+/// The `Buffers` static (arena and outputs in `.bss`), the entry point, and `run()` up to taking the buffers
+/// as `b`.
+pub(crate) fn buffers_and_run(s: &mut String, c: &Compiled) {
+    let _ = writeln!(s, "/// The arena and the output buffers, in one static (RAM, `.bss`).\nstruct Buffers {{");
+    let _ = writeln!(s, "    arena: model::Arena,");
+    for (k, io) in c.outputs.iter().enumerate() {
+        let _ = writeln!(s, "    output_{k}: [i8; {}],", io.len);
+    }
+    let _ = writeln!(s, "}}\n\nmote_fw::main!(run);\n\nfn run() -> i32 {{");
+    let init: Vec<String> = std::iter::once("arena: model::Arena::new()".to_string())
+        .chain(c.outputs.iter().enumerate().map(|(k, io)| format!("output_{k}: [0; {}]", io.len)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "    let Some(b) = mote_fw::singleton!(Buffers = Buffers {{ {} }}) else {{\n        \
+         println!(\"mote-deploy: the buffers were taken twice\");\n        return 1;\n    }};",
+        init.join(", ")
+    );
 }
 
 /// Writes `contents` to `path` unless it already holds exactly that (keeping its modification time, so cargo
