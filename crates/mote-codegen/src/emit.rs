@@ -148,12 +148,13 @@ impl<'a> Emitter<'a> {
         self.konst_as(t, d, None)
     }
 
-    fn rescale(&mut self, id: u32, r: &Rescale) -> (String, String) {
+    /// `FixedPointRequant::new(..)?` over statics holding `r`'s multipliers and shifts, to int8 around `zero_point`.
+    fn fixed_point(&mut self, id: u32, r: &Rescale, zero_point: i32) -> String {
         let m =
             self.static_array(format!("L{id}_MULT"), "i32", &r.multiplier, 4 * r.multiplier.len(), "Q31 multipliers");
         let s =
             self.static_array(format!("L{id}_SHIFT"), "i32", &r.shift, 4 * r.shift.len(), "shifts (positive = left)");
-        (m, s)
+        format!("FixedPointRequant::new(&{m}, &{s}, {zero_point}, -128, 127)?")
     }
 
     /// Expression for reading tensor `t` while the layer writes `out`.
@@ -269,6 +270,14 @@ impl<'a> Emitter<'a> {
         self.read(t, place(t), out)
     }
 
+    /// `Some(input k)` or `None` when the node has no input `k` (an optional bias).
+    fn optional_arg(&mut self, node: &Node, k: usize, place: &dyn Fn(TensorId) -> Place, out: Out) -> Result<String> {
+        Ok(match node.inputs.get(k) {
+            Some(_) => format!("Some({})", self.arg(node, k, place, out)?),
+            None => "None".into(),
+        })
+    }
+
     /// mote's int8 ops (`ops::quant`); `None` for other ops.
     fn int8_op(&mut self, id: u32, node: &Node, place: &dyn Fn(TensorId) -> Place, out: Out) -> Result<Option<String>> {
         let g = self.g;
@@ -277,16 +286,12 @@ impl<'a> Emitter<'a> {
         let y_shape = shape_of(g, node.outputs[0]);
         let call = if let Some(q) = op.downcast_ref::<QLinear>() {
             let (x, w) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
-            let bias = match node.inputs.get(2) {
-                Some(_) => format!("Some({})", self.arg(node, 2, place, out)?),
-                None => "None".into(),
-            };
-            let (m, s) = self.rescale(id, &q.rescale);
+            let bias = self.optional_arg(node, 2, place, out)?;
+            let fp = self.fixed_point(id, &q.rescale, q.y_zero_point);
             let ws = shape_of(g, node.inputs[1]);
             format!(
-                "let rq = Requant::FixedPoint(FixedPointRequant::new(&{m}, &{s}, {}, -128, 127)?);\n        \
+                "let rq = Requant::FixedPoint({fp});\n        \
                  matmul::linear_requant({x}, {w}, {bias}, MatDims {{ m: {}, k: {}, n: {} }}, {}, &rq, out)?;",
-                q.y_zero_point,
                 product(&x_shape) / ws[1],
                 ws[1],
                 ws[0],
@@ -294,10 +299,7 @@ impl<'a> Emitter<'a> {
             )
         } else if let Some(q) = op.downcast_ref::<QLinearThreshold>() {
             let (x, w) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
-            let bias = match node.inputs.get(2) {
-                Some(_) => format!("Some({})", self.arg(node, 2, place, out)?),
-                None => "None".into(),
-            };
+            let bias = self.optional_arg(node, 2, place, out)?;
             let ws = shape_of(g, node.inputs[1]);
             let t = self.static_array(
                 format!("L{id}_STEPS"),
@@ -328,12 +330,13 @@ impl<'a> Emitter<'a> {
             } else {
                 bail!("batched matmul broadcasting {x_shape:?} · {b_shape:?}");
             };
-            let (mm, s) = self.rescale(id, &q.rescale);
+            let fp = self.fixed_point(id, &q.rescale, q.y_zero_point);
             format!(
-                "let rq = Requant::FixedPoint(FixedPointRequant::new(&{mm}, &{s}, {}, -128, 127)?);\n        \
+                "let rq = Requant::FixedPoint({fp});\n        \
                  let p = BatchedMatmul {{ a_offset: {}, b_offset: {}, b: {b_strides}, ..BatchedMatmul::packed_nn({batch_a}, {m}, {k}, {n}) }};\n        \
                  matmul::av_requant(&p, {a}, {b}, &rq, out)?;",
-                q.y_zero_point, -q.a_zero_point, -q.b_zero_point
+                -q.a_zero_point,
+                -q.b_zero_point
             )
         } else if let Some(q) = op.downcast_ref::<QBinary>() {
             let (a, b) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
@@ -373,27 +376,23 @@ impl<'a> Emitter<'a> {
             )
         } else if let Some(q) = op.downcast_ref::<QMean>() {
             let x = self.arg(node, 0, place, out)?;
-            let (m, s) = self.rescale(id, &q.rescale);
+            let fp = self.fixed_point(id, &q.rescale, q.y_zero_point);
             let (outer, n, inner) =
                 (product(&x_shape[..q.first]), product(&x_shape[q.first..q.end]), product(&x_shape[q.end..]));
             format!(
-                "let rq = FixedPointRequant::new(&{m}, &{s}, {}, -128, 127)?;\n        \
+                "let rq = {fp};\n        \
                  pool::mean_requant({x}, {outer}, {n}, {inner}, {}, &rq, out)?;",
-                q.y_zero_point, -q.x_zero_point
+                -q.x_zero_point
             )
         } else if let Some(q) = op.downcast_ref::<QConv>() {
             let (x, w) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
-            let bias = match node.inputs.get(2) {
-                Some(_) => format!("Some({})", self.arg(node, 2, place, out)?),
-                None => "None".into(),
-            };
-            let (m, s) = self.rescale(id, &q.rescale);
+            let bias = self.optional_arg(node, 2, place, out)?;
+            let fp = self.fixed_point(id, &q.rescale, q.y_zero_point);
             let ws = shape_of(g, node.inputs[1]);
             format!(
-                "let rq = Requant::FixedPoint(FixedPointRequant::new(&{m}, &{s}, {}, -128, 127)?);\n        \
+                "let rq = Requant::FixedPoint({fp});\n        \
                  let p = Conv2dParams {{ stride_h: {}, stride_w: {}, dilation_h: {}, dilation_w: {}, pad_top: {}, pad_left: {}, pad_bottom: {}, pad_right: {}, groups: {}, input_offset: {}, ..Conv2dParams::new({}, {}, {}, {}, {}, {}, {}) }};\n        \
                  conv::conv2d_requant({x}, {w}, {bias}, &p, &rq, out)?;",
-                q.y_zero_point,
                 q.strides[0],
                 q.strides[1],
                 q.dilations[0],
@@ -414,11 +413,8 @@ impl<'a> Emitter<'a> {
             )
         } else if let Some(q) = op.downcast_ref::<Requantize>() {
             let x = self.arg(node, 0, place, out)?;
-            let (m, s) = self.rescale(id, &q.rescale);
-            format!(
-                "let rq = FixedPointRequant::new(&{m}, &{s}, {}, -128, 127)?;\n        requant::rescale({x}, {}, &rq, out)?;",
-                q.y_zero_point, -q.x_zero_point
-            )
+            let fp = self.fixed_point(id, &q.rescale, q.y_zero_point);
+            format!("let rq = {fp};\n        requant::rescale({x}, {}, &rq, out)?;", -q.x_zero_point)
         } else {
             return Ok(None);
         };
@@ -701,11 +697,8 @@ impl<'a> Emitter<'a> {
             let t = self.static_array(format!("L{id}_TABLE"), "i8", &q.table[..], 256, &format!("{} at int8", q.label));
             format!("activation::lut_i8_in_place(out, &{t})?;")
         } else if let Some(q) = op.downcast_ref::<Requantize>() {
-            let (m, s) = self.rescale(id, &q.rescale);
-            format!(
-                "let rq = FixedPointRequant::new(&{m}, &{s}, {}, -128, 127)?;\n        requant::rescale_in_place(out, {}, &rq)?;",
-                q.y_zero_point, -q.x_zero_point
-            )
+            let fp = self.fixed_point(id, &q.rescale, q.y_zero_point);
+            format!("let rq = {fp};\n        requant::rescale_in_place(out, {}, &rq)?;", -q.x_zero_point)
         } else if let Some(q) = op.downcast_ref::<QBinary>() {
             let b = self.read(node.inputs[1], place(node.inputs[1]), out)?;
             let y = shape_of(self.g, node.outputs[0]);

@@ -97,13 +97,19 @@ fn check_with(g: &Graph, inputs: Vec<Tensor>, opts: &CompileOptions) -> (Compile
     (c, outs)
 }
 
-#[test]
-fn digits_model_matches_the_host_reference_bit_for_bit() {
+/// Our digits model quantized by mote (min/max on 16 calibration samples), and its shipped input.
+fn digits() -> (Graph, Tensor) {
     let dir = root().join("examples/digits");
     let calib = mote_core::npz::read(dir.join("calib.npz")).unwrap().remove(0).1;
     let calib: Vec<Vec<Tensor>> = (0..16).map(|i| vec![sample(&calib, i)]).collect();
     let g = int8(&dir.join("digits_encoder.onnx"), &calib);
     let x = mote_core::npz::read(dir.join("digits_encoder.inputs.npz")).unwrap().remove(0).1;
+    (g, x)
+}
+
+#[test]
+fn digits_model_matches_the_host_reference_bit_for_bit() {
+    let (g, x) = digits();
     let (c, _) = check("digits_model", &g, vec![x]);
     // Residual adds, GELU tables and scalings write over their last-read input (and stay bit-exact above).
     let lib = &c.files.iter().find(|(p, _)| p.ends_with("lib.rs")).unwrap().1;
@@ -143,11 +149,7 @@ fn peer_float_models_after_quantize_match_bit_for_bit() {
 
 #[test]
 fn c_abi_staticlib_links_into_a_c_program_and_matches() {
-    let dir = root().join("examples/digits");
-    let calib = mote_core::npz::read(dir.join("calib.npz")).unwrap().remove(0).1;
-    let calib: Vec<Vec<Tensor>> = (0..16).map(|i| vec![sample(&calib, i)]).collect();
-    let g = int8(&dir.join("digits_encoder.onnx"), &calib);
-    let x = mote_core::npz::read(dir.join("digits_encoder.inputs.npz")).unwrap().remove(0).1;
+    let (g, x) = digits();
     let (ins, outs) = host_reference(&g, vec![x]).unwrap();
     let name = "digits_c";
     let opts = CompileOptions { c_abi: true, ..options(name) };
