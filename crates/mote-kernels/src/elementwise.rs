@@ -10,6 +10,16 @@ use crate::elem::{check_range, IntElem};
 use crate::requant::{multiply_by_quantized_multiplier, Requant, MAX_Q31_SHIFT, MIN_Q31_SHIFT};
 use crate::KernelError;
 
+/// The `b` element paired with each element of `a` under the broadcast rule, checked: `b[(i / inner) % b.len()]`
+/// for `i` in `0..a_len`, computed by repeating and cycling (no division per element).
+fn broadcast_b<B: Copy>(a_len: usize, b: &[B], inner: usize) -> Result<impl Iterator<Item = B> + '_, KernelError> {
+    let block = b.len().checked_mul(inner).ok_or(KernelError::ShapeMismatch)?;
+    if inner == 0 || block == 0 || a_len.checked_rem(block) != Some(0) {
+        return Err(KernelError::ShapeMismatch);
+    }
+    Ok(b.iter().flat_map(move |&v| core::iter::repeat_n(v, inner)).cycle())
+}
+
 /// Validates the broadcast rule and applies `f(a_i, b_j)` into `out`.
 fn broadcast_map<A: Copy, B: Copy, O>(
     a: &[A],
@@ -18,24 +28,12 @@ fn broadcast_map<A: Copy, B: Copy, O>(
     out: &mut [O],
     f: impl Fn(A, B) -> O,
 ) -> Result<(), KernelError> {
-    let block = b.len().checked_mul(inner).ok_or(KernelError::ShapeMismatch)?;
-    if inner == 0 || block == 0 || a.len() != out.len() || a.len().checked_rem(block) != Some(0) {
+    let bs = broadcast_b(a.len(), b, inner)?;
+    if a.len() != out.len() {
         return Err(KernelError::ShapeMismatch);
     }
-    // bi = (i / inner) % b.len(), maintained with counters.
-    let (mut bi, mut k) = (0, 0);
-    for (o, &x) in out.iter_mut().zip(a) {
-        if let Some(&bv) = b.get(bi) {
-            *o = f(x, bv);
-        }
-        k += 1;
-        if k == inner {
-            k = 0;
-            bi += 1;
-            if bi == b.len() {
-                bi = 0;
-            }
-        }
+    for ((o, &x), bv) in out.iter_mut().zip(a).zip(bs) {
+        *o = f(x, bv);
     }
     Ok(())
 }
@@ -47,23 +45,9 @@ fn broadcast_map_in_place<A: Copy, B: Copy>(
     inner: usize,
     f: impl Fn(A, B) -> A,
 ) -> Result<(), KernelError> {
-    let block = b.len().checked_mul(inner).ok_or(KernelError::ShapeMismatch)?;
-    if inner == 0 || block == 0 || a.len().checked_rem(block) != Some(0) {
-        return Err(KernelError::ShapeMismatch);
-    }
-    let (mut bi, mut k) = (0, 0);
-    for x in a.iter_mut() {
-        if let Some(&bv) = b.get(bi) {
-            *x = f(*x, bv);
-        }
-        k += 1;
-        if k == inner {
-            k = 0;
-            bi += 1;
-            if bi == b.len() {
-                bi = 0;
-            }
-        }
+    let bs = broadcast_b(a.len(), b, inner)?;
+    for (x, bv) in a.iter_mut().zip(bs) {
+        *x = f(*x, bv);
     }
     Ok(())
 }
