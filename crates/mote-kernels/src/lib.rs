@@ -1,6 +1,6 @@
 //! Portable integer reference kernels for mote.
 //!
-//! `#![no_std]`, no `alloc`, no floating point, no `unsafe`. These kernels are the single
+//! `#![no_std]`, no `alloc`, no floating point, no `unsafe` outside the per-core assembly. These kernels are the single
 //! definition of mote's integer arithmetic: the host reference interpreter and the generated MCU
 //! code both call them, and faster (SIMD) variants must match them bit for bit.
 //!
@@ -15,7 +15,8 @@
 //! * 32-bit accumulators use two's-complement wrapping arithmetic, like the Cortex-M C references;
 //!   results are exact whenever the true value fits in `i32` (per-kernel bounds are documented).
 #![no_std]
-#![forbid(unsafe_code)]
+// `unsafe` only in the per-core assembly modules (`packed::dsp`), each of which says why.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::float_arithmetic)]
 // `x.max(lo).min(hi)` is used instead of `clamp`, whose `lo <= hi` assertion is a panic path.
@@ -34,6 +35,7 @@ pub mod gather;
 pub mod layout;
 pub mod matmul;
 pub mod norm;
+pub mod packed;
 pub mod pool;
 pub mod requant;
 pub mod softmax;

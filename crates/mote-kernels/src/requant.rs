@@ -5,6 +5,8 @@
 //!   `y = clamp(asr(x·mul + add + 2^(s-1), s), lo, hi)`, computed exactly in `i64`.
 //! * [`FixedPointRequant`]: TFLite / CMSIS-NN Q31 multiplier with a signed shift
 //!   (`arm_nn_requantize`, default dual-rounding build), plus an output zero point and clamp.
+//! * [`HighMulRequant`]: `y = clamp(zp + round(x·mul / 2^32))` with one multiplier per channel: a single
+//!   `SMMLAR` + `SSAT` on Arm DSP cores, the scheme of mote's own int8 linear layers.
 //! * [`ThresholdRequant`]: any non-decreasing step function of the accumulator, given by its
 //!   steps (`y = lo + #{t ≤ x}`): reproduces exactly a requantization that a model specifies in
 //!   float (e.g. `round(acc·s_acc / s_y)` in f32), tabulated on the host.
@@ -152,6 +154,67 @@ impl<'a> FixedPointRequant<'a> {
     }
 }
 
+/// Validated high-word requantization: `y = clamp(zero_point + floor((x·mul + 2^31) / 2^32), lo, hi)`.
+///
+/// The real multiplier is `mul / 2^32` (so below 1/2); rounding is half toward +∞. Exact in `i64`. On Arm
+/// DSP cores this is `SMMLAR y, x, mul, zero_point` then `SSAT`, which the packed linear kernel relies on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HighMulRequant<'a> {
+    mul: &'a [i32],
+    zero_point: i32,
+    lo: i32,
+    hi: i32,
+}
+
+impl<'a> HighMulRequant<'a> {
+    /// Multipliers `mul` (length 1 or C), output zero point and clamp bounds.
+    ///
+    /// Errors: empty `mul` (`ShapeMismatch`), `lo > hi` (`InvalidParam`).
+    pub fn new(mul: &'a [i32], zero_point: i32, lo: i32, hi: i32) -> Result<Self, KernelError> {
+        if mul.is_empty() {
+            return Err(KernelError::ShapeMismatch);
+        }
+        if lo > hi {
+            return Err(KernelError::InvalidParam);
+        }
+        Ok(Self { mul, zero_point, lo, hi })
+    }
+
+    /// Number of channels C (1 for a per-tensor multiplier).
+    pub fn channels(&self) -> usize {
+        self.mul.len()
+    }
+
+    /// Clamp bounds `(lo, hi)` of the output.
+    pub fn bounds(&self) -> (i32, i32) {
+        (self.lo, self.hi)
+    }
+
+    /// The multipliers (length 1 or C).
+    pub fn multipliers(&self) -> &'a [i32] {
+        self.mul
+    }
+
+    /// The output zero point.
+    pub fn zero_point(&self) -> i32 {
+        self.zero_point
+    }
+
+    /// Requantizes one value of channel `ch` (`ch < channels()`; per-tensor ignores `ch`).
+    #[inline]
+    pub fn apply(&self, x: i32, ch: usize) -> i32 {
+        high_mul(x, pick(self.mul, ch), self.zero_point).max(self.lo).min(self.hi)
+    }
+}
+
+/// `zero_point + floor((x·mul + 2^31) / 2^32)` before clamping: Arm's `SMMLAR` (the sum wraps in `i32`
+/// like the instruction; it cannot for int8 outputs of any `i32` accumulator).
+#[inline]
+pub fn high_mul(x: i32, mul: i32, zero_point: i32) -> i32 {
+    let p = (i64::from(zero_point) << 32).wrapping_add(i64::from(x) * i64::from(mul)).wrapping_add(1 << 31);
+    (p >> 32) as i32
+}
+
 /// Validated step-function requantization (per tensor): `y = lo + #{j : thresholds[j] ≤ x}`.
 ///
 /// `thresholds` is non-decreasing, so `y` is a non-decreasing function of `x` with values in
@@ -199,6 +262,8 @@ pub enum Requant<'a> {
     FixedPoint(FixedPointRequant<'a>),
     /// A tabulated step function (per tensor).
     Threshold(ThresholdRequant<'a>),
+    /// High word of `x·mul` (Arm `SMMLAR`).
+    HighMul(HighMulRequant<'a>),
 }
 
 impl Requant<'_> {
@@ -208,6 +273,7 @@ impl Requant<'_> {
             Requant::Shift(r) => r.channels(),
             Requant::FixedPoint(r) => r.channels(),
             Requant::Threshold(_) => 1,
+            Requant::HighMul(r) => r.channels(),
         }
     }
 
@@ -217,6 +283,7 @@ impl Requant<'_> {
             Requant::Shift(r) => r.bounds(),
             Requant::FixedPoint(r) => r.bounds(),
             Requant::Threshold(r) => r.bounds(),
+            Requant::HighMul(r) => r.bounds(),
         }
     }
 
@@ -227,6 +294,7 @@ impl Requant<'_> {
             Requant::Shift(r) => r.apply(x, ch),
             Requant::FixedPoint(r) => r.apply(x, ch),
             Requant::Threshold(r) => r.apply(x),
+            Requant::HighMul(r) => r.apply(x, ch),
         }
     }
 

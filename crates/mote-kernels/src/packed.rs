@@ -1,0 +1,392 @@
+//! Linear layers whose weights were packed offline into the order a core's fast kernel reads them.
+//!
+//! `out[i,j] = clamp(zp + floor(((bias[j] + Σ_k (x[i,k] + input_offset)·w[j,k])·mul[j] + 2^31) / 2^32), -128, 127)`,
+//! i.e. [`crate::matmul::linear_requant`] with a [`crate::requant::HighMulRequant`]: the packed form folds
+//! `input_offset·Σ_k w[j,k]` into the bias (equal modulo 2^32, so the `i32` results are identical).
+//!
+//! [`PackedLayout::Dsp16`] (Arm Cortex-M4/M7/M33/M55 DSP extension): weights are sign-extended to 16 bits and
+//! interleaved so that one `LDM` fetches two output channels × four `k`, matching what `SXTB16` makes of four
+//! activations; the inner loop is one `LDM` per operand and eight `SMLAD` (16 MACs) per four `k`, over a
+//! 2×2 output tile. The same layout has a portable implementation ([`linear_packed_portable`]) that every
+//! other target runs and that the tests compare the assembly against.
+//!
+//! Alignment: packed words and the scratch are `i32` slices (4-byte aligned); activations and outputs are
+//! plain byte slices with no alignment requirement.
+
+use crate::requant::high_mul;
+use crate::KernelError;
+
+#[cfg(all(mote_dsp, target_arch = "arm"))]
+#[allow(unsafe_code)]
+mod dsp;
+
+/// Output rows per activation panel (the tile height).
+pub const TILE_ROWS: usize = 2;
+/// Output channels per packed weight block (the tile width).
+pub const TILE_COLS: usize = 2;
+
+/// Memory layout of packed linear weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PackedLayout {
+    /// 16-bit weights for `SMLAD`: per pair of output channels `[bias₀, bias₁, ⌈k/4⌉ × (w₀(0,2), w₀(1,3),
+    /// w₁(0,2), w₁(1,3)), mul₀, mul₁]`, where `wⱼ(a,b)` holds `w[j,4q+a]` in the low and `w[j,4q+b]` in the
+    /// high half-word (zero past `k` and for the padding channel of an odd `n`).
+    Dsp16,
+}
+
+/// The layout this build's fastest kernel reads: [`PackedLayout::Dsp16`] (which other builds run portably).
+pub const NATIVE_LAYOUT: PackedLayout = PackedLayout::Dsp16;
+
+impl PackedLayout {
+    /// Number of `i32` words of a packed `[n, k]` layer.
+    pub const fn words(self, n: usize, k: usize) -> usize {
+        match self {
+            PackedLayout::Dsp16 => n.div_ceil(TILE_COLS) * block_words(k),
+        }
+    }
+
+    /// Number of `i32` words of scratch [`linear_packed`] needs for reduction length `k`.
+    pub const fn scratch_words(self, k: usize) -> usize {
+        match self {
+            PackedLayout::Dsp16 => 4 * k.div_ceil(4),
+        }
+    }
+}
+
+/// Words of one Dsp16 block (two output channels): bias pair, `⌈k/4⌉` quads of 4 words, multiplier pair.
+const fn block_words(k: usize) -> usize {
+    4 + 4 * k.div_ceil(4)
+}
+
+/// A packed `[n, k]` linear layer with its bias and per-channel `HighMul` multipliers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackedLinear<'a> {
+    layout: PackedLayout,
+    n: usize,
+    k: usize,
+    words: &'a [i32],
+}
+
+impl<'a> PackedLinear<'a> {
+    /// Wraps words made by [`pack_linear`]. Errors: `n` or `k` zero, or a length other than `layout.words(n, k)`.
+    pub fn new(layout: PackedLayout, n: usize, k: usize, words: &'a [i32]) -> Result<Self, KernelError> {
+        if n == 0 || k == 0 || words.len() != layout.words(n, k) {
+            return Err(KernelError::ShapeMismatch);
+        }
+        Ok(Self { layout, n, k, words })
+    }
+
+    /// Output channels.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Reduction length.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Words of block `t` (output channels `2t`, `2t+1`).
+    fn block(&self, t: usize) -> &'a [i32] {
+        let w = block_words(self.k);
+        self.words.get(t * w..(t + 1) * w).unwrap_or(&[])
+    }
+}
+
+/// Two `i16` in one word: `lo` in bits 0..16, `hi` in bits 16..32 (what `SXTB16` produces).
+#[inline]
+const fn pair(lo: i32, hi: i32) -> i32 {
+    ((lo as u32 & 0xffff) | ((hi as u32) << 16)) as i32
+}
+
+/// `acc + lo(a)·lo(b) + hi(a)·hi(b)` in wrapping `i32`: Arm `SMLAD`.
+#[inline]
+fn smlad(acc: i32, a: i32, b: i32) -> i32 {
+    let (al, ah) = (i32::from(a as i16), a >> 16);
+    let (bl, bh) = (i32::from(b as i16), b >> 16);
+    acc.wrapping_add(al.wrapping_mul(bl)).wrapping_add(ah.wrapping_mul(bh))
+}
+
+/// A linear layer before packing: `w [n,k]` (row j = output channel), `bias [n]`, `HighMul` multipliers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinearWeights<'a> {
+    /// Weights `[n, k]`, k contiguous.
+    pub w: &'a [i8],
+    /// Optional bias, one per output channel.
+    pub bias: Option<&'a [i32]>,
+    /// Added to every activation (the negated input zero point); folded into the bias.
+    pub input_offset: i32,
+    /// `HighMul` multipliers, length 1 or n.
+    pub mul: &'a [i32],
+    /// Output channels.
+    pub n: usize,
+    /// Reduction length.
+    pub k: usize,
+}
+
+/// Packs `src` into `out` (`layout.words(n, k)` words).
+///
+/// Errors: lengths that disagree with `n`, `k` or `layout.words(n, k)`.
+pub fn pack_linear(layout: PackedLayout, src: &LinearWeights<'_>, out: &mut [i32]) -> Result<(), KernelError> {
+    let LinearWeights { w, bias, input_offset, mul, n, k } = *src;
+    let bias_ok = bias.is_none_or(|b| b.len() == n);
+    let mul_ok = mul.len() == 1 || mul.len() == n;
+    if n == 0 || k == 0 || w.len() != n * k || !bias_ok || !mul_ok || out.len() != layout.words(n, k) {
+        return Err(KernelError::ShapeMismatch);
+    }
+    let weight = |j: usize, c: usize| -> i32 {
+        if j < n && c < k {
+            w.get(j * k + c).map_or(0, |&v| i32::from(v))
+        } else {
+            0
+        }
+    };
+    let folded_bias = |j: usize| -> i32 {
+        if j >= n {
+            return 0;
+        }
+        let sum = (0..k).fold(0i32, |s, c| s.wrapping_add(weight(j, c)));
+        let b = bias.and_then(|b| b.get(j)).copied().unwrap_or(0);
+        b.wrapping_add(input_offset.wrapping_mul(sum))
+    };
+    let multiplier = |j: usize| -> i32 {
+        match mul {
+            [m] if j < n => *m,
+            _ => mul.get(j).copied().unwrap_or(0),
+        }
+    };
+    let quads = k.div_ceil(4);
+    for (t, block) in out.chunks_exact_mut(block_words(k)).enumerate() {
+        let (j0, j1) = (2 * t, 2 * t + 1);
+        let mut words = [folded_bias(j0), folded_bias(j1)].into_iter();
+        let mut quad_words = (0..quads).flat_map(|q| {
+            let c = 4 * q;
+            [j0, j1]
+                .into_iter()
+                .flat_map(move |j| [pair(weight(j, c), weight(j, c + 2)), pair(weight(j, c + 1), weight(j, c + 3))])
+        });
+        let mut tail = [multiplier(j0), multiplier(j1)].into_iter();
+        for slot in block.iter_mut() {
+            *slot = words.next().or_else(|| quad_words.next()).or_else(|| tail.next()).unwrap_or(0);
+        }
+    }
+    Ok(())
+}
+
+/// Checks the arguments of [`linear_packed`].
+fn check(x: &[i8], p: &PackedLinear<'_>, m: usize, scratch: &[i32], out: &[i8]) -> Result<(), KernelError> {
+    let (n, k) = (p.n, p.k);
+    let mk = m.checked_mul(k).ok_or(KernelError::ShapeMismatch)?;
+    let mn = m.checked_mul(n).ok_or(KernelError::ShapeMismatch)?;
+    if m == 0 || x.len() != mk || out.len() != mn || scratch.len() < p.layout.scratch_words(k) {
+        return Err(KernelError::ShapeMismatch);
+    }
+    Ok(())
+}
+
+/// Writes the activation panel of rows `r0`, `r1` of `x [m,k]` into `panel`: per quad `q`,
+/// `[x₀(0,2), x₀(1,3), x₁(0,2), x₁(1,3)]` (zero past `k`).
+fn fill_panel_portable(x: &[i8], k: usize, r0: usize, r1: usize, panel: &mut [i32]) {
+    let at = |r: usize, c: usize| -> i32 {
+        if c < k {
+            x.get(r * k + c).map_or(0, |&v| i32::from(v))
+        } else {
+            0
+        }
+    };
+    for (q, quad) in panel.chunks_exact_mut(4).enumerate() {
+        let c = 4 * q;
+        let v = [
+            pair(at(r0, c), at(r0, c + 2)),
+            pair(at(r0, c + 1), at(r0, c + 3)),
+            pair(at(r1, c), at(r1, c + 2)),
+            pair(at(r1, c + 1), at(r1, c + 3)),
+        ];
+        for (slot, v) in quad.iter_mut().zip(v) {
+            *slot = v;
+        }
+    }
+}
+
+/// The 2×2 accumulators `[row0·col0, row0·col1, row1·col0, row1·col1]` of one block and panel.
+fn tile_portable(panel: &[i32], block: &[i32], quads: usize) -> [i32; 4] {
+    let (b0, b1) = (block.first().copied().unwrap_or(0), block.get(1).copied().unwrap_or(0));
+    let mut acc = [b0, b1, b0, b1];
+    let weights = block.get(2..2 + 4 * quads).unwrap_or(&[]);
+    for (a, w) in panel.chunks_exact(4).zip(weights.chunks_exact(4)) {
+        if let ([a0, a1, a2, a3], [w0, w1, w2, w3]) = (a, w) {
+            acc[0] = smlad(smlad(acc[0], *a0, *w0), *a1, *w1);
+            acc[1] = smlad(smlad(acc[1], *a0, *w2), *a1, *w3);
+            acc[2] = smlad(smlad(acc[2], *a2, *w0), *a3, *w1);
+            acc[3] = smlad(smlad(acc[3], *a2, *w2), *a3, *w3);
+        }
+    }
+    acc
+}
+
+/// Requantizes and stores the columns `j0..j0+cols` of rows `r0`, `r1` from a 2×2 accumulator tile.
+fn store_tile(acc: [i32; 4], block: &[i32], zp: i32, n: usize, (r0, r1): (usize, usize), j0: usize, out: &mut [i8]) {
+    let tail = block.len().saturating_sub(2);
+    let mul = [block.get(tail).copied().unwrap_or(0), block.get(tail + 1).copied().unwrap_or(0)];
+    for (idx, &a) in acc.iter().enumerate() {
+        let (r, c) = if idx < 2 { (r0, idx) } else { (r1, idx - 2) };
+        if j0 + c < n {
+            if let Some(o) = out.get_mut(r * n + j0 + c) {
+                *o = high_mul(a, mul.get(c).copied().unwrap_or(0), zp).max(-128).min(127) as i8;
+            }
+        }
+    }
+}
+
+/// Rows `(r0, r1)` of each panel: pairs, and the last row twice when `m` is odd (its outputs are written twice).
+fn row_pairs(m: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..m.div_ceil(TILE_ROWS)).map(move |p| (2 * p, (2 * p + 1).min(m - 1)))
+}
+
+/// The packed linear layer `x [m,k] -> out [m,n]` in portable Rust (see the module doc for the arithmetic).
+///
+/// `scratch` holds at least `layout.scratch_words(k)` words. Errors: lengths that disagree with `m`, `n`, `k`.
+pub fn linear_packed_portable(
+    x: &[i8],
+    p: &PackedLinear<'_>,
+    m: usize,
+    zero_point: i32,
+    scratch: &mut [i32],
+    out: &mut [i8],
+) -> Result<(), KernelError> {
+    check(x, p, m, scratch, out)?;
+    let quads = p.k.div_ceil(4);
+    let panel = scratch.get_mut(..4 * quads).ok_or(KernelError::ShapeMismatch)?;
+    for rows in row_pairs(m) {
+        fill_panel_portable(x, p.k, rows.0, rows.1, panel);
+        for t in 0..p.n.div_ceil(TILE_COLS) {
+            let block = p.block(t);
+            let acc = tile_portable(panel, block, quads);
+            store_tile(acc, block, zero_point, p.n, rows, TILE_COLS * t, out);
+        }
+    }
+    Ok(())
+}
+
+/// The packed linear layer `x [m,k] -> out [m,n]` with the fastest kernel this build has for `p`'s layout
+/// (Arm DSP assembly on Cortex-M4/M7/M33/M55 builds, else [`linear_packed_portable`]); both give identical
+/// integers.
+///
+/// `scratch` holds at least `layout.scratch_words(k)` words. Errors: lengths that disagree with `m`, `n`, `k`.
+pub fn linear_packed(
+    x: &[i8],
+    p: &PackedLinear<'_>,
+    m: usize,
+    zero_point: i32,
+    scratch: &mut [i32],
+    out: &mut [i8],
+) -> Result<(), KernelError> {
+    #[cfg(all(mote_dsp, target_arch = "arm"))]
+    {
+        check(x, p, m, scratch, out)?;
+        let quads = p.k.div_ceil(4);
+        let panel = scratch.get_mut(..4 * quads).ok_or(KernelError::ShapeMismatch)?;
+        let full = p.n / TILE_COLS;
+        let blocks = p.words.get(..full * block_words(p.k)).unwrap_or(&[]);
+        for rows in row_pairs(m) {
+            dsp::fill_panel(x, p.k, rows.0, rows.1, panel);
+            dsp::tiles(panel, blocks, full, zero_point, p.n, rows, out)?;
+            if full * TILE_COLS < p.n {
+                let block = p.block(full);
+                let acc = tile_portable(panel, block, quads);
+                store_tile(acc, block, zero_point, p.n, rows, TILE_COLS * full, out);
+            }
+        }
+        Ok(())
+    }
+    #[cfg(not(all(mote_dsp, target_arch = "arm")))]
+    linear_packed_portable(x, p, m, zero_point, scratch, out)
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::matmul::{linear_requant, MatDims};
+    use crate::requant::{HighMulRequant, Requant};
+    use crate::testutil::*;
+    use proptest::prelude::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Packs and runs the portable packed kernel.
+    fn packed(
+        x: &[i8],
+        w: &[i8],
+        bias: Option<&[i32]>,
+        (m, k, n): (usize, usize, usize),
+        offset: i32,
+        mul: &[i32],
+        zp: i32,
+    ) -> Vec<i8> {
+        let layout = PackedLayout::Dsp16;
+        let mut words = vec![0; layout.words(n, k)];
+        pack_linear(layout, &LinearWeights { w, bias, input_offset: offset, mul, n, k }, &mut words).unwrap();
+        let p = PackedLinear::new(layout, n, k, &words).unwrap();
+        let mut scratch = vec![0; layout.scratch_words(k)];
+        let mut out = vec![0i8; m * n];
+        linear_packed_portable(x, &p, m, zp, &mut scratch, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn hand_computed_tile() {
+        // x = [[1, 2, 3], [-1, 0, 4]], w = [[1, 1, 1], [2, -1, 0]], bias [10, -5], offset 1, mul 2^30 (×¼), zp 3.
+        let (x, w) = ([1i8, 2, 3, -1, 0, 4], [1i8, 1, 1, 2, -1, 0]);
+        let out = packed(&x, &w, Some(&[10, -5]), (2, 3, 2), 1, &[1 << 30], 3);
+        // x+1 = [[2, 3, 4], [0, 1, 5]]: acc = [[10+9, -5+4-3], [10+6, -5-1]] = [[19, -4], [16, -6]];
+        // y = 3 + floor(acc/4 + 1/2) = 3 + [[5, -1], [4, -1]].
+        assert_eq!(out, [8, 2, 7, 2]);
+    }
+
+    #[test]
+    fn refuses_bad_lengths() {
+        let layout = PackedLayout::Dsp16;
+        let mut words = vec![0; layout.words(3, 5)];
+        let src = LinearWeights { w: &[0; 15], bias: None, input_offset: 0, mul: &[1], n: 3, k: 5 };
+        assert_eq!(
+            pack_linear(layout, &LinearWeights { w: &[0; 14], ..src }, &mut words),
+            Err(KernelError::ShapeMismatch)
+        );
+        assert_eq!(
+            pack_linear(layout, &LinearWeights { mul: &[1, 2], ..src }, &mut words),
+            Err(KernelError::ShapeMismatch)
+        );
+        pack_linear(layout, &src, &mut words).unwrap();
+        assert!(PackedLinear::new(layout, 3, 4, &words).is_err());
+        let p = PackedLinear::new(layout, 3, 5, &words).unwrap();
+        let mut small = vec![0; layout.scratch_words(5) - 1];
+        let mut out = [0i8; 6];
+        assert_eq!(linear_packed(&[0; 10], &p, 2, 0, &mut small, &mut out), Err(KernelError::ShapeMismatch));
+        let mut scratch = vec![0; layout.scratch_words(5)];
+        assert_eq!(linear_packed(&[0; 9], &p, 2, 0, &mut scratch, &mut out), Err(KernelError::ShapeMismatch));
+    }
+
+    proptest! {
+        /// The packed kernel equals the reference linear layer with the same HighMul requantization.
+        #[test]
+        fn packed_equals_reference(
+            (m, k, n) in (dim(), dim(), dim()),
+            seed in any::<u64>(),
+            offset in -255i32..=255,
+            zp in -128i32..=127,
+            per_channel in any::<bool>(),
+            with_bias in any::<bool>(),
+        ) {
+            let mut g = Lcg(seed);
+            let (x, w) = (g.vec_i8(m * k), g.vec_i8(n * k));
+            let bias = g.vec_i32(n, -1 << 20, 1 << 20);
+            let mul = g.vec_i32(if per_channel { n } else { 1 }, 0, i32::MAX);
+            let bias = with_bias.then_some(&bias[..]);
+            let rq = Requant::HighMul(HighMulRequant::new(&mul, zp, -128, 127).unwrap());
+            let mut expected = vec![0i8; m * n];
+            linear_requant(&x, &w, bias, MatDims { m, k, n }, offset, &rq, &mut expected).unwrap();
+            prop_assert_eq!(packed(&x, &w, bias, (m, k, n), offset, &mul, zp), expected);
+        }
+    }
+}
