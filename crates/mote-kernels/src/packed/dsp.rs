@@ -134,6 +134,21 @@ macro_rules! quad {
     };
 }
 
+/// Module-level assembly is assembled for the target triple's base features, not `-C target-cpu`: ARMv8-M
+/// Mainline has no DSP extension by default, so M33/M55 builds name a core that has it (ARMv7E-M always does).
+#[cfg(mote_v8m)]
+macro_rules! cpu_directive {
+    () => {
+        ".cpu cortex-m33"
+    };
+}
+#[cfg(not(mote_v8m))]
+macro_rules! cpu_directive {
+    () => {
+        ""
+    };
+}
+
 // Registers: r0 panel pointer, r1 block pointer, r4-r7 accumulators (row0·col0, row0·col1, row1·col0,
 // row1·col1), r8-r11 activations, r2/r3/r12/lr weights. Loop state that does not fit lives on the stack:
 // [sp] panel start, [sp+4] end of the single quads, [sp+8] panel end, [sp+12] out0, [sp+16] out1,
@@ -142,6 +157,7 @@ global_asm!(
     ".section .text.mote_dsp_linear_tiles,\"ax\",%progbits",
     ".syntax unified",
     ".thumb",
+    cpu_directive!(),
     ".global mote_dsp_linear_tiles",
     ".type mote_dsp_linear_tiles,%function",
     ".p2align 2",
