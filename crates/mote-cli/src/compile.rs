@@ -136,6 +136,7 @@ pub fn compile_for_board(
     opts.strategy = strategy;
     opts.c_abi = c_abi;
     opts.input_types = input_types.to_vec();
+    opts.packed_layout = board.packed_layout();
     let compiled = mote_codegen::compile(&graph, &opts)
         .map_err(|e| anyhow::anyhow!("{}: cannot compile for the MCU: {e}", model.display()))?;
     Ok(ForBoard { board, graph, compiled, crate_name, opts, paths })

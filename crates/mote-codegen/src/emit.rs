@@ -8,12 +8,13 @@ use mote_core::ops::deeploy::{
 use mote_core::ops::elementwise::{Binary, BinaryKind};
 use mote_core::ops::matmul::{Gemm, MatMul};
 use mote_core::ops::quant::{
-    QBinary, QBinaryKind, QConv, QLayerNorm, QLinear, QLut, QMatMul, QMean, QSoftmax, Requantize, Rescale,
+    AccRescale, QBinary, QBinaryKind, QConv, QLayerNorm, QLinear, QLut, QMatMul, QMean, QSoftmax, Requantize, Rescale,
 };
 use mote_core::ops::shape::{Concat, Gather, Slice, Split, Transpose};
 use mote_core::passes::narrow::Narrowing;
 use mote_core::quantize::exact::QLinearThreshold;
 use mote_core::{bail, DType, Graph, Node, Result, TensorId};
+use mote_kernels::packed::{pack_linear, LinearWeights, PackedLayout};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -31,6 +32,10 @@ pub struct Emitter<'a> {
     /// The same by content (element type and values): equal constants share one static.
     konst_data: HashMap<(DType, Vec<i64>), String>,
     weight_bytes: usize,
+    /// Weight layout of the target core's packed linear kernel (`None`: plain weights, portable kernels).
+    packed: Option<PackedLayout>,
+    /// Per layer id, the `i32` arena elements `(offset, len)` lent to its kernel as scratch.
+    scratch: HashMap<u32, (usize, usize)>,
 }
 
 fn list<T: std::fmt::Display>(v: &[T]) -> String {
@@ -66,8 +71,15 @@ fn rust_ty(d: DType) -> Result<&'static str> {
 type Out = (DType, usize, usize);
 
 impl<'a> Emitter<'a> {
-    pub fn new(g: &'a Graph, nw: &'a Narrowing) -> Self {
+    pub fn new(
+        g: &'a Graph,
+        nw: &'a Narrowing,
+        packed: Option<PackedLayout>,
+        scratch: HashMap<u32, (usize, usize)>,
+    ) -> Self {
         Emitter {
+            packed,
+            scratch,
             g,
             nw,
             statics: String::new(),
@@ -155,6 +167,42 @@ impl<'a> Emitter<'a> {
         let s =
             self.static_array(format!("L{id}_SHIFT"), "i32", &r.shift, 4 * r.shift.len(), "shifts (positive = left)");
         format!("FixedPointRequant::new(&{m}, &{s}, {zero_point}, -128, 127)?")
+    }
+
+    /// `Requant::..` over statics holding an accumulator rescale `r`, to int8 around `zero_point`.
+    fn acc_requant(&mut self, id: u32, r: &AccRescale, zero_point: i32) -> String {
+        match r {
+            AccRescale::FixedPoint(r) => format!("Requant::FixedPoint({})", self.fixed_point(id, r, zero_point)),
+            AccRescale::HighMul(m) => {
+                let m = self.static_array(format!("L{id}_MULT"), "i32", m, 4 * m.len(), "multipliers ·2^-32");
+                format!("Requant::HighMul(HighMulRequant::new(&{m}, {zero_point}, -128, 127)?)")
+            }
+        }
+    }
+
+    /// The packed-kernel call of a `QLinear` whose weights the target core's layout packs, else `None`.
+    fn packed_linear(&mut self, id: u32, node: &Node, q: &QLinear, x: &str) -> Result<Option<String>> {
+        let Some((layout, n, k)) = packed_linear(self.g, node, self.packed) else { return Ok(None) };
+        let Some(&(at, len)) = self.scratch.get(&id) else { bail!("no scratch planned for packed layer {id}") };
+        let AccRescale::HighMul(mul) = &q.rescale else { bail!("packed layer {id} without HighMul rescale") };
+        let data = |t: TensorId| self.g.values[t].konst.as_ref().map(|c| c.to_i64_vec()).unwrap_or_default();
+        let w: Vec<i8> = data(node.inputs[1]).into_iter().map(|v| v as i8).collect();
+        let bias: Option<Vec<i32>> = node.inputs.get(2).map(|&b| data(b).into_iter().map(|v| v as i32).collect());
+        let src = LinearWeights { w: &w, bias: bias.as_deref(), input_offset: -q.x_zero_point, mul, n, k };
+        let mut words = vec![0i32; layout.words(n, k)];
+        pack_linear(layout, &src, &mut words)
+            .map_err(|e| mote_core::Error::Invalid(format!("packing layer {id}: {e}")))?;
+        let name = format!("L{id}_PACKED");
+        let doc = format!("`{}` weights, bias and multipliers packed for {layout:?}", node.name);
+        let packed = self.static_array(name, "i32", &words, 4 * words.len(), &doc);
+        let m = product(&shape_of(self.g, node.inputs[0])) / k;
+        Ok(Some(format!(
+            "let p = PackedLinear::new(PackedLayout::{layout:?}, {n}, {k}, &{packed})?;\n        \
+             let scratch = arena.i32.get_mut({at}..{}).ok_or(Error::Layout)?;\n        \
+             packed::linear_packed({x}, &p, {m}, {}, scratch, out)?;",
+            at + len,
+            q.y_zero_point
+        )))
     }
 
     /// Expression for reading tensor `t` while the layer writes `out`.
@@ -285,12 +333,16 @@ impl<'a> Emitter<'a> {
         let x_shape = shape_of(g, node.inputs[0]);
         let y_shape = shape_of(g, node.outputs[0]);
         let call = if let Some(q) = op.downcast_ref::<QLinear>() {
-            let (x, w) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
+            let x = self.arg(node, 0, place, out)?;
+            if let Some(call) = self.packed_linear(id, node, q, &x)? {
+                return Ok(Some(call));
+            }
+            let w = self.arg(node, 1, place, out)?;
             let bias = self.optional_arg(node, 2, place, out)?;
-            let fp = self.fixed_point(id, &q.rescale, q.y_zero_point);
+            let rq = self.acc_requant(id, &q.rescale, q.y_zero_point);
             let ws = shape_of(g, node.inputs[1]);
             format!(
-                "let rq = Requant::FixedPoint({fp});\n        \
+                "let rq = {rq};\n        \
                  matmul::linear_requant({x}, {w}, {bias}, MatDims {{ m: {}, k: {}, n: {} }}, {}, &rq, out)?;",
                 product(&x_shape) / ws[1],
                 ws[1],
@@ -330,9 +382,9 @@ impl<'a> Emitter<'a> {
             } else {
                 bail!("batched matmul broadcasting {x_shape:?} · {b_shape:?}");
             };
-            let fp = self.fixed_point(id, &q.rescale, q.y_zero_point);
+            let rq = self.acc_requant(id, &q.rescale, q.y_zero_point);
             format!(
-                "let rq = Requant::FixedPoint({fp});\n        \
+                "let rq = {rq};\n        \
                  let p = BatchedMatmul {{ a_offset: {}, b_offset: {}, b: {b_strides}, ..BatchedMatmul::packed_nn({batch_a}, {m}, {k}, {n}) }};\n        \
                  matmul::av_requant(&p, {a}, {b}, &rq, out)?;",
                 -q.a_zero_point,
@@ -387,10 +439,10 @@ impl<'a> Emitter<'a> {
         } else if let Some(q) = op.downcast_ref::<QConv>() {
             let (x, w) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
             let bias = self.optional_arg(node, 2, place, out)?;
-            let fp = self.fixed_point(id, &q.rescale, q.y_zero_point);
+            let rq = self.acc_requant(id, &q.rescale, q.y_zero_point);
             let ws = shape_of(g, node.inputs[1]);
             format!(
-                "let rq = Requant::FixedPoint({fp});\n        \
+                "let rq = {rq};\n        \
                  let p = Conv2dParams {{ stride_h: {}, stride_w: {}, dilation_h: {}, dilation_w: {}, pad_top: {}, pad_left: {}, pad_bottom: {}, pad_right: {}, groups: {}, input_offset: {}, ..Conv2dParams::new({}, {}, {}, {}, {}, {}, {}) }};\n        \
                  conv::conv2d_requant({x}, {w}, {bias}, &p, &rq, out)?;",
                 q.strides[0],
@@ -900,7 +952,8 @@ impl<'a> Emitter<'a> {
              use mote_kernels::norm::LayerNormI8Params;\n\
              use mote_kernels::conv::Conv2dParams;\n\
              use mote_kernels::pool::Pool2dParams;\n\
-             use mote_kernels::requant::{{FixedPointRequant, Requant, ShiftRequant, ThresholdRequant}};\n\
+             use mote_kernels::packed::{{self, PackedLayout, PackedLinear}};\n\
+             use mote_kernels::requant::{{FixedPointRequant, HighMulRequant, Requant, ShiftRequant, ThresholdRequant}};\n\
              use mote_kernels::softmax::{{ISoftmaxParams, RowMask, SoftmaxI8Params}};\n\
              use mote_kernels::{{activation, conv, elementwise, layout, matmul, norm, pool, requant, softmax}};\n\
              pub use mote_kernels::KernelError;\n\n\
@@ -1008,6 +1061,23 @@ impl<'a> Emitter<'a> {
         debug_assert_eq!(ARENA_TYPES.len(), arena.by_type.len());
         Ok(files)
     }
+}
+
+/// `(layout, n, k)` when `node` is a `QLinear` the packed kernel runs under `layout`: `HighMul` rescale, constant
+/// weights and bias. The plan (scratch) and the emitter ask the same question here.
+pub(crate) fn packed_linear(
+    g: &Graph,
+    node: &Node,
+    layout: Option<PackedLayout>,
+) -> Option<(PackedLayout, usize, usize)> {
+    let layout = layout?;
+    let q = node.op.as_any().downcast_ref::<QLinear>()?;
+    let constant = |k: usize| node.inputs.get(k).is_none_or(|&t| g.values[t].konst.is_some());
+    if !matches!(q.rescale, AccRescale::HighMul(_)) || !constant(1) || !constant(2) {
+        return None;
+    }
+    let ws = shape_of(g, node.inputs[1]);
+    Some((layout, ws[0], ws[1]))
 }
 
 /// `let p = Conv2dParams { .. };` for a 2-D integer `Conv` on NCHW `x` with OIHW weights `w`.

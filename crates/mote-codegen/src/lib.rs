@@ -34,6 +34,7 @@ mod fuse;
 
 use mote_core::passes::narrow::{narrow, Narrowing};
 use mote_core::{bail, DType, Graph, NodeId, Result, Tensor, TensorId};
+pub use mote_kernels::packed::PackedLayout;
 use mote_plan::{Buffer, Strategy};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ pub struct CompileOptions {
     /// interval analysis and is the input's device storage; data outside it is refused by
     /// [`host_reference_with`]. Ignored for the float inputs of int8 graphs.
     pub input_types: Vec<(String, DType)>,
+    /// Weight layout of the target core's packed linear kernel (e.g. `Dsp16` for Cortex-M4/M7/M33/M55):
+    /// linear layers with constant weights are packed offline into it. `None`: plain weights, portable kernels.
+    pub packed_layout: Option<PackedLayout>,
 }
 
 impl CompileOptions {
@@ -67,6 +71,7 @@ impl CompileOptions {
             strategy: Strategy::Best,
             c_abi: false,
             input_types: Vec::new(),
+            packed_layout: None,
         }
     }
 
@@ -387,6 +392,18 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         }
     }
 
+    // Kernel scratch (packed linear layers' activation panels): `i32` buffers live during their layer only.
+    let scratch_layers: Vec<(usize, usize)> = layer_groups
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.nodes.len() == 1 && !l.in_place)
+        .filter_map(|(step, l)| {
+            let (layout, _, k) = emit::packed_linear(g, &g.nodes[l.nodes[0]], opts.packed_layout)?;
+            Some((step, layout.scratch_words(k)))
+        })
+        .collect();
+    let mut scratch: HashMap<u32, (usize, usize)> = HashMap::new();
+
     // One plan per element type; buffer b gets (type, element offset, element count).
     let plan_err = |e: mote_plan::PlanError| mote_core::Error::Invalid(format!("memory planning failed: {e}"));
     let mut at = vec![(DType::I8, 0usize, 0usize); buffers.len()];
@@ -396,7 +413,7 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     let mut optimal = true;
     for d in ARENA_TYPES {
         let members: Vec<usize> = (0..buffers.len()).filter(|&b| buffers[b].1 == d).collect();
-        let specs: Vec<Buffer> = members
+        let mut specs: Vec<Buffer> = members
             .iter()
             .map(|&b| {
                 let (t, _, first, last) = buffers[b];
@@ -407,6 +424,9 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
                 }
             })
             .collect();
+        if d == DType::I32 {
+            specs.extend(scratch_layers.iter().map(|&(step, words)| Buffer::new(4 * words, BUFFER_ALIGN, step, step)));
+        }
         let best = mote_plan::plan(&specs, opts.strategy).map_err(plan_err)?;
         let greedy = mote_plan::plan(&specs, Strategy::GreedyBySize).map_err(plan_err)?;
         let lower = mote_plan::lower_bound(&specs);
@@ -416,7 +436,12 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         for (m, &b) in members.iter().enumerate() {
             at[b] = (d, best.offset(m) / size, specs[m].size / size);
         }
-        if !members.is_empty() {
+        if d == DType::I32 {
+            for (j, &(step, words)) in scratch_layers.iter().enumerate() {
+                scratch.insert(step as u32, (best.offset(members.len() + j) / 4, words));
+            }
+        }
+        if !members.is_empty() || (d == DType::I32 && !scratch_layers.is_empty()) {
             strategies.push((d, best.strategy.to_string()));
             optimal &= best.optimal;
         }
@@ -473,7 +498,7 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         place.get(&root_of(t)).copied().unwrap_or(Place::Const)
     };
 
-    let mut e = emit::Emitter::new(g, &dev.nw);
+    let mut e = emit::Emitter::new(g, &dev.nw, opts.packed_layout, scratch);
     for &(k, b) in &staged {
         let (d, off, len) = at[b];
         e.stage_input(k, d, off, len)?;

@@ -3,7 +3,7 @@
 //! and Deeploy's integerized peer models (narrowed from exact `I64`), which must also reproduce the
 //! peer goldens (`outputs.npz`) exactly. The MCU runs are mote-deploy's tests. All harnesses share
 //! one target dir.
-use mote_codegen::{compile, host_reference, host_reference_with, CompileOptions, Compiled};
+use mote_codegen::{compile, host_reference, host_reference_with, CompileOptions, Compiled, PackedLayout};
 use mote_core::{DType, Graph, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -115,6 +115,21 @@ fn digits_model_matches_the_host_reference_bit_for_bit() {
     let lib = &c.files.iter().find(|(p, _)| p.ends_with("lib.rs")).unwrap().1;
     assert_eq!(lib.matches("add_requant_in_place(out").count(), 5, "5 residual/embedding adds in place");
     assert!(lib.contains("lut_i8_in_place(out"));
+}
+
+#[test]
+fn digits_with_packed_linear_layers_matches_bit_for_bit() {
+    // The Arm DSP layout: on the host its portable twin runs, and must equal the interpreter's linear_requant.
+    let (g, x) = digits();
+    let opts = CompileOptions { packed_layout: Some(PackedLayout::Dsp16), ..options("digits_packed") };
+    let (c, _) = check_with(&g, vec![x], &opts);
+    let lib = &c.files.iter().find(|(p, _)| p.ends_with("lib.rs")).unwrap().1;
+    let linear = c.layers.iter().filter(|l| l.op == "QLinear").count();
+    assert_eq!(lib.matches("packed::linear_packed(").count(), linear, "every QLinear packed");
+    assert!(!lib.contains("matmul::linear_requant("));
+    // Each packed layer borrows its activation panel from the i32 arena only while it runs.
+    let i32_arena = c.arena.by_type.iter().find(|a| a.dtype == DType::I32).unwrap();
+    assert!(i32_arena.elements > 0 && i32_arena.elements <= 4 * 64, "{i32_arena:?}");
 }
 
 #[test]

@@ -18,6 +18,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use mote_codegen::PackedLayout;
 use mote_qemu::Core;
 use serde::Deserialize;
 
@@ -53,6 +54,17 @@ pub struct Board {
     pub notes: Option<String>,
     /// Where the profile came from.
     pub source: BoardSource,
+}
+
+impl Board {
+    /// The weight layout of this core's packed linear kernel: `Dsp16` (SMLAD) on the Arm cores with the DSP
+    /// extension; `None` (plain weights, portable kernels) elsewhere.
+    pub fn packed_layout(&self) -> Option<PackedLayout> {
+        match self.core {
+            Core::CortexM4 | Core::CortexM7 | Core::CortexM33 | Core::CortexM55 => Some(PackedLayout::Dsp16),
+            Core::CortexM3 | Core::Rv32imc => None,
+        }
+    }
 }
 
 /// Where a [`Board`] profile was read from.

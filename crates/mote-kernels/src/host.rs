@@ -35,6 +35,14 @@ pub fn quantize_multiplier(real: f64) -> (i32, i32) {
     (q as i32, exp)
 }
 
+/// `HighMulRequant` multiplier for `real`: `round(real·2^32)`, when `0 <= real < 1/2` makes it fit `i32`.
+pub fn high_mul_multiplier(real: f64) -> Option<i32> {
+    if !(0.0..0.5).contains(&real) {
+        return None;
+    }
+    i32::try_from((real * 2f64.powi(32)).round() as i64).ok()
+}
+
 /// Builds a 256-entry int8 table for `lut_i8`: `table[x + 128] = clamp(round(f(s_in·(x - zp_in)) / s_out) + zp_out)`.
 ///
 /// `round` is half away from zero; use it for SiLU, GELU, sigmoid, tanh, hardswish, ...

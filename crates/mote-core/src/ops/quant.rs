@@ -11,7 +11,7 @@ use crate::{bail, ensure, op_common, DType, Error, Op, Result, Tensor, TensorTyp
 use mote_kernels::elementwise::{add_requant, mul_requant, AddRequant, MulRequant};
 use mote_kernels::matmul::{av_requant, linear_requant, BatchedMatmul, MatDims};
 use mote_kernels::norm::{layernorm_i8, LayerNormI8Params};
-use mote_kernels::requant::{rescale, FixedPointRequant, Requant};
+use mote_kernels::requant::{rescale, FixedPointRequant, HighMulRequant, Requant};
 use mote_kernels::softmax::{softmax_i8, RowMask, SoftmaxI8Params};
 use mote_kernels::{activation, conv, pool, KernelError};
 use ndarray::IxDyn;
@@ -62,6 +62,44 @@ impl Rescale {
 
     fn requant(&self, op: &str, zero_point: i32) -> Result<FixedPointRequant<'_>> {
         FixedPointRequant::new(&self.multiplier, &self.shift, zero_point, -128, 127).map_err(|e| kernel_err(op, e))
+    }
+}
+
+/// How an op requantizes its `i32` accumulators (linear, matmul, conv) to int8.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccRescale {
+    /// TFLite / CMSIS-NN Q31 multipliers and shifts: any real multiplier.
+    FixedPoint(Rescale),
+    /// `y = zp + round(acc·mul / 2^32)` (one `SMMLAR` on Arm DSP cores), one multiplier per channel: used when
+    /// every real multiplier is below 1/2, as in nearly every layer.
+    HighMul(Vec<i32>),
+}
+
+impl AccRescale {
+    /// `HighMul` when every real multiplier is in `[0, 1/2)`, else `FixedPoint`.
+    pub fn from_reals(reals: &[f64]) -> AccRescale {
+        let high: Option<Vec<i32>> = reals.iter().map(|&r| mote_kernels::host::high_mul_multiplier(r)).collect();
+        match high {
+            Some(mul) if !mul.is_empty() => AccRescale::HighMul(mul),
+            _ => AccRescale::FixedPoint(Rescale::from_reals(reals)),
+        }
+    }
+
+    /// Number of multipliers (1 per tensor, else one per channel).
+    pub fn channels(&self) -> usize {
+        match self {
+            AccRescale::FixedPoint(r) => r.multiplier.len(),
+            AccRescale::HighMul(m) => m.len(),
+        }
+    }
+
+    fn requant(&self, op: &str, zero_point: i32) -> Result<Requant<'_>> {
+        Ok(match self {
+            AccRescale::FixedPoint(r) => Requant::FixedPoint(r.requant(op, zero_point)?),
+            AccRescale::HighMul(m) => {
+                Requant::HighMul(HighMulRequant::new(m, zero_point, -128, 127).map_err(|e| kernel_err(op, e))?)
+            }
+        })
     }
 }
 
@@ -163,7 +201,7 @@ pub struct QLinear {
     /// Zero point of x.
     pub x_zero_point: i32,
     /// `s_x·s_w[n] / s_y`, per tensor or per output channel.
-    pub rescale: Rescale,
+    pub rescale: AccRescale,
     /// Zero point of y.
     pub y_zero_point: i32,
 }
@@ -180,7 +218,7 @@ impl Op for QLinear {
         if let Some(b) = inputs.get(2) {
             ensure!(b.ty.dtype == DType::I32 && b.ty.len() == w[0], "QLinear bias must be int32 [{}]", w[0]);
         }
-        let c = self.rescale.multiplier.len();
+        let c = self.rescale.channels();
         ensure!(c == 1 || c == w[0], "QLinear has {c} multipliers for {} channels", w[0]);
         let mut y = x.clone();
         *y.last_mut().expect("rank >= 1") = w[0];
@@ -192,7 +230,7 @@ impl Op for QLinear {
         let bias = inputs.get(2).map(|b| i32_data(b)).transpose()?;
         let (n, k) = (inputs[1].shape()[0], inputs[1].shape()[1]);
         let d = MatDims { m: x.len() / k, k, n };
-        let rq = Requant::FixedPoint(self.rescale.requant("QLinear", self.y_zero_point)?);
+        let rq = self.rescale.requant("QLinear", self.y_zero_point)?;
         let mut out = vec![0i8; d.m * n];
         linear_requant(&x, &w, bias.as_deref(), d, -self.x_zero_point, &rq, &mut out)
             .map_err(|e| kernel_err("QLinear", e))?;
@@ -215,7 +253,7 @@ pub struct QMatMul {
     /// Zero point of b.
     pub b_zero_point: i32,
     /// `s_a·s_b / s_y`.
-    pub rescale: Rescale,
+    pub rescale: AccRescale,
     /// Zero point of y.
     pub y_zero_point: i32,
 }
@@ -263,7 +301,7 @@ impl Op for QMatMul {
             b_offset: -self.b_zero_point,
             ..BatchedMatmul::packed_nn(count, m, k, n)
         };
-        let rq = Requant::FixedPoint(self.rescale.requant("QMatMul", self.y_zero_point)?);
+        let rq = self.rescale.requant("QMatMul", self.y_zero_point)?;
         let mut out = vec![0i8; count * m * n];
         av_requant(&p, &a, &b, &rq, &mut out).map_err(|e| kernel_err("QMatMul", e))?;
         let shape: Vec<usize> = batch.iter().chain(&[m, n]).copied().collect();
@@ -542,7 +580,7 @@ pub struct QConv {
     /// Zero point of x.
     pub x_zero_point: i32,
     /// `s_x·s_w[o] / s_y`.
-    pub rescale: Rescale,
+    pub rescale: AccRescale,
     /// Zero point of y.
     pub y_zero_point: i32,
 }
@@ -590,7 +628,7 @@ impl Op for QConv {
         let bias = inputs.get(2).map(|b| i32_data(b)).transpose()?;
         let (oh, ow) = p.output_hw().map_err(|e| kernel_err("QConv", e))?;
         let shape = [inputs[0].shape()[0], p.out_channels, oh, ow];
-        let rq = Requant::FixedPoint(self.rescale.requant("QConv", self.y_zero_point)?);
+        let rq = self.rescale.requant("QConv", self.y_zero_point)?;
         let mut out = vec![0i8; shape.iter().product()];
         conv::conv2d_requant(&i8_data(inputs[0])?, &i8_data(inputs[1])?, bias.as_deref(), &p, &rq, &mut out)
             .map_err(|e| kernel_err("QConv", e))?;

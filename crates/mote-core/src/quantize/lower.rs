@@ -15,8 +15,8 @@ use crate::ops::elementwise::{broadcast_shapes, Binary, BinaryKind, Unary};
 use crate::ops::matmul::{Gemm, MatMul};
 use crate::ops::nn::{LayerNorm, Reduce, ReduceKind, RmsNorm, Softmax};
 use crate::ops::quant::{
-    DequantizeLinear, QBinary, QBinaryKind, QConv, QLayerNorm, QLinear, QLut, QMatMul, QMean, QSoftmax, QuantizeLinear,
-    Requantize, Rescale,
+    AccRescale, DequantizeLinear, QBinary, QBinaryKind, QConv, QLayerNorm, QLinear, QLut, QMatMul, QMean, QSoftmax,
+    QuantizeLinear, Requantize, Rescale,
 };
 use crate::ops::shape::DATA_MOVEMENT;
 use crate::{bail, DType, Error, Graph, Node, NodeId, Op, QuantParams, Result, Tensor, TensorId};
@@ -703,7 +703,7 @@ impl Builder<'_> {
             let op = QMatMul {
                 a_zero_point: zx,
                 b_zero_point: zw,
-                rescale: Rescale::from_reals(&[sx * sw / sy]),
+                rescale: AccRescale::from_reals(&[sx * sw / sy]),
                 y_zero_point: zy,
             };
             let id = self.node(&n.name, Box::new(op), vec![*x, *w], &out, &affine)?;
@@ -715,7 +715,7 @@ impl Builder<'_> {
         let bias = bias.map(|b| self.bias(&n.name, &b, sx, &sw)).transpose()?;
         let wid = self.konst(format!("{}:w", n.name), w_nk);
         let reals: Vec<f64> = sw.iter().map(|&s| sx * s / sy).collect();
-        let op = QLinear { x_zero_point: zx, rescale: Rescale::from_reals(&reals), y_zero_point: zy };
+        let op = QLinear { x_zero_point: zx, rescale: AccRescale::from_reals(&reals), y_zero_point: zy };
         let mut inputs = vec![*x, wid];
         inputs.extend(bias);
         let id = self.node(&n.name, Box::new(op), inputs, &out, &affine)?;
@@ -1008,7 +1008,7 @@ impl Builder<'_> {
             dilations: [c.dilations[0], c.dilations[1]],
             group: c.group,
             x_zero_point: zx,
-            rescale: Rescale::from_reals(&reals),
+            rescale: AccRescale::from_reals(&reals),
             y_zero_point: zy,
         };
         let mut inputs = vec![x, wid];
