@@ -896,6 +896,7 @@ impl<'a> Emitter<'a> {
                     input2_shift: p.input1_shift,
                     ..p
                 }),
+                QBinaryKind::AddShift(p) => QBinaryKind::AddShift(p.swapped()),
                 QBinaryKind::Mul(p) => QBinaryKind::Mul(mote_kernels::elementwise::MulRequant {
                     input1_offset: p.input2_offset,
                     input2_offset: p.input1_offset,
@@ -947,7 +948,7 @@ impl<'a> Emitter<'a> {
              //! Weights and parameters: {} bytes of `static` data (flash).\n//!\n//! Inputs:\n{}//!\n//! Outputs:\n{}\
              #![no_std]\n#![allow(unused_variables, unused_imports, clippy::all)]\n\n\
              use mote_kernels::activation::HardswishParams;\n\
-             use mote_kernels::elementwise::{{AddRequant, MulRequant}};\n\
+             use mote_kernels::elementwise::{{AddRequant, AddShift, MulRequant}};\n\
              use mote_kernels::matmul::{{BatchedMatmul, GemmParams, MatDims, Strides}};\n\
              use mote_kernels::norm::LayerNormI8Params;\n\
              use mote_kernels::conv::Conv2dParams;\n\
@@ -1206,6 +1207,10 @@ fn binary_call(kind: QBinaryKind, a: &str, b: &str, inner: usize, in_place: bool
                 p.output_offset,
                 p.act_min,
                 p.act_max
+            ),
+            QBinaryKind::AddShift(p) => format!(
+                "elementwise::add_shift{suffix}({a}, {b}, {inner}, &AddShift {{ a_mul: {}, b_mul: {}, offset: {}, shift: {}, act_min: {}, act_max: {} }}{out})?;",
+                p.a_mul, p.b_mul, p.offset, p.shift, p.act_min, p.act_max
             ),
             QBinaryKind::Mul(p) => format!(
                 "elementwise::mul_requant{suffix}({a}, {b}, {inner}, &MulRequant {{ input1_offset: {}, input2_offset: {}, output_multiplier: {}, output_shift: {}, output_offset: {}, act_min: {}, act_max: {} }}{out})?;",

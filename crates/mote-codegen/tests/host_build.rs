@@ -113,7 +113,7 @@ fn digits_model_matches_the_host_reference_bit_for_bit() {
     let (c, _) = check("digits_model", &g, vec![x]);
     // Residual adds, GELU tables and scalings write over their last-read input (and stay bit-exact above).
     let lib = &c.files.iter().find(|(p, _)| p.ends_with("lib.rs")).unwrap().1;
-    assert_eq!(lib.matches("add_requant_in_place(out").count(), 5, "5 residual/embedding adds in place");
+    assert_eq!(lib.matches("add_shift_in_place(out").count(), 5, "5 residual/embedding adds in place");
     assert!(lib.contains("lut_i8_in_place(out"));
 }
 

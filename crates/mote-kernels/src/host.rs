@@ -43,6 +43,40 @@ pub fn high_mul_multiplier(real: f64) -> Option<i32> {
     i32::try_from((real * 2f64.powi(32)).round() as i64).ok()
 }
 
+/// [`crate::elementwise::AddShift`] for `y = (s_a·(a − zp_a) + b_sign·s_b·(b − zp_b)) / s_y + zp_y` to int8, or
+/// `None` when the scale ratios do not fit 16-bit multipliers (then use `AddRequant`).
+///
+/// The shift is the largest (≤ 22) that keeps both multipliers below 2^15 and the offset inside its bound.
+pub fn add_shift_params(
+    (sa, za): (f64, i32),
+    (sb, zb): (f64, i32),
+    b_sign: f64,
+    (sy, zy): (f64, i32),
+) -> Option<crate::elementwise::AddShift> {
+    let (ra, rb) = (sa / sy, b_sign * sb / sy);
+    if !ra.is_finite() || !rb.is_finite() {
+        return None;
+    }
+    (0..=22u32).rev().find_map(|shift| {
+        let scale = f64::from(1u32 << shift);
+        let (am, bm) = ((ra * scale).round(), (rb * scale).round());
+        if am.abs() >= 32768.0 || bm.abs() >= 32768.0 {
+            return None;
+        }
+        let (am, bm) = (am as i64, bm as i64);
+        let half = if shift > 0 { 1i64 << (shift - 1) } else { 0 };
+        let offset = (i64::from(zy) << shift) - i64::from(za) * am - i64::from(zb) * bm + half;
+        (offset.abs() < 1 << 30).then_some(crate::elementwise::AddShift {
+            a_mul: am as i32,
+            b_mul: bm as i32,
+            offset: offset as i32,
+            shift,
+            act_min: -128,
+            act_max: 127,
+        })
+    })
+}
+
 /// Builds a 256-entry int8 table for `lut_i8`: `table[x + 128] = clamp(round(f(s_in·(x - zp_in)) / s_out) + zp_out)`.
 ///
 /// `round` is half away from zero; use it for SiLU, GELU, sigmoid, tanh, hardswish, ...

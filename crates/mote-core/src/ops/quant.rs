@@ -8,7 +8,7 @@ use super::elementwise::broadcast_shapes;
 use super::resolve_axis;
 use crate::op::InputFact;
 use crate::{bail, ensure, op_common, DType, Error, Op, Result, Tensor, TensorType};
-use mote_kernels::elementwise::{add_requant, mul_requant, AddRequant, MulRequant};
+use mote_kernels::elementwise::{add_requant, add_shift, mul_requant, AddRequant, AddShift, MulRequant};
 use mote_kernels::matmul::{av_requant, linear_requant, BatchedMatmul, MatDims};
 use mote_kernels::norm::{layernorm_i8, LayerNormI8Params};
 use mote_kernels::requant::{rescale, FixedPointRequant, HighMulRequant, Requant};
@@ -316,8 +316,10 @@ impl Op for QMatMul {
 /// Which requantized element-wise operation a [`QBinary`] performs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QBinaryKind {
-    /// `a ± b` at a common scale (a negative input-2 multiplier subtracts).
+    /// `a ± b` at a common scale (a negative input-2 multiplier subtracts), TFLite arithmetic.
     Add(AddRequant),
+    /// `a ± b` with two 16-bit multipliers and one shift (mote's, used when the scales allow).
+    AddShift(AddShift),
     /// `a · b`.
     Mul(MulRequant),
 }
@@ -332,7 +334,7 @@ pub struct QBinary {
 impl Op for QBinary {
     fn name(&self) -> &'static str {
         match self.kind {
-            QBinaryKind::Add(_) => "QAdd",
+            QBinaryKind::Add(_) | QBinaryKind::AddShift(_) => "QAdd",
             QBinaryKind::Mul(_) => "QMul",
         }
     }
@@ -355,6 +357,7 @@ impl Op for QBinary {
         let mut out = vec![0i8; a.len()];
         let r = match &self.kind {
             QBinaryKind::Add(p) => add_requant(&a, &b, 1, p, &mut out),
+            QBinaryKind::AddShift(p) => add_shift(&a, &b, 1, p, &mut out),
             QBinaryKind::Mul(p) => mul_requant(&a, &b, 1, p, &mut out),
         };
         r.map_err(|e| kernel_err(self.name(), e))?;

@@ -886,25 +886,29 @@ impl Builder<'_> {
         let (b, sb, zb) = self.int8_operand(&format!("{}:b", n.name), &b_in)?;
         let kind = match kind {
             BinaryKind::Add | BinaryKind::Sub => {
-                let twice_max = 2.0 * sa.max(sb);
                 let sign = if kind == BinaryKind::Sub { -1.0 } else { 1.0 };
-                let (m1, s1) = quantize_multiplier(sa / twice_max);
-                let (m2, s2) = quantize_multiplier(sign * sb / twice_max);
-                let (mo, so) = quantize_multiplier(twice_max / (f64::from(1u32 << 20) * sy));
-                QBinaryKind::Add(AddRequant {
-                    input1_offset: -za,
-                    input1_multiplier: m1,
-                    input1_shift: s1,
-                    input2_offset: -zb,
-                    input2_multiplier: m2,
-                    input2_shift: s2,
-                    left_shift: 20,
-                    output_multiplier: mo,
-                    output_shift: so,
-                    output_offset: zy,
-                    act_min: -128,
-                    act_max: 127,
-                })
+                if let Some(p) = mote_kernels::host::add_shift_params((sa, za), (sb, zb), sign, (sy, zy)) {
+                    QBinaryKind::AddShift(p)
+                } else {
+                    let twice_max = 2.0 * sa.max(sb);
+                    let (m1, s1) = quantize_multiplier(sa / twice_max);
+                    let (m2, s2) = quantize_multiplier(sign * sb / twice_max);
+                    let (mo, so) = quantize_multiplier(twice_max / (f64::from(1u32 << 20) * sy));
+                    QBinaryKind::Add(AddRequant {
+                        input1_offset: -za,
+                        input1_multiplier: m1,
+                        input1_shift: s1,
+                        input2_offset: -zb,
+                        input2_multiplier: m2,
+                        input2_shift: s2,
+                        left_shift: 20,
+                        output_multiplier: mo,
+                        output_shift: so,
+                        output_offset: zy,
+                        act_min: -128,
+                        act_max: 127,
+                    })
+                }
             }
             BinaryKind::Mul => {
                 let (mo, so) = quantize_multiplier(sa * sb / sy);
