@@ -10,6 +10,11 @@
 //! 2×2 output tile. The same layout has a portable implementation ([`linear_packed_portable`]) that every
 //! other target runs and that the tests compare the assembly against.
 //!
+//! [`PackedLayout::Mve8`] (Arm Helium, Cortex-M55/M85): int8 weights in 16-byte chunks for `VMLADAVA.S8`
+//! (16 MACs into one scalar accumulator) over a 2×4 output tile whose eight accumulators are the eight even
+//! general-purpose registers; weights and a 2-row activation panel are read four vectors per `VLDM`, and
+//! the tile is requantized in vector registers (`VRMULH`, saturating narrows, one byte store per row).
+//!
 //! Alignment: packed words and the scratch are `i32` slices (4-byte aligned); activations and outputs are
 //! plain byte slices with no alignment requirement.
 
@@ -19,6 +24,9 @@ use crate::KernelError;
 #[cfg(all(mote_dsp, target_arch = "arm"))]
 #[allow(unsafe_code)]
 mod dsp;
+#[cfg(all(mote_mve, target_arch = "arm"))]
+#[allow(unsafe_code)]
+mod mve;
 
 /// Output rows per activation panel (the tile height).
 pub const TILE_ROWS: usize = 2;
@@ -32,9 +40,20 @@ pub enum PackedLayout {
     /// w₁(0,2), w₁(1,3)), mul₀, mul₁]`, where `wⱼ(a,b)` holds `w[j,4q+a]` in the low and `w[j,4q+b]` in the
     /// high half-word (zero past `k` and for the padding channel of an odd `n`).
     Dsp16,
+    /// Int8 weights for Helium `VMLADAVA.S8`: per tile of four output channels `j₀..j₀+3`, `⌈k/16⌉` chunks of
+    /// 16 words `[w₀(c), w₁(c), w₂(c), w₃(c)]`, where `wⱼ(c)` is the four little-endian words holding the bytes
+    /// `w[j₀+j, 16c..16c+16]`, then `[bias₀..bias₃, mul₀..mul₃]` (weights zero past `k`, and weights, bias and
+    /// multiplier zero for the padding channels past `n`).
+    Mve8,
 }
 
-/// The layout this build's fastest kernel reads: [`PackedLayout::Dsp16`] (which other builds run portably).
+/// The layout this build's fastest kernel reads: [`PackedLayout::Mve8`] on Helium builds (Cortex-M55/M85),
+/// else [`PackedLayout::Dsp16`]; other builds run either portably.
+#[cfg(mote_mve)]
+pub const NATIVE_LAYOUT: PackedLayout = PackedLayout::Mve8;
+/// The layout this build's fastest kernel reads: [`PackedLayout::Mve8`] on Helium builds (Cortex-M55/M85),
+/// else [`PackedLayout::Dsp16`]; other builds run either portably.
+#[cfg(not(mote_mve))]
 pub const NATIVE_LAYOUT: PackedLayout = PackedLayout::Dsp16;
 
 impl PackedLayout {
@@ -42,6 +61,7 @@ impl PackedLayout {
     pub const fn words(self, n: usize, k: usize) -> usize {
         match self {
             PackedLayout::Dsp16 => n.div_ceil(TILE_COLS) * block_words(k),
+            PackedLayout::Mve8 => n.div_ceil(MVE_COLS) * mve_tile_words(k),
         }
     }
 
@@ -49,6 +69,7 @@ impl PackedLayout {
     pub const fn scratch_words(self, k: usize) -> usize {
         match self {
             PackedLayout::Dsp16 => 4 * k.div_ceil(4),
+            PackedLayout::Mve8 => 8 * k.div_ceil(MVE_CHUNK),
         }
     }
 }
@@ -56,6 +77,16 @@ impl PackedLayout {
 /// Words of one Dsp16 block (two output channels): bias pair, `⌈k/4⌉` quads of 4 words, multiplier pair.
 const fn block_words(k: usize) -> usize {
     4 + 4 * k.div_ceil(4)
+}
+
+/// Output channels per Mve8 tile.
+const MVE_COLS: usize = 4;
+/// Reduction elements per Mve8 chunk (one 16-byte vector).
+const MVE_CHUNK: usize = 16;
+
+/// Words of one Mve8 tile (four output channels): 16 words per chunk, then four biases and four multipliers.
+const fn mve_tile_words(k: usize) -> usize {
+    16 * k.div_ceil(MVE_CHUNK) + 2 * MVE_COLS
 }
 
 /// A packed `[n, k]` linear layer with its bias and per-channel `HighMul` multipliers.
@@ -155,6 +186,10 @@ pub fn pack_linear(layout: PackedLayout, src: &LinearWeights<'_>, out: &mut [i32
             _ => mul.get(j).copied().unwrap_or(0),
         }
     };
+    if layout == PackedLayout::Mve8 {
+        pack_mve8(k, &weight, &folded_bias, &multiplier, out);
+        return Ok(());
+    }
     let quads = k.div_ceil(4);
     for (t, block) in out.chunks_exact_mut(block_words(k)).enumerate() {
         let (j0, j1) = (2 * t, 2 * t + 1);
@@ -171,6 +206,56 @@ pub fn pack_linear(layout: PackedLayout, src: &LinearWeights<'_>, out: &mut [i32
         }
     }
     Ok(())
+}
+
+/// Fills the Mve8 tiles of `out` from the channel accessors of [`pack_linear`] (zero past `n` and `k`).
+fn pack_mve8(
+    k: usize,
+    weight: &dyn Fn(usize, usize) -> i32,
+    bias: &dyn Fn(usize) -> i32,
+    mul: &dyn Fn(usize) -> i32,
+    out: &mut [i32],
+) {
+    for (t, tile) in out.chunks_exact_mut(mve_tile_words(k)).enumerate() {
+        let j0 = MVE_COLS * t;
+        let weights = (0..k.div_ceil(MVE_CHUNK)).flat_map(|c| {
+            (0..MVE_COLS).flat_map(move |j| {
+                (0..4).map(move |q| {
+                    let byte = |b: usize| weight(j0 + j, MVE_CHUNK * c + 4 * q + b) as u8;
+                    i32::from_le_bytes([byte(0), byte(1), byte(2), byte(3)])
+                })
+            })
+        });
+        let tail = (0..MVE_COLS).map(|j| bias(j0 + j)).chain((0..MVE_COLS).map(|j| mul(j0 + j)));
+        for (slot, v) in tile.iter_mut().zip(weights.chain(tail)) {
+            *slot = v;
+        }
+    }
+}
+
+/// [`linear_packed_portable`] for [`PackedLayout::Mve8`] (arguments already checked): the same integers as the
+/// Helium kernel, one output at a time.
+fn linear_mve8_portable(x: &[i8], p: &PackedLinear<'_>, m: usize, zero_point: i32, out: &mut [i8]) {
+    let (n, k) = (p.n, p.k);
+    let tile_words = mve_tile_words(k);
+    for (t, tile) in p.words.chunks_exact(tile_words).enumerate() {
+        let (weights, tail) = tile.split_at(tile_words - 2 * MVE_COLS);
+        for (i, row) in x.chunks_exact(k).take(m).enumerate() {
+            for j in (0..MVE_COLS).take_while(|j| MVE_COLS * t + j < n) {
+                let mut acc = tail.get(j).copied().unwrap_or(0);
+                for (c, xs) in row.chunks(MVE_CHUNK).enumerate() {
+                    let ws = weights.get(16 * c + 4 * j..16 * c + 4 * j + 4).unwrap_or(&[]);
+                    for (&a, b) in xs.iter().zip(ws.iter().flat_map(|w| w.to_le_bytes())) {
+                        acc = acc.wrapping_add(i32::from(a) * i32::from(b as i8));
+                    }
+                }
+                let mul = tail.get(MVE_COLS + j).copied().unwrap_or(0);
+                if let Some(o) = out.get_mut(i * n + MVE_COLS * t + j) {
+                    *o = high_mul(acc, mul, zero_point).max(-128).min(127) as i8;
+                }
+            }
+        }
+    }
 }
 
 /// Checks the arguments of [`linear_packed`].
@@ -255,6 +340,10 @@ pub fn linear_packed_portable(
     out: &mut [i8],
 ) -> Result<(), KernelError> {
     check(x, p, m, scratch, out)?;
+    if p.layout == PackedLayout::Mve8 {
+        linear_mve8_portable(x, p, m, zero_point, out);
+        return Ok(());
+    }
     let quads = p.k.div_ceil(4);
     let panel = scratch.get_mut(..4 * quads).ok_or(KernelError::ShapeMismatch)?;
     for rows in row_pairs(m) {
@@ -269,8 +358,8 @@ pub fn linear_packed_portable(
 }
 
 /// The packed linear layer `x [m,k] -> out [m,n]` with the fastest kernel this build has for `p`'s layout
-/// (Arm DSP assembly on Cortex-M4/M7/M33/M55 builds, else [`linear_packed_portable`]); both give identical
-/// integers.
+/// (for Dsp16 Arm DSP assembly on Cortex-M4/M7/M33/M55 builds, for Mve8 Helium assembly on Cortex-M55/M85
+/// builds, else [`linear_packed_portable`]); all give identical integers.
 ///
 /// `scratch` holds at least `layout.scratch_words(k)` words. Errors: lengths that disagree with `m`, `n`, `k`.
 pub fn linear_packed(
@@ -281,6 +370,12 @@ pub fn linear_packed(
     scratch: &mut [i32],
     out: &mut [i8],
 ) -> Result<(), KernelError> {
+    if p.layout == PackedLayout::Mve8 {
+        #[cfg(all(mote_mve, target_arch = "arm"))]
+        return mve::linear(x, p, m, zero_point, scratch, out);
+        #[cfg(not(all(mote_mve, target_arch = "arm")))]
+        return linear_packed_portable(x, p, m, zero_point, scratch, out);
+    }
     #[cfg(all(mote_dsp, target_arch = "arm"))]
     {
         check(x, p, m, scratch, out)?;
@@ -314,8 +409,23 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    /// Packs and runs the portable packed kernel.
+    /// Packs as Dsp16 and runs the portable packed kernel.
     fn packed(
+        x: &[i8],
+        w: &[i8],
+        bias: Option<&[i32]>,
+        dims: (usize, usize, usize),
+        offset: i32,
+        mul: &[i32],
+        zp: i32,
+    ) -> Vec<i8> {
+        packed_as(PackedLayout::Dsp16, x, w, bias, dims, offset, mul, zp)
+    }
+
+    /// Packs as `layout` and runs the portable packed kernel.
+    #[allow(clippy::too_many_arguments)]
+    fn packed_as(
+        layout: PackedLayout,
         x: &[i8],
         w: &[i8],
         bias: Option<&[i32]>,
@@ -324,7 +434,6 @@ mod tests {
         mul: &[i32],
         zp: i32,
     ) -> Vec<i8> {
-        let layout = PackedLayout::Dsp16;
         let mut words = vec![0; layout.words(n, k)];
         pack_linear(layout, &LinearWeights { w, bias, input_offset: offset, mul, n, k }, &mut words).unwrap();
         let p = PackedLinear::new(layout, n, k, &words).unwrap();
@@ -387,6 +496,80 @@ mod tests {
             let mut expected = vec![0i8; m * n];
             linear_requant(&x, &w, bias, MatDims { m, k, n }, offset, &rq, &mut expected).unwrap();
             prop_assert_eq!(packed(&x, &w, bias, (m, k, n), offset, &mul, zp), expected);
+        }
+    }
+
+    #[test]
+    fn mve8_hand_computed_tile() {
+        // The data of `hand_computed_tile`: one tile with two padding channels, one chunk of which 3 bytes are used.
+        let (x, w) = ([1i8, 2, 3, -1, 0, 4], [1i8, 1, 1, 2, -1, 0]);
+        let out = packed_as(PackedLayout::Mve8, &x, &w, Some(&[10, -5]), (2, 3, 2), 1, &[1 << 30], 3);
+        assert_eq!(out, [8, 2, 7, 2]);
+    }
+
+    #[test]
+    fn mve8_layout() {
+        // n = 5, k = 17: two tiles of two chunks; w[j,c] = 10·j + c (mod 128), offset 0, bias 100 + j, mul 7 + j.
+        let (n, k) = (5, 17);
+        let w: Vec<i8> = (0..n * k).map(|i| ((10 * (i / k) + i % k) % 128) as i8).collect();
+        let bias: Vec<i32> = (0..n as i32).map(|j| 100 + j).collect();
+        let mul: Vec<i32> = (0..n as i32).map(|j| 7 + j).collect();
+        let layout = PackedLayout::Mve8;
+        assert_eq!(layout.words(n, k), 2 * (2 * 16 + 8));
+        assert_eq!(layout.scratch_words(k), 16);
+        let mut words = vec![0; layout.words(n, k)];
+        let src = LinearWeights { w: &w, bias: Some(&bias), input_offset: 0, mul: &mul, n, k };
+        pack_linear(layout, &src, &mut words).unwrap();
+        let byte = |word: usize, b: usize| words[word].to_le_bytes()[b] as i8;
+        // Tile 0, chunk 0, channel 1: bytes w[1, 0..16] in words 4..8.
+        assert_eq!((byte(4, 0), byte(7, 3)), (10, 25));
+        // Tile 0, chunk 1, channel 2: w[2, 16] then zeros past k.
+        assert_eq!((byte(16 + 8, 0), byte(16 + 8, 1), byte(16 + 11, 3)), (36, 0, 0));
+        assert_eq!(words[32..40], [100, 101, 102, 103, 7, 8, 9, 10]);
+        // Tile 1: channel 4, then three zero padding channels with zero bias and multiplier.
+        assert_eq!((byte(40, 0), byte(40 + 16, 0), byte(40 + 4, 0)), (40, 56, 0));
+        assert_eq!(words[72..80], [104, 0, 0, 0, 11, 0, 0, 0]);
+    }
+
+    #[test]
+    fn mve8_refuses_bad_lengths() {
+        let layout = PackedLayout::Mve8;
+        let mut words = vec![0; layout.words(3, 17)];
+        let src = LinearWeights { w: &[0; 51], bias: None, input_offset: 0, mul: &[1], n: 3, k: 17 };
+        assert_eq!(pack_linear(layout, &src, &mut words[1..]), Err(KernelError::ShapeMismatch));
+        pack_linear(layout, &src, &mut words).unwrap();
+        assert!(PackedLinear::new(layout, 3, 16, &words).is_err());
+        let p = PackedLinear::new(layout, 3, 17, &words).unwrap();
+        let mut small = vec![0; layout.scratch_words(17) - 1];
+        let mut out = [0i8; 6];
+        assert_eq!(linear_packed(&[0; 34], &p, 2, 0, &mut small, &mut out), Err(KernelError::ShapeMismatch));
+        let mut scratch = vec![0; layout.scratch_words(17)];
+        assert_eq!(linear_packed(&[0; 33], &p, 2, 0, &mut scratch, &mut out), Err(KernelError::ShapeMismatch));
+        assert_eq!(linear_packed(&[0; 34], &p, 2, 0, &mut scratch, &mut out[1..]), Err(KernelError::ShapeMismatch));
+    }
+
+    proptest! {
+        /// The Mve8 packed kernel equals the reference linear layer with the same HighMul requantization, also for
+        /// `k` a multiple of the 16-byte chunk and extreme zero points.
+        #[test]
+        fn mve8_packed_equals_reference(
+            (m, k, n) in (dim(), prop_oneof![dim(), Just(16usize), Just(32), Just(48)], dim()),
+            seed in any::<u64>(),
+            offset in -255i32..=255,
+            zp in prop_oneof![-128i32..=127, Just(i32::MIN), Just(i32::MAX)],
+            per_channel in any::<bool>(),
+            with_bias in any::<bool>(),
+        ) {
+            let mut g = Lcg(seed);
+            let (x, w) = (g.vec_i8(m * k), g.vec_i8(n * k));
+            let bias = g.vec_i32(n, -1 << 20, 1 << 20);
+            let mul = g.vec_i32(if per_channel { n } else { 1 }, 0, i32::MAX);
+            let bias = with_bias.then_some(&bias[..]);
+            let rq = Requant::HighMul(HighMulRequant::new(&mul, zp, -128, 127).unwrap());
+            let mut expected = vec![0i8; m * n];
+            linear_requant(&x, &w, bias, MatDims { m, k, n }, offset, &rq, &mut expected).unwrap();
+            let got = packed_as(PackedLayout::Mve8, &x, &w, bias, (m, k, n), offset, &mul, zp);
+            prop_assert_eq!(got, expected);
         }
     }
 }
