@@ -7,8 +7,9 @@
 //! [`PackedLayout::Dsp16`] (Arm Cortex-M4/M7/M33/M55 DSP extension): weights are sign-extended to 16 bits and
 //! interleaved so that one `LDM` fetches two output channels × four `k`, matching what `SXTB16` makes of four
 //! activations; the inner loop is one `LDM` per operand and eight `SMLAD` (16 MACs) per four `k`, over a
-//! 2×2 output tile. The same layout has a portable implementation ([`linear_packed_portable`]) that every
-//! other target runs and that the tests compare the assembly against.
+//! 2×2 output tile, and the tile's first `LDM` also loads its four accumulators (the bias pair, twice). The
+//! same layout has a portable implementation ([`linear_packed_portable`]) that every other target runs and
+//! that the tests compare the assembly against.
 //!
 //! [`PackedLayout::Mve8`] (Arm Helium, Cortex-M55/M85): int8 weights in 16-byte chunks for `VMLADAVA.S8`
 //! (16 MACs into one scalar accumulator) over a 2×4 output tile whose eight accumulators are the eight even
@@ -36,9 +37,9 @@ pub const TILE_COLS: usize = 2;
 /// Memory layout of packed linear weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PackedLayout {
-    /// 16-bit weights for `SMLAD`: per pair of output channels `[bias₀, bias₁, ⌈k/4⌉ × (w₀(0,2), w₀(1,3),
-    /// w₁(0,2), w₁(1,3)), mul₀, mul₁]`, where `wⱼ(a,b)` holds `w[j,4q+a]` in the low and `w[j,4q+b]` in the
-    /// high half-word (zero past `k` and for the padding channel of an odd `n`).
+    /// 16-bit weights for `SMLAD`: per pair of output channels `[bias₀, bias₁, bias₀, bias₁, ⌈k/4⌉ × (w₀(0,2),
+    /// w₀(1,3), w₁(0,2), w₁(1,3)), mul₀, mul₁]`, where `wⱼ(a,b)` holds `w[j,4q+a]` in the low and `w[j,4q+b]` in
+    /// the high half-word (zero past `k` and for the padding channel of an odd `n`).
     Dsp16,
     /// Int8 weights for Helium `VMLADAVA.S8`: per tile of four output channels `j₀..j₀+3`, `⌈k/16⌉` chunks of
     /// 16 words `[w₀(c), w₁(c), w₂(c), w₃(c)]`, where `wⱼ(c)` is the four little-endian words holding the bytes
@@ -68,15 +69,25 @@ impl PackedLayout {
     /// Number of `i32` words of scratch [`linear_packed`] needs for reduction length `k`.
     pub const fn scratch_words(self, k: usize) -> usize {
         match self {
-            PackedLayout::Dsp16 => 4 * k.div_ceil(4),
+            PackedLayout::Dsp16 => dsp_panel_words(k),
             PackedLayout::Mve8 => 8 * k.div_ceil(MVE_CHUNK),
         }
     }
 }
 
-/// Words of one Dsp16 block (two output channels): bias pair, `⌈k/4⌉` quads of 4 words, multiplier pair.
+/// Words of one Dsp16 block (two output channels): bias pair twice, `⌈k/4⌉` quads of 4 words, multiplier pair.
 const fn block_words(k: usize) -> usize {
-    4 + 4 * k.div_ceil(4)
+    6 + 4 * k.div_ceil(4)
+}
+
+/// Quads per unrolled chunk of the Dsp16 assembly, whose panel has a jump word after quad 0, after every
+/// `DSP_CHUNK`-th quad and after the last quad.
+const DSP_CHUNK: usize = 16;
+
+/// Scratch words of a Dsp16 panel: `4·⌈k/4⌉` activation words and the assembly's jump words.
+const fn dsp_panel_words(k: usize) -> usize {
+    let quads = k.div_ceil(4);
+    4 * quads + quads.saturating_sub(1).div_ceil(DSP_CHUNK) + 1
 }
 
 /// Output channels per Mve8 tile.
@@ -193,7 +204,7 @@ pub fn pack_linear(layout: PackedLayout, src: &LinearWeights<'_>, out: &mut [i32
     let quads = k.div_ceil(4);
     for (t, block) in out.chunks_exact_mut(block_words(k)).enumerate() {
         let (j0, j1) = (2 * t, 2 * t + 1);
-        let mut words = [folded_bias(j0), folded_bias(j1)].into_iter();
+        let mut words = [folded_bias(j0), folded_bias(j1), folded_bias(j0), folded_bias(j1)].into_iter();
         let mut quad_words = (0..quads).flat_map(|q| {
             let c = 4 * q;
             [j0, j1]
@@ -297,7 +308,7 @@ fn fill_panel_portable(x: &[i8], k: usize, r0: usize, r1: usize, panel: &mut [i3
 fn tile_portable(panel: &[i32], block: &[i32], quads: usize) -> [i32; 4] {
     let (b0, b1) = (block.first().copied().unwrap_or(0), block.get(1).copied().unwrap_or(0));
     let mut acc = [b0, b1, b0, b1];
-    let weights = block.get(2..2 + 4 * quads).unwrap_or(&[]);
+    let weights = block.get(4..4 + 4 * quads).unwrap_or(&[]);
     for (a, w) in panel.chunks_exact(4).zip(weights.chunks_exact(4)) {
         if let ([a0, a1, a2, a3], [w0, w1, w2, w3]) = (a, w) {
             acc[0] = smlad(smlad(acc[0], *a0, *w0), *a1, *w1);
@@ -379,20 +390,7 @@ pub fn linear_packed(
     #[cfg(all(mote_dsp, target_arch = "arm"))]
     {
         check(x, p, m, scratch, out)?;
-        let quads = p.k.div_ceil(4);
-        let panel = scratch.get_mut(..4 * quads).ok_or(KernelError::ShapeMismatch)?;
-        let full = p.n / TILE_COLS;
-        let blocks = p.words.get(..full * block_words(p.k)).unwrap_or(&[]);
-        for rows in row_pairs(m) {
-            dsp::fill_panel(x, p.k, rows.0, rows.1, panel);
-            dsp::tiles(panel, blocks, full, zero_point, p.n, rows, out)?;
-            if full * TILE_COLS < p.n {
-                let block = p.block(full);
-                let acc = tile_portable(panel, block, quads);
-                store_tile(acc, block, zero_point, p.n, rows, TILE_COLS * full, out);
-            }
-        }
-        Ok(())
+        dsp::linear_packed(x, p, m, zero_point, scratch, out)
     }
     #[cfg(not(all(mote_dsp, target_arch = "arm")))]
     linear_packed_portable(x, p, m, zero_point, scratch, out)

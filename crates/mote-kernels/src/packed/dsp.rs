@@ -1,236 +1,513 @@
-//! Arm DSP-extension kernels (Cortex-M4/M7/M33/M55): `SXTB16` activation panels and an `SMLAD` tile loop.
+//! Arm DSP-extension kernel (Cortex-M4/M7/M33/M55): one hand-written routine runs a whole packed linear layer.
 //!
-//! `unsafe` here: inline `SXTB16` (no memory access), and one call into the hand-written tile loop, which reads
-//! exactly the panel and blocks whose lengths [`tiles`] checks and writes two bytes per tile into each of the
-//! two output rows, also checked first.
+//! Per pair of rows it widens the two activation rows into the panel (`LDR` + 2×`SXTB16` per row word, one
+//! `STM` per two quads), then walks the [`PackedLayout::Dsp16`] blocks with a 2×2 output tile: per four `k`
+//! one `LDM` of four weight words, one `LDM` of four activation words and eight `SMLAD` (16 MACs), then
+//! `SMMLAR acc, acc, mul, zero_point`, `SSAT #8` and a byte store per output. A lone last row (odd `m`) runs a
+//! 1×2 tile over the same panel (four `SMLAD` per quad) instead of computing the row twice.
+//!
+//! Why 2×2: the loop keeps a panel and a block pointer, four accumulators and eight operand registers, which
+//! is all fourteen registers there are (sp and pc are not free); every other tile shape with one `LDM` per
+//! operand needs more loads per `SMLAD`, so 10 instructions per 16 MACs is the loop's floor.
+//!
+//! The k loop has no counter, no compare and no branch: the panel carries *jump words*. The quads are unrolled
+//! `DSP_CHUNK` (16) times; the activation `LDM` of the last quad of each chunk also loads `pc`
+//! (`LDM r0!, {r8-r11, pc}`) from the word that follows that quad in the panel, which is where the `SMLAD`s of
+//! that quad are: the top of the unrolled loop again, a later point of it (so that the next chunk is shorter,
+//! as in Duff's device) or the epilogue. Quad 0 is a chunk of its own, so that the tile's first `LDM` can also
+//! load the four accumulators (the bias quad that starts each block). The routine writes the jump words itself
+//! (again when it switches to the one-row tile); the fill skips their slots.
+//!
+//! Panel layout (`dsp_panel_words(k)` words): quad `q` at word `4q + ⌈q/16⌉` as
+//! `[x₀(0,2), x₀(1,3), x₁(0,2), x₁(1,3)]` (see [`super::fill_panel_portable`]), a jump word after quads 0,
+//! 16, 32, … and after the last quad. The quad of the last `k % 4` activations is the row's last word shifted
+//! right, so that no row is read past its end.
+//!
+//! `unsafe` here: one `asm!` block. It reads exactly the activation rows, the packed words and the panel
+//! whose lengths [`linear_packed`] checks first, writes the panel and the output, and saves and restores
+//! every register it uses but r0–r3, r12 and lr (declared clobbered). Row words are read with `LDR`, which
+//! needs unaligned accesses enabled (`CCR.UNALIGN_TRP` = 0, the reset value; the Rust code LLVM generates for
+//! these cores makes the same assumption).
 
-use core::arch::{asm, global_asm};
+use core::arch::asm;
+use core::mem::{offset_of, size_of};
 
-use super::{block_words, fill_panel_portable};
+use super::{block_words, dsp_panel_words, linear_packed_portable, PackedLayout, PackedLinear, DSP_CHUNK};
 use crate::KernelError;
 
-/// `[x₀, x₂]` of four bytes, sign-extended to two half-words.
-#[inline(always)]
-fn sxtb16(x: u32) -> i32 {
-    let r: i32;
-    // SAFETY: a register-only instruction.
-    unsafe {
-        asm!("sxtb16 {r}, {x}", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
-    };
-    r
-}
-
-/// `[x₁, x₃]` of four bytes, sign-extended to two half-words.
-#[inline(always)]
-fn sxtb16_ror8(x: u32) -> i32 {
-    let r: i32;
-    // SAFETY: a register-only instruction.
-    unsafe {
-        asm!("sxtb16 {r}, {x}, ror #8", r = lateout(reg) r, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
-    };
-    r
-}
-
-/// [`fill_panel_portable`] with one load and two `SXTB16` per four activations of a row.
-pub(super) fn fill_panel(x: &[i8], k: usize, r0: usize, r1: usize, panel: &mut [i32]) {
-    let word = |r: usize, c: usize| -> u32 {
-        match x.get(r * k + c..r * k + c + 4) {
-            Some(&[a, b, c, d]) => u32::from_le_bytes([a as u8, b as u8, c as u8, d as u8]),
-            _ => 0,
-        }
-    };
-    let full = k / 4;
-    for (q, quad) in panel.chunks_exact_mut(4).take(full).enumerate() {
-        let (a, b) = (word(r0, 4 * q), word(r1, 4 * q));
-        if let [p0, p1, p2, p3] = quad {
-            (*p0, *p1, *p2, *p3) = (sxtb16(a), sxtb16_ror8(a), sxtb16(b), sxtb16_ror8(b));
-        }
-    }
-    if k % 4 != 0 {
-        fill_panel_tail(x, k, r0, r1, panel, full);
-    }
-}
-
-/// Fills quad `q`, the last one, shorter than four: the portable fill of the two zero-padded row tails.
-fn fill_panel_tail(x: &[i8], k: usize, r0: usize, r1: usize, panel: &mut [i32], q: usize) {
-    let mut tails = [0i8; 8];
-    for (tail, r) in tails.chunks_exact_mut(4).zip([r0, r1]) {
-        for (c, v) in tail.iter_mut().enumerate().take(k - 4 * q) {
-            *v = x.get(r * k + 4 * q + c).copied().unwrap_or(0);
-        }
-    }
-    if let Some(slot) = panel.get_mut(4 * q..4 * q + 4) {
-        fill_panel_portable(&tails, 4, 0, 1, slot);
-    }
-}
-
-/// Arguments of `mote_dsp_linear_tiles`, read with one `LDM`.
+/// The routine's state: built by [`linear_packed`], copied to the routine's stack frame, where one `LDM sp`
+/// per tile reloads the first five words.
 #[repr(C)]
-struct TileArgs {
-    panel: *const i32,
-    blocks: *const i32,
+struct Frame {
+    /// The panel (`dsp_panel_words(k)` words).
+    panel: *mut i32,
+    /// Output pointers of the current tile (rows 0 and 1 of the pair); set by the routine.
     out0: *mut i8,
     out1: *mut i8,
-    quads: u32,
-    tiles: u32,
+    /// End of the blocks of the current tile loop.
+    end: *const i32,
+    /// Output zero point.
     zero_point: i32,
+    /// Where a pair's tiles start (the tile loop, or the odd block when `n == 1`); set by the routine.
+    tile_entry: usize,
+    /// The tile loop of the current mode (two rows or the lone row); set by the routine.
+    tile_loop: usize,
+    // The per-pair group, read with one `LDM`: row pointers, pairs left, steps.
+    /// First activation row of the current pair.
+    x: *const i8,
+    /// First output row of the current pair.
+    out: *mut i8,
+    /// Pairs of rows left: `m / 2`, then 1 for the lone row.
+    pairs: usize,
+    /// `2k`.
+    x_step: usize,
+    /// `2n`.
+    out_step: usize,
+    /// Bytes from a pair's first activation row to its second: `k` (0 for the lone row).
+    x_stride: usize,
+    /// Bytes from a pair's first output row to its second: `n` (0 for the lone row).
+    out_stride: usize,
+    /// `m % 2`: whether a lone last row follows the pairs.
+    lone: usize,
+    /// Full quads after quad 0: `k/4 - 1`.
+    fill_rest: usize,
+    /// `k % 4 - 4` (wrapping): the last row word's offset from the end of the full quads.
+    tail_off: usize,
+    /// `8·(4 - k % 4)`, or 0 when `k % 4 == 0`: the right shift of that word.
+    tail_shift: usize,
+    /// The packed words (`⌈n/2⌉` blocks).
+    blocks: *const i32,
+    /// End of the `n / 2` blocks with two real output channels.
+    end_full: *const i32,
+    /// Bytes of one block.
+    block_bytes: usize,
+    /// State of the last block when `n` is odd (second channel is padding): 0 none, 1 pending, 2 running.
+    odd: usize,
+    /// `⌈k/4⌉`.
+    quads: usize,
+    /// The odd block's output bytes (row 0 at +0, row 1 at +2); its real output pointers.
+    dummy: [i8; 4],
+    saved: [*mut i8; 2],
 }
 
-extern "C" {
-    /// For each of `tiles` blocks: the 2×2 accumulators over `quads` quads (bias-initialised), requantized with
-    /// `SMMLAR acc, acc, mul, zero_point` and `SSAT #8`, stored as two bytes at `out0` and at `out1` (both advance
-    /// by 2 per block; `out0 == out1` is allowed and writes row 0 twice).
-    fn mote_dsp_linear_tiles(args: *const TileArgs);
-}
+/// Frame words: copied as 11 + 11 + 4.
+const FRAME_WORDS: usize = 26;
+const _: () = assert!(size_of::<Frame>() == 4 * FRAME_WORDS);
+/// Bytes pushed by the routine (`r4-r11, lr`).
+const PUSHED: usize = 36;
+/// Bytes reserved for the frame, keeping sp 8-byte aligned.
+const FRAME_BYTES: usize = (size_of::<Frame>() + PUSHED).div_ceil(8) * 8 - PUSHED;
 
-/// Runs the assembly over `tiles` full blocks (`blocks`, each [`block_words`] long) for the panel of rows
-/// `rows`, writing columns `0..2·tiles` of those rows of `out [.., n]`.
-pub(super) fn tiles(
-    panel: &[i32],
-    blocks: &[i32],
-    tiles: usize,
+/// The packed linear layer with the DSP routine (see [`super::linear_packed`]); `k < 4` (and any other
+/// layout) runs the portable one.
+pub(super) fn linear_packed(
+    x: &[i8],
+    p: &PackedLinear<'_>,
+    m: usize,
     zero_point: i32,
-    n: usize,
-    (r0, r1): (usize, usize),
+    scratch: &mut [i32],
     out: &mut [i8],
 ) -> Result<(), KernelError> {
-    let quads = panel.len() / 4;
-    let rows_ok =
-        [r0, r1].iter().all(|r| r.checked_mul(n).and_then(|s| s.checked_add(n)).is_some_and(|e| e <= out.len()));
-    if panel.len() % 4 != 0 || blocks.len() != tiles * block_words(4 * quads) || 2 * tiles > n || !rows_ok || tiles == 0
-    {
-        return if tiles == 0 { Ok(()) } else { Err(KernelError::ShapeMismatch) };
+    let (n, k) = (p.n, p.k);
+    if k < 4 || p.layout != PackedLayout::Dsp16 {
+        return linear_packed_portable(x, p, m, zero_point, scratch, out);
     }
-    let base = out.as_mut_ptr();
-    let args = TileArgs {
-        panel: panel.as_ptr(),
-        blocks: blocks.as_ptr(),
-        // SAFETY: r·n + 2·tiles <= r·n + n <= out.len() for both rows (checked above).
-        out0: unsafe { base.add(r0 * n) },
-        out1: unsafe { base.add(r1 * n) },
-        quads: quads as u32,
-        tiles: tiles as u32,
+    let bw = block_words(k);
+    let sizes_ok = m.checked_mul(k) == Some(x.len())
+        && m.checked_mul(n) == Some(out.len())
+        && n.div_ceil(2).checked_mul(bw) == Some(p.words.len())
+        && scratch.len() >= dsp_panel_words(k);
+    if m == 0 || n == 0 || !sizes_ok {
+        return Err(KernelError::ShapeMismatch);
+    }
+    let blocks = p.words.as_ptr();
+    let tail = k % 4;
+    let frame = Frame {
+        panel: scratch.as_mut_ptr(),
+        out0: core::ptr::null_mut(),
+        out1: core::ptr::null_mut(),
+        end: blocks.wrapping_add(n / 2 * bw),
         zero_point,
+        tile_entry: 0,
+        tile_loop: 0,
+        x: x.as_ptr(),
+        out: out.as_mut_ptr(),
+        pairs: m / 2,
+        x_step: 2 * k,
+        out_step: 2 * n,
+        x_stride: k,
+        out_stride: n,
+        lone: m % 2,
+        fill_rest: k / 4 - 1,
+        tail_off: tail.wrapping_sub(4),
+        tail_shift: if tail == 0 { 0 } else { 8 * (4 - tail) },
+        blocks,
+        end_full: blocks.wrapping_add(n / 2 * bw),
+        block_bytes: 4 * bw,
+        odd: n % 2,
+        quads: k.div_ceil(4),
+        dummy: [0; 4],
+        saved: [core::ptr::null_mut(); 2],
     };
-    // SAFETY: the routine reads `4·quads` panel words and `tiles·block_words` block words, writes `2·tiles` bytes
-    // from each output row pointer, and restores every callee-saved register (AAPCS).
-    unsafe { mote_dsp_linear_tiles(&args) };
+    run(&frame);
     Ok(())
 }
 
-/// One quad (four `k`) of the 2×2 tile: `r0` walks the panel, `r1` the block; accumulators r4–r7.
-macro_rules! quad {
+/// The eight `SMLAD` of one quad of the 2×2 tile: accumulators r2 (row 0·col 0), r3 (row 0·col 1),
+/// r4 (row 1·col 0), r5 (row 1·col 1); activations r8, r9 (row 0), r10, r11 (row 1); weights r6, r7 (col 0),
+/// r12, lr (col 1). 32 bytes (the jump words are computed from that size).
+macro_rules! smlad2 {
     () => {
-        "ldm r0!, {{r8, r9, r10, r11}}
-        ldm r1!, {{r2, r3, r12, lr}}
-        smlad r4, r8, r2, r4
-        smlad r4, r9, r3, r4
-        smlad r5, r8, r12, r5
-        smlad r5, r9, lr, r5
-        smlad r6, r10, r2, r6
-        smlad r6, r11, r3, r6
-        smlad r7, r10, r12, r7
-        smlad r7, r11, lr, r7"
+        "smlad r2, r8, r6, r2
+        smlad r2, r9, r7, r2
+        smlad r3, r8, r12, r3
+        smlad r3, r9, lr, r3
+        smlad r4, r10, r6, r4
+        smlad r4, r11, r7, r4
+        smlad r5, r10, r12, r5
+        smlad r5, r11, lr, r5"
     };
 }
 
-/// Module-level assembly is assembled for the target triple's base features, not `-C target-cpu`: ARMv8-M
-/// Mainline has no DSP extension by default, so M33/M55 builds name a core that has it (ARMv7E-M always does).
-#[cfg(mote_v8m)]
-macro_rules! cpu_directive {
+/// The four `SMLAD` of one quad of the 1×2 tile (row 0 of [`smlad2`]). 16 bytes.
+macro_rules! smlad1 {
     () => {
-        ".cpu cortex-m33"
-    };
-}
-#[cfg(not(mote_v8m))]
-macro_rules! cpu_directive {
-    () => {
-        ""
+        "smlad r2, r8, r6, r2
+        smlad r2, r9, r7, r2
+        smlad r3, r8, r12, r3
+        smlad r3, r9, lr, r3"
     };
 }
 
-// Registers: r0 panel pointer, r1 block pointer, r4-r7 accumulators (row0·col0, row0·col1, row1·col0,
-// row1·col1), r8-r11 activations, r2/r3/r12/lr weights. Loop state that does not fit lives on the stack:
-// [sp] panel start, [sp+4] end of the single quads, [sp+8] panel end, [sp+12] out0, [sp+16] out1,
-// [sp+20] blocks left, [sp+24] zero point. The quads run as `quads % 8` single ones, then groups of eight.
-global_asm!(
-    ".section .text.mote_dsp_linear_tiles,\"ax\",%progbits",
-    ".syntax unified",
-    ".thumb",
-    cpu_directive!(),
-    ".global mote_dsp_linear_tiles",
-    ".type mote_dsp_linear_tiles,%function",
-    ".p2align 2",
-    ".thumb_func",
-    "mote_dsp_linear_tiles:",
-    "push {{r4-r11, lr}}",
-    "sub sp, sp, #28",
-    "ldm r0, {{r1-r7}}",
-    "str r1, [sp, #0]",
-    "and r8, r5, #7",
-    "add r8, r1, r8, lsl #4",
-    "str r8, [sp, #4]",
-    "add r8, r1, r5, lsl #4",
-    "str r8, [sp, #8]",
-    "strd r3, r4, [sp, #12]",
-    "str r6, [sp, #20]",
-    "str r7, [sp, #24]",
-    "mov r1, r2",
-    "cmp r6, #0",
-    "beq 9f",
-    "1:",
-    "ldr r0, [sp, #0]",
-    "ldm r1!, {{r4, r5}}",
-    "mov r6, r4",
-    "mov r7, r5",
-    "ldr r2, [sp, #4]",
-    "cmp r0, r2",
-    "beq 3f",
-    "2:",
-    quad!(),
-    "ldr r2, [sp, #4]",
-    "cmp r0, r2",
-    "bne 2b",
-    "3:",
-    "ldr r2, [sp, #8]",
-    "cmp r0, r2",
-    "beq 5f",
-    "4:",
-    quad!(),
-    quad!(),
-    quad!(),
-    quad!(),
-    quad!(),
-    quad!(),
-    quad!(),
-    quad!(),
-    "ldr r2, [sp, #8]",
-    "cmp r0, r2",
-    "bne 4b",
-    "5:",
-    "ldm r1!, {{r2, r3}}",
-    "ldr r12, [sp, #24]",
-    "smmlar r4, r4, r2, r12",
-    "smmlar r5, r5, r3, r12",
-    "smmlar r6, r6, r2, r12",
-    "smmlar r7, r7, r3, r12",
-    "ssat r4, #8, r4",
-    "ssat r5, #8, r5",
-    "ssat r6, #8, r6",
-    "ssat r7, #8, r7",
-    "ldrd r8, r9, [sp, #12]",
-    "strb r5, [r8, #1]",
-    "strb r4, [r8], #2",
-    "strb r7, [r9, #1]",
-    "strb r6, [r9], #2",
-    "strd r8, r9, [sp, #12]",
-    "ldr r2, [sp, #20]",
-    "subs r2, r2, #1",
-    "str r2, [sp, #20]",
-    "bne 1b",
-    "9:",
-    "add sp, sp, #28",
-    "pop {{r4-r11, pc}}",
-    ".size mote_dsp_linear_tiles, . - mote_dsp_linear_tiles",
-    ".text",
-);
+/// The unrolled quads after the top `SMLAD`s: `DSP_CHUNK - 1` times the weight and activation `LDM`s and the
+/// `SMLAD`s, then the last quad's `LDM`s, the activation one with the jump. 8 bytes of `LDM`s per quad.
+macro_rules! chunk_rest {
+    ($smlad:expr) => {
+        concat!(
+            ".rept {chunk} - 1\n",
+            "ldm r1!, {{r6, r7, r12, lr}}\n",
+            "ldm r0!, {{r8-r11}}\n",
+            $smlad,
+            "\n.endr\n",
+            "ldm r1!, {{r6, r7, r12, lr}}\n",
+            "ldm r0!, {{r8-r11, pc}}"
+        )
+    };
+}
+
+/// Widens one quad of both rows (r0, r1 advance by 4) into the panel (r2 advances by 16); uses r4-r7.
+macro_rules! fill1 {
+    () => {
+        "ldr r4, [r0], #4
+        ldr r6, [r1], #4
+        sxtb16 r5, r4, ror #8
+        sxtb16 r4, r4
+        sxtb16 r7, r6, ror #8
+        sxtb16 r6, r6
+        stm r2!, {{r4-r7}}"
+    };
+}
+
+/// Widens two quads of both rows (r0, r1 advance by 8) into the panel (r2 advances by 32); uses r4-r11.
+macro_rules! fill2 {
+    () => {
+        "ldr r4, [r0], #4
+        ldr r6, [r1], #4
+        ldr r8, [r0], #4
+        ldr r10, [r1], #4
+        sxtb16 r5, r4, ror #8
+        sxtb16 r4, r4
+        sxtb16 r7, r6, ror #8
+        sxtb16 r6, r6
+        sxtb16 r9, r8, ror #8
+        sxtb16 r8, r8
+        sxtb16 r11, r10, ror #8
+        sxtb16 r10, r10
+        stm r2!, {{r4-r11}}"
+    };
+}
+
+/// Runs the routine on `frame`.
+///
+/// Registers in the tile loops: r0 panel, r1 block, r2-r5 accumulators, r6/r7/r12/lr weights, r8-r11
+/// activations. Everything else lives in the [`Frame`] at sp.
+#[inline(never)]
+fn run(frame: &Frame) {
+    // SAFETY: `linear_packed` checked that `x` holds `m` rows of `k >= 4` bytes, `out` `m` rows of `n`, the packed
+    // words `⌈n/2⌉` blocks of `block_words(k)` and the scratch at least `dsp_panel_words(k)` words, and built the
+    // frame from those slices. The routine reads the row words `[4q, 4q+4)` for `q < k/4` and, when
+    // `k % 4 != 0`, `[k-4, k)` of rows `2p`, `2p+1` (or the lone row), reads each block once per pair of rows,
+    // writes and reads only panel words below `dsp_panel_words(k)`, writes output bytes `[0, 2·(n/2))` of its
+    // rows directly and the last column of an odd `n` through its own frame, jumps only to its own code (the
+    // jump words it writes), and restores sp, r4-r11 and lr; r0-r3 and r12 are declared clobbered.
+    unsafe {
+        asm!(
+            "push {{r4-r11, lr}}",
+            "sub sp, sp, #{frame_bytes}",
+            // Copy the frame.
+            "mov r12, sp",
+            "ldm r0!, {{r1-r11}}",
+            "stm r12!, {{r1-r11}}",
+            "ldm r0!, {{r1-r11}}",
+            "stm r12!, {{r1-r11}}",
+            "ldm r0, {{r1-r4}}",
+            "stm r12, {{r1-r4}}",
+            // Two-row mode: jump words, tile loop, tile entry (the odd block directly when there is no other).
+            "adr r0, 8f",
+            "orr r0, r0, #1",
+            "adr r1, 9f",
+            "orr r1, r1, #1",
+            "mov r2, #40",
+            "bl 30f",
+            "adr r0, 70f",
+            "orr r0, r0, #1",
+            "str r0, [sp, #{tile_loop}]",
+            "ldr r1, [sp, #{end_full}]",
+            "ldr r2, [sp, #{blocks}]",
+            "adr r3, 11f",
+            "orr r3, r3, #1",
+            "cmp r1, r2",
+            "it eq",
+            "moveq r0, r3",
+            "str r0, [sp, #{tile_entry}]",
+            "ldr r0, [sp, #{pairs}]",
+            "cmp r0, #0",
+            "beq 14f",
+            // A pair of rows: fill the panel. Quad 0, then chunks of 16 quads (two per step), each followed by
+            // a jump word's slot, then the rest of the full quads, then the tail quad.
+            "2:",
+            "ldr r0, [sp, #{x}]",
+            "ldr r1, [sp, #{x_stride}]",
+            "add r1, r1, r0",
+            "ldr r2, [sp, #{panel}]",
+            "ldr r3, [sp, #{fill_rest}]",
+            fill1!(),
+            "add r2, r2, #4",
+            "cmp r3, #0",
+            "beq 6f",
+            "3:",
+            "subs r3, r3, #{chunk}",
+            "blt 5f",
+            "add r12, r2, #{chunk_bytes}",
+            "4:",
+            fill2!(),
+            "cmp r2, r12",
+            "bne 4b",
+            "add r2, r2, #4",
+            "cmp r3, #0",
+            "bne 3b",
+            "b 6f",
+            "5:",
+            "add r3, r3, #{chunk}",
+            "lsrs r3, r3, #1",
+            "bcc 51f",
+            fill1!(),
+            "51:",
+            "beq 6f", // flags of the lsrs: no pair of quads left
+            "add r12, r2, r3, lsl #5",
+            "52:",
+            fill2!(),
+            "cmp r2, r12",
+            "bne 52b",
+            "6:",
+            "ldrd r3, r4, [sp, #{tail_off}]",
+            "cbz r4, 7f",
+            "ldr r5, [r0, r3]",
+            "ldr r6, [r1, r3]",
+            "lsr r5, r5, r4",
+            "lsr r6, r6, r4",
+            "sxtb16 r8, r5",
+            "sxtb16 r9, r5, ror #8",
+            "sxtb16 r10, r6",
+            "sxtb16 r11, r6, ror #8",
+            "stm r2, {{r8-r11}}",
+            // The tiles of this pair.
+            "7:",
+            "ldr r0, [sp, #{out}]",
+            "ldr r2, [sp, #{out_stride}]",
+            "add r2, r2, r0",
+            "strd r0, r2, [sp, #{out0}]",
+            "ldr r1, [sp, #{blocks}]",
+            "ldr r0, [sp, #{panel}]",
+            "ldr pc, [sp, #{tile_entry}]",
+            // 2×2 tile: the bias quad into r2-r5 with quad 0's weights, quad 0's activations and the first jump.
+            "70:",
+            "ldm r1!, {{r2-r7, r12, lr}}",
+            "ldm r0!, {{r8-r11, pc}}",
+            "8:",
+            smlad2!(),
+            chunk_rest!(smlad2!()),
+            "9:",
+            smlad2!(),
+            // Epilogue: multipliers; panel start, output pointers, end and zero point from the frame.
+            "ldm r1!, {{r6, r7}}",
+            "ldm sp, {{r0, r8, r9, r10, r12}}",
+            "smmlar r2, r2, r6, r12",
+            "smmlar r3, r3, r7, r12",
+            "smmlar r4, r4, r6, r12",
+            "smmlar r5, r5, r7, r12",
+            "ssat r2, #8, r2",
+            "ssat r3, #8, r3",
+            "ssat r4, #8, r4",
+            "ssat r5, #8, r5",
+            "strb r3, [r8, #1]",
+            "strb r2, [r8], #2",
+            "strb r5, [r9, #1]",
+            "strb r4, [r9], #2",
+            "strd r8, r9, [sp, #{out0}]",
+            "cmp r1, r10",
+            "bne 70b",
+            // After the tiles: the odd block if any, else the next pair.
+            "10:",
+            "ldr r2, [sp, #{odd}]",
+            "cbnz r2, 16f",
+            "13:",
+            "add r12, sp, #{x}",
+            "ldm r12, {{r0-r4}}", // x, out, pairs, x_step, out_step
+            "add r0, r0, r3",
+            "add r1, r1, r4",
+            "subs r2, r2, #1",
+            "stm r12, {{r0-r2}}",
+            "bne 2b",
+            "b 14f",
+            "16:",
+            "cmp r2, #1",
+            "beq 11f",
+            "b 12f",
+            // After the pairs: the lone row, as a pair with itself, with the one-row tile.
+            "14:",
+            "ldr r0, [sp, #{lone}]",
+            "cmp r0, #0",
+            "beq 15f",
+            "mov r0, #0",
+            "str r0, [sp, #{lone}]",
+            "str r0, [sp, #{x_stride}]",
+            "str r0, [sp, #{out_stride}]",
+            "mov r0, #1",
+            "str r0, [sp, #{pairs}]",
+            "adr r0, 81f",
+            "orr r0, r0, #1",
+            "adr r1, 91f",
+            "orr r1, r1, #1",
+            "mov r2, #24",
+            "bl 30f",
+            "adr r0, 71f",
+            "orr r0, r0, #1",
+            "str r0, [sp, #{tile_loop}]",
+            "ldr r1, [sp, #{tile_entry}]",
+            "adr r3, 11f",
+            "orr r3, r3, #1",
+            "cmp r1, r3",
+            "it ne",
+            "movne r1, r0",
+            "str r1, [sp, #{tile_entry}]",
+            "b 2b",
+            // The odd block: its two columns go to the frame, then column 0 to the output (row 1 first: for
+            // the lone row both pointers are the same and only row 0's bytes are written).
+            "11:",
+            "ldrd r8, r9, [sp, #{out0}]",
+            "strd r8, r9, [sp, #{saved}]",
+            "add r8, sp, #{dummy}",
+            "add r9, r8, #2",
+            "strd r8, r9, [sp, #{out0}]",
+            "ldr r3, [sp, #{block_bytes}]",
+            "add r3, r3, r1",
+            "str r3, [sp, #{end}]",
+            "mov r2, #2",
+            "str r2, [sp, #{odd}]",
+            "ldr r0, [sp, #{panel}]",
+            "ldr pc, [sp, #{tile_loop}]",
+            "12:",
+            "ldrd r8, r9, [sp, #{saved}]",
+            "ldrb r2, [sp, #{dummy} + 2]",
+            "strb r2, [r9]",
+            "ldrb r2, [sp, #{dummy}]",
+            "strb r2, [r8]",
+            "mov r2, #1",
+            "str r2, [sp, #{odd}]",
+            "ldr r2, [sp, #{end_full}]",
+            "str r2, [sp, #{end}]",
+            "b 13b",
+            // Jump words for the loop at r0 (its top), epilogue r1 and bytes per unrolled quad r2: the last one
+            // (after the last quad) goes to the epilogue; the one after quad 16·i where the SMLADs of that quad
+            // are followed by the next chunk's c = min(16, rem) quads, rem = quads - 1 - 16·i: r0 + r2·(16 - c).
+            "30:",
+            "ldr r3, [sp, #{quads}]",
+            "ldr r12, [sp, #{panel}]",
+            "sub r4, r3, #1", // rem for i = 0
+            "add r5, r4, #{chunk} - 1",
+            "lsr r5, r5, #{chunk_log2}",
+            "add r5, r5, r3, lsl #2", // index of the last jump word: 4·quads + ⌈(quads-1)/16⌉
+            "str r1, [r12, r5, lsl #2]",
+            "add r5, r12, #16", // the jump word after quad 0
+            "31:",
+            "cmp r4, #0",
+            "it le",
+            "bxle lr",
+            "cmp r4, #{chunk}",
+            "ite hs",
+            "movhs r6, #0",
+            "rsblo r6, r4, #{chunk}",
+            "mla r6, r6, r2, r0",
+            "str r6, [r5]",
+            "add r5, r5, #{jump_stride}", // a chunk and one jump word later
+            "subs r4, r4, #{chunk}",
+            "b 31b",
+            // 1×2 tile for the lone row (row 1 of the panel is the same row and is not used).
+            "71:",
+            "ldm r1!, {{r2-r7, r12, lr}}",
+            "ldm r0!, {{r8-r11, pc}}",
+            "81:",
+            smlad1!(),
+            chunk_rest!(smlad1!()),
+            "91:",
+            smlad1!(),
+            "ldm r1!, {{r6, r7}}",
+            "ldm sp, {{r0, r8, r9, r10, r12}}",
+            "smmlar r2, r2, r6, r12",
+            "smmlar r3, r3, r7, r12",
+            "ssat r2, #8, r2",
+            "ssat r3, #8, r3",
+            "strb r3, [r8, #1]",
+            "strb r2, [r8], #2",
+            "strd r8, r8, [sp, #{out0}]", // out1 follows out0 (the odd block copies row 1's column first)
+            "cmp r1, r10",
+            "bne 71b",
+            "b 10b",
+            "15:",
+            "add sp, sp, #{frame_bytes}",
+            "pop {{r4-r11, lr}}",
+            frame_bytes = const FRAME_BYTES,
+            chunk = const DSP_CHUNK,
+            chunk_log2 = const DSP_CHUNK.trailing_zeros(),
+            chunk_bytes = const 16 * DSP_CHUNK,
+            jump_stride = const 4 * (4 * DSP_CHUNK + 1),
+            panel = const offset_of!(Frame, panel),
+            out0 = const offset_of!(Frame, out0),
+            end = const offset_of!(Frame, end),
+            tile_entry = const offset_of!(Frame, tile_entry),
+            tile_loop = const offset_of!(Frame, tile_loop),
+            x = const offset_of!(Frame, x),
+            out = const offset_of!(Frame, out),
+            pairs = const offset_of!(Frame, pairs),
+            x_stride = const offset_of!(Frame, x_stride),
+            out_stride = const offset_of!(Frame, out_stride),
+            lone = const offset_of!(Frame, lone),
+            fill_rest = const offset_of!(Frame, fill_rest),
+            tail_off = const offset_of!(Frame, tail_off),
+            blocks = const offset_of!(Frame, blocks),
+            end_full = const offset_of!(Frame, end_full),
+            block_bytes = const offset_of!(Frame, block_bytes),
+            odd = const offset_of!(Frame, odd),
+            quads = const offset_of!(Frame, quads),
+            dummy = const offset_of!(Frame, dummy),
+            saved = const offset_of!(Frame, saved),
+            inout("r0") frame as *const Frame => _,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            out("r12") _,
+            out("lr") _,
+        );
+    }
+}
