@@ -1,7 +1,8 @@
 //! Arm DSP-extension kernel (Cortex-M4/M7/M33/M55): one hand-written routine runs a whole packed linear layer.
 //!
-//! Per pair of rows it widens the two activation rows into the panel (`LDR` + 2×`SXTB16` per row word, one
-//! `STM` per two quads), then walks the [`PackedLayout::Dsp16`] blocks with a 2×2 output tile: per four `k`
+//! Per pair of rows it widens the two activation rows into the panel (2×`SXTB16` per row word, one `STM` per
+//! two quads; the row words are read with `LDM` when every row starts on a word boundary, else with `LDR`),
+//! then walks the [`PackedLayout::Dsp16`] blocks with a 2×2 output tile: per four `k`
 //! one `LDM` of four weight words, one `LDM` of four activation words and eight `SMLAD` (16 MACs), then
 //! `SMMLAR acc, acc, mul, zero_point`, `SSAT #8` and a byte store per output. A lone last row (odd `m`) runs a
 //! 1×2 tile over the same panel (four `SMLAD` per quad) instead of computing the row twice.
@@ -52,21 +53,25 @@ struct Frame {
     tile_entry: usize,
     /// The tile loop of the current mode (two rows or the lone row); set by the routine.
     tile_loop: usize,
-    // The per-pair group, read with one `LDM`: row pointers, pairs left, steps.
+    /// The panel fill for word-aligned rows (`LDM`) or any rows (`LDR`); set by the routine.
+    fill_entry: usize,
+    // The per-pair group, read with one `LDM` (and its first five words written back with one `STM`).
     /// First activation row of the current pair.
     x: *const i8,
+    /// Bytes from a pair's first activation row to its second: `k` (0 for the lone row).
+    x_stride: usize,
     /// First output row of the current pair.
     out: *mut i8,
+    /// Bytes from a pair's first output row to its second: `n` (0 for the lone row).
+    out_stride: usize,
     /// Pairs of rows left: `m / 2`, then 1 for the lone row.
     pairs: usize,
     /// `2k`.
     x_step: usize,
     /// `2n`.
     out_step: usize,
-    /// Bytes from a pair's first activation row to its second: `k` (0 for the lone row).
-    x_stride: usize,
-    /// Bytes from a pair's first output row to its second: `n` (0 for the lone row).
-    out_stride: usize,
+    /// Whether every row starts on a word boundary (`x` aligned and `k % 4 == 0`): the fill may use `LDM`.
+    aligned: usize,
     /// `m % 2`: whether a lone last row follows the pairs.
     lone: usize,
     /// Full quads after quad 0: `k/4 - 1`.
@@ -90,8 +95,8 @@ struct Frame {
     saved: [*mut i8; 2],
 }
 
-/// Frame words: copied as 11 + 11 + 4.
-const FRAME_WORDS: usize = 26;
+/// Frame words: copied as 11 + 11 + 6.
+const FRAME_WORDS: usize = 28;
 const _: () = assert!(size_of::<Frame>() == 4 * FRAME_WORDS);
 /// Bytes pushed by the routine (`r4-r11, lr`).
 const PUSHED: usize = 36;
@@ -130,13 +135,15 @@ pub(super) fn linear_packed(
         zero_point,
         tile_entry: 0,
         tile_loop: 0,
+        fill_entry: 0,
         x: x.as_ptr(),
+        x_stride: k,
         out: out.as_mut_ptr(),
+        out_stride: n,
         pairs: m / 2,
         x_step: 2 * k,
         out_step: 2 * n,
-        x_stride: k,
-        out_stride: n,
+        aligned: usize::from((x.as_ptr() as usize | k) % 4 == 0),
         lone: m % 2,
         fill_rest: k / 4 - 1,
         tail_off: tail.wrapping_sub(4),
@@ -196,6 +203,7 @@ macro_rules! chunk_rest {
 }
 
 /// Widens one quad of both rows (r0, r1 advance by 4) into the panel (r2 advances by 16); uses r4-r7.
+/// Any alignment.
 macro_rules! fill1 {
     () => {
         "ldr r4, [r0], #4
@@ -208,14 +216,10 @@ macro_rules! fill1 {
     };
 }
 
-/// Widens two quads of both rows (r0, r1 advance by 8) into the panel (r2 advances by 32); uses r4-r11.
-macro_rules! fill2 {
+/// The `SXTB16`s and the `STM` of two quads whose row words are r4, r8 (row 0) and r6, r10 (row 1).
+macro_rules! widen2 {
     () => {
-        "ldr r4, [r0], #4
-        ldr r6, [r1], #4
-        ldr r8, [r0], #4
-        ldr r10, [r1], #4
-        sxtb16 r5, r4, ror #8
+        "sxtb16 r5, r4, ror #8
         sxtb16 r4, r4
         sxtb16 r7, r6, ror #8
         sxtb16 r6, r6
@@ -224,6 +228,74 @@ macro_rules! fill2 {
         sxtb16 r11, r10, ror #8
         sxtb16 r10, r10
         stm r2!, {{r4-r11}}"
+    };
+}
+
+/// Widens two quads of both rows (r0, r1 advance by 8) into the panel (r2 advances by 32); uses r4-r11.
+/// Any alignment (`LDR`).
+macro_rules! fill2 {
+    () => {
+        concat!(
+            "ldr r4, [r0], #4
+            ldr r6, [r1], #4
+            ldr r8, [r0], #4
+            ldr r10, [r1], #4\n",
+            widen2!()
+        )
+    };
+}
+
+/// [`fill2`] for word-aligned rows (`LDM`).
+macro_rules! fill2_aligned {
+    () => {
+        concat!("ldm r0!, {{r4, r8}}\nldm r1!, {{r6, r10}}\n", widen2!())
+    };
+}
+
+/// The fill of a pair's panel with the given one- and two-quad steps (r0, r1 rows; r2 panel; r3 full quads
+/// after quad 0): quad 0 and its jump word's slot, chunks of 16 quads (four per loop step) each followed by
+/// a jump word's slot, then the rest (1, 2, then four per step); ends at `6f` (the tail quad).
+macro_rules! fill_panel {
+    ($f1:expr, $f2:expr) => {
+        concat!(
+            $f1,
+            "\nadd r2, r2, #4
+            cmp r3, #0
+            beq 6f
+            3:
+            subs r3, r3, #{chunk}
+            blt 5f
+            add r12, r2, #{chunk_bytes}
+            4:\n",
+            $f2,
+            "\n",
+            $f2,
+            "\ncmp r2, r12
+            bne 4b
+            add r2, r2, #4
+            cmp r3, #0
+            bne 3b
+            b 6f
+            5:
+            add r3, r3, #{chunk}
+            lsrs r3, r3, #1
+            bcc 51f\n",
+            $f1,
+            "\n51:
+            lsrs r3, r3, #1
+            bcc 52f\n",
+            $f2,
+            "\n52:
+            beq 6f
+            add r12, r2, r3, lsl #6
+            53:\n",
+            $f2,
+            "\n",
+            $f2,
+            "\ncmp r2, r12
+            bne 53b
+            b 6f"
+        )
     };
 }
 
@@ -250,8 +322,8 @@ fn run(frame: &Frame) {
             "stm r12!, {{r1-r11}}",
             "ldm r0!, {{r1-r11}}",
             "stm r12!, {{r1-r11}}",
-            "ldm r0, {{r1-r4}}",
-            "stm r12, {{r1-r4}}",
+            "ldm r0, {{r1-r6}}",
+            "stm r12, {{r1-r6}}",
             // Two-row mode: jump words, tile loop, tile entry (the odd block directly when there is no other).
             "adr r0, 8f",
             "orr r0, r0, #1",
@@ -270,45 +342,29 @@ fn run(frame: &Frame) {
             "it eq",
             "moveq r0, r3",
             "str r0, [sp, #{tile_entry}]",
+            "adr r0, 40f",
+            "adr r1, 41f",
+            "ldr r2, [sp, #{aligned}]",
+            "cmp r2, #0",
+            "it ne",
+            "movne r0, r1",
+            "orr r0, r0, #1",
+            "str r0, [sp, #{fill_entry}]",
             "ldr r0, [sp, #{pairs}]",
             "cmp r0, #0",
             "beq 14f",
-            // A pair of rows: fill the panel. Quad 0, then chunks of 16 quads (two per step), each followed by
-            // a jump word's slot, then the rest of the full quads, then the tail quad.
+            "ldrd r0, r1, [sp, #{x}]",
+            // A pair of rows (r0 its first row, r1 the stride to the second): fill the panel.
             "2:",
-            "ldr r0, [sp, #{x}]",
-            "ldr r1, [sp, #{x_stride}]",
             "add r1, r1, r0",
             "ldr r2, [sp, #{panel}]",
             "ldr r3, [sp, #{fill_rest}]",
-            fill1!(),
-            "add r2, r2, #4",
-            "cmp r3, #0",
-            "beq 6f",
-            "3:",
-            "subs r3, r3, #{chunk}",
-            "blt 5f",
-            "add r12, r2, #{chunk_bytes}",
-            "4:",
-            fill2!(),
-            "cmp r2, r12",
-            "bne 4b",
-            "add r2, r2, #4",
-            "cmp r3, #0",
-            "bne 3b",
-            "b 6f",
-            "5:",
-            "add r3, r3, #{chunk}",
-            "lsrs r3, r3, #1",
-            "bcc 51f",
-            fill1!(),
-            "51:",
-            "beq 6f", // flags of the lsrs: no pair of quads left
-            "add r12, r2, r3, lsl #5",
-            "52:",
-            fill2!(),
-            "cmp r2, r12",
-            "bne 52b",
+            "ldr pc, [sp, #{fill_entry}]",
+            "40:",
+            fill_panel!(fill1!(), fill2!()),
+            "41:",
+            fill_panel!(fill1!(), fill2_aligned!()),
+            // The quad of the last k % 4 activations: the row's last word shifted right (zero-filled).
             "6:",
             "ldrd r3, r4, [sp, #{tail_off}]",
             "cbz r4, 7f",
@@ -323,8 +379,7 @@ fn run(frame: &Frame) {
             "stm r2, {{r8-r11}}",
             // The tiles of this pair.
             "7:",
-            "ldr r0, [sp, #{out}]",
-            "ldr r2, [sp, #{out_stride}]",
+            "ldrd r0, r2, [sp, #{out}]",
             "add r2, r2, r0",
             "strd r0, r2, [sp, #{out0}]",
             "ldr r1, [sp, #{blocks}]",
@@ -363,11 +418,11 @@ fn run(frame: &Frame) {
             "cbnz r2, 16f",
             "13:",
             "add r12, sp, #{x}",
-            "ldm r12, {{r0-r4}}", // x, out, pairs, x_step, out_step
-            "add r0, r0, r3",
-            "add r1, r1, r4",
-            "subs r2, r2, #1",
-            "stm r12, {{r0-r2}}",
+            "ldm r12, {{r0-r6}}", // x, x_stride, out, out_stride, pairs, x_step, out_step
+            "add r0, r0, r5",
+            "add r2, r2, r6",
+            "subs r4, r4, #1",
+            "stm r12, {{r0-r4}}",
             "bne 2b",
             "b 14f",
             "16:",
@@ -401,6 +456,7 @@ fn run(frame: &Frame) {
             "it ne",
             "movne r1, r0",
             "str r1, [sp, #{tile_entry}]",
+            "ldrd r0, r1, [sp, #{x}]",
             "b 2b",
             // The odd block: its two columns go to the frame, then column 0 to the output (row 1 first: for
             // the lone row both pointers are the same and only row 0's bytes are written).
@@ -487,6 +543,8 @@ fn run(frame: &Frame) {
             end = const offset_of!(Frame, end),
             tile_entry = const offset_of!(Frame, tile_entry),
             tile_loop = const offset_of!(Frame, tile_loop),
+            fill_entry = const offset_of!(Frame, fill_entry),
+            aligned = const offset_of!(Frame, aligned),
             x = const offset_of!(Frame, x),
             out = const offset_of!(Frame, out),
             pairs = const offset_of!(Frame, pairs),
