@@ -245,25 +245,32 @@ fn pack_mve8(
 }
 
 /// [`linear_packed_portable`] for [`PackedLayout::Mve8`] (arguments already checked): the same integers as the
-/// Helium kernel, one output at a time.
+/// Helium kernel, a row against a tile at a time, each chunk's 16 products summed before the wrapping add.
 fn linear_mve8_portable(x: &[i8], p: &PackedLinear<'_>, m: usize, zero_point: i32, out: &mut [i8]) {
     let (n, k) = (p.n, p.k);
     let tile_words = mve_tile_words(k);
     for (t, tile) in p.words.chunks_exact(tile_words).enumerate() {
         let (weights, tail) = tile.split_at(tile_words - 2 * MVE_COLS);
+        let (bias, mul) = tail.split_at(MVE_COLS);
         for (i, row) in x.chunks_exact(k).take(m).enumerate() {
-            for j in (0..MVE_COLS).take_while(|j| MVE_COLS * t + j < n) {
-                let mut acc = tail.get(j).copied().unwrap_or(0);
-                for (c, xs) in row.chunks(MVE_CHUNK).enumerate() {
-                    let ws = weights.get(16 * c + 4 * j..16 * c + 4 * j + 4).unwrap_or(&[]);
-                    for (&a, b) in xs.iter().zip(ws.iter().flat_map(|w| w.to_le_bytes())) {
-                        acc = acc.wrapping_add(i32::from(a) * i32::from(b as i8));
+            let mut acc = [0i32; MVE_COLS];
+            acc.iter_mut().zip(bias).for_each(|(a, &b)| *a = b);
+            for (xs, chunk) in row.chunks(MVE_CHUNK).zip(weights.chunks_exact(4 * MVE_COLS)) {
+                for (a, ws) in acc.iter_mut().zip(chunk.chunks_exact(4)) {
+                    // At most 16 products of magnitude <= 2^14: no overflow.
+                    let mut dot = 0i32;
+                    for (xq, w) in xs.chunks(4).zip(ws) {
+                        for (&xv, wv) in xq.iter().zip(w.to_le_bytes()) {
+                            dot += i32::from(xv) * i32::from(wv as i8);
+                        }
                     }
+                    *a = a.wrapping_add(dot);
                 }
-                let mul = tail.get(MVE_COLS + j).copied().unwrap_or(0);
-                if let Some(o) = out.get_mut(i * n + MVE_COLS * t + j) {
-                    *o = high_mul(acc, mul, zero_point).max(-128).min(127) as i8;
-                }
+            }
+            let row_out = out.get_mut(i * n..(i + 1) * n).unwrap_or(&mut []);
+            let cols = row_out.iter_mut().skip(MVE_COLS * t).take(MVE_COLS);
+            for ((o, &a), &mu) in cols.zip(&acc).zip(mul) {
+                *o = high_mul(a, mu, zero_point).max(-128).min(127) as i8;
             }
         }
     }
