@@ -7,14 +7,14 @@
 //! and requantizes the tile in vector registers: `+ bias`, `VRMULH` (`⌊(acc·mul + 2³¹) / 2³²⌋`, as `SMMLAR`),
 //! `+ zero point` (wrapping, as [`crate::requant::high_mul`]), two saturating narrows to 8 bits and one
 //! `VSTRB.32` of four bytes per row. The last row of an odd `m` (all of `m = 1`) runs alone with 1×4 tiles.
-//! The padding channels of a last partial tile are masked off the stores (`VCTP`). Bytes of the panel past `k`
-//! are left as they are: they meet zero weights.
+//! The padding channels of a last partial tile are masked off the stores (`VCTP`). Panel bytes past `k` hold
+//! whatever the tail-predicated loads leave there: they meet zero weights.
 //!
 //! Cost on Cortex-M55 (QEMU instruction counts of the whole call): 64×64×64 8.4 MACs per instruction,
 //! 128×128×128 9.9, 16×256×256 10.9 (the `VMLADAVA.S8` bound is 16); per tile of 2×4 outputs the fixed part
 //! is 20 instructions (gather, requantization, stores, loop) and each further 32 `k` cost 19 (three `VLDM`,
-//! sixteen `VMLADAVA`). Code size about 2.3 KiB: the tile loop is specialised (assembler macros) for an odd
-//! or even chunk count and for zero, one or more further pairs of chunks.
+//! sixteen `VMLADAVA`; 21 inside the loop). Code size about 2.3 KiB: the tile loop is specialised (assembler
+//! macros) for an odd or even chunk count and for zero, one or more further pairs of chunks. Stack: 152 bytes.
 //!
 //! `unsafe` here: one call into the assembly, after [`linear`] has checked every length it relies on.
 
