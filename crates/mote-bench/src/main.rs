@@ -1,12 +1,15 @@
 //! `mote-bench`: regenerates the result tables committed under `docs/`.
 //!
 //! `cargo run --release -p mote-bench -- quant` writes `docs/quantization.md`;
-//! `cargo build --release -p mote-cli && cargo run --release -p mote-bench -- deploy` writes `docs/deploy.md`.
+//! `cargo build --release -p mote-cli && cargo run --release -p mote-bench -- deploy` writes `docs/deploy.md`;
+//! `cargo run --release -p mote-bench -- gemm` writes `docs/gemm.md`.
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 
 mod deploy;
+mod gemm;
 mod quant;
 
 #[derive(Parser)]
@@ -36,11 +39,18 @@ enum Command {
         #[arg(long, default_value = "target/release/mote")]
         mote: PathBuf,
     },
+    /// The packed int8 GEMM kernel on every core (QEMU): MACs per instruction per shape, bit-exact checked.
+    Gemm {
+        /// Emulation time limit per core, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Quant { peer_models, out } => quant::run(peer_models, &out),
         Command::Deploy { peer_models, mote } => deploy::run_table(&quant::peer_dir(peer_models), &mote),
+        Command::Gemm { timeout } => gemm::run_table(Duration::from_secs(timeout)),
     }
 }
