@@ -57,11 +57,12 @@ pub struct Board {
 }
 
 impl Board {
-    /// The weight layout of this core's packed linear kernel: `Dsp16` (SMLAD) on the Arm cores with the DSP
-    /// extension; `None` (plain weights, portable kernels) elsewhere.
+    /// The weight layout of this core's packed linear kernel: `Mve8` (Helium `VMLADAVA`) on Cortex-M55, `Dsp16`
+    /// (`SMLAD`) on the other Arm cores with the DSP extension; `None` (plain weights, portable kernels) elsewhere.
     pub fn packed_layout(&self) -> Option<PackedLayout> {
         match self.core {
-            Core::CortexM4 | Core::CortexM7 | Core::CortexM33 | Core::CortexM55 => Some(PackedLayout::Dsp16),
+            Core::CortexM55 => Some(PackedLayout::Mve8),
+            Core::CortexM4 | Core::CortexM7 | Core::CortexM33 => Some(PackedLayout::Dsp16),
             Core::CortexM3 | Core::Rv32imc => None,
         }
     }

@@ -15,7 +15,7 @@
 //! * 32-bit accumulators use two's-complement wrapping arithmetic, like the Cortex-M C references;
 //!   results are exact whenever the true value fits in `i32` (per-kernel bounds are documented).
 #![no_std]
-// `unsafe` only in the per-core assembly modules (`packed::dsp`), each of which says why.
+// `unsafe` only in the per-core assembly modules (`packed::dsp`, `packed::mve`), each of which says why.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::float_arithmetic)]
