@@ -9,7 +9,10 @@
 //!
 //! Why 2×2: the loop keeps a panel and a block pointer, four accumulators and eight operand registers, which
 //! is all fourteen registers there are (sp and pc are not free); every other tile shape with one `LDM` per
-//! operand needs more loads per `SMLAD`, so 10 instructions per 16 MACs is the loop's floor.
+//! operand needs more loads per `SMLAD`, so 10 instructions per 16 MACs is the loop's floor. A 2×2 tile costs
+//! `10·⌈k/4⌉ + 17` instructions: 12 of the 17 are the `SMMLAR`, `SSAT` and `STRB` of its four outputs, the
+//! other five load the multipliers and the loop state (one `LDM sp`), store the output pointers and close
+//! the tile loop.
 //!
 //! The k loop has no counter, no compare and no branch: the panel carries *jump words*. The quads are unrolled
 //! `DSP_CHUNK` (16) times; the activation `LDM` of the last quad of each chunk also loads `pc`
@@ -22,18 +25,18 @@
 //! Panel layout (`dsp_panel_words(k)` words): quad `q` at word `4q + ⌈q/16⌉` as
 //! `[x₀(0,2), x₀(1,3), x₁(0,2), x₁(1,3)]` (see [`super::fill_panel_portable`]), a jump word after quads 0,
 //! 16, 32, … and after the last quad. The quad of the last `k % 4` activations is the row's last word shifted
-//! right, so that no row is read past its end.
+//! right (or, when `k < 4`, made of the row's bytes), so that no row is read past its end.
 //!
 //! `unsafe` here: one `asm!` block. It reads exactly the activation rows, the packed words and the panel
 //! whose lengths [`linear_packed`] checks first, writes the panel and the output, and saves and restores
-//! every register it uses but r0–r3, r12 and lr (declared clobbered). Row words are read with `LDR`, which
-//! needs unaligned accesses enabled (`CCR.UNALIGN_TRP` = 0, the reset value; the Rust code LLVM generates for
-//! these cores makes the same assumption).
+//! every register it uses but r0–r3, r12 and lr (declared clobbered). Row words that may be unaligned are read
+//! with `LDR`, which needs unaligned accesses enabled (`CCR.UNALIGN_TRP` = 0, the reset value; the Rust code
+//! LLVM generates for these cores makes the same assumption).
 
 use core::arch::asm;
 use core::mem::{offset_of, size_of};
 
-use super::{block_words, dsp_panel_words, linear_packed_portable, PackedLayout, PackedLinear, DSP_CHUNK};
+use super::{block_words, dsp_panel_words, PackedLayout, PackedLinear, DSP_CHUNK};
 use crate::KernelError;
 
 /// The routine's state: built by [`linear_packed`], copied to the routine's stack frame, where one `LDM sp`
@@ -53,7 +56,7 @@ struct Frame {
     tile_entry: usize,
     /// The tile loop of the current mode (two rows or the lone row); set by the routine.
     tile_loop: usize,
-    /// The panel fill for word-aligned rows (`LDM`) or any rows (`LDR`); set by the routine.
+    /// The panel fill chosen by `fill`; set by the routine.
     fill_entry: usize,
     // The per-pair group, read with one `LDM` (and its first five words written back with one `STM`).
     /// First activation row of the current pair.
@@ -70,15 +73,16 @@ struct Frame {
     x_step: usize,
     /// `2n`.
     out_step: usize,
-    /// Whether every row starts on a word boundary (`x` aligned and `k % 4 == 0`): the fill may use `LDM`.
-    aligned: usize,
+    /// The panel fill: 0 any rows (`LDR`), 1 rows that start on a word boundary (`x` aligned and
+    /// `k % 4 == 0`: `LDM`), 2 rows shorter than a word (`k < 4`: `LDRSB`).
+    fill: usize,
     /// `m % 2`: whether a lone last row follows the pairs.
     lone: usize,
-    /// Full quads after quad 0: `k/4 - 1`.
+    /// Full quads after quad 0: `k/4 - 1`; `k` itself for the short fill.
     fill_rest: usize,
     /// `k % 4 - 4` (wrapping): the last row word's offset from the end of the full quads.
     tail_off: usize,
-    /// `8·(4 - k % 4)`, or 0 when `k % 4 == 0`: the right shift of that word.
+    /// `8·(4 - k % 4)`, or 0 when `k % 4 == 0` or `k < 4` (no tail step): the right shift of that word.
     tail_shift: usize,
     /// The packed words (`⌈n/2⌉` blocks).
     blocks: *const i32,
@@ -103,8 +107,7 @@ const PUSHED: usize = 36;
 /// Bytes reserved for the frame, keeping sp 8-byte aligned.
 const FRAME_BYTES: usize = (size_of::<Frame>() + PUSHED).div_ceil(8) * 8 - PUSHED;
 
-/// The packed linear layer with the DSP routine (see [`super::linear_packed`]); `k < 4` (and any other
-/// layout) runs the portable one.
+/// The packed linear layer with the DSP routine (see [`super::linear_packed`]).
 pub(super) fn linear_packed(
     x: &[i8],
     p: &PackedLinear<'_>,
@@ -114,15 +117,13 @@ pub(super) fn linear_packed(
     out: &mut [i8],
 ) -> Result<(), KernelError> {
     let (n, k) = (p.n, p.k);
-    if k < 4 || p.layout != PackedLayout::Dsp16 {
-        return linear_packed_portable(x, p, m, zero_point, scratch, out);
-    }
     let bw = block_words(k);
-    let sizes_ok = m.checked_mul(k) == Some(x.len())
+    let sizes_ok = p.layout == PackedLayout::Dsp16
+        && m.checked_mul(k) == Some(x.len())
         && m.checked_mul(n) == Some(out.len())
         && n.div_ceil(2).checked_mul(bw) == Some(p.words.len())
         && scratch.len() >= dsp_panel_words(k);
-    if m == 0 || n == 0 || !sizes_ok {
+    if m == 0 || n == 0 || k == 0 || !sizes_ok {
         return Err(KernelError::ShapeMismatch);
     }
     let blocks = p.words.as_ptr();
@@ -143,11 +144,11 @@ pub(super) fn linear_packed(
         pairs: m / 2,
         x_step: 2 * k,
         out_step: 2 * n,
-        aligned: usize::from((x.as_ptr() as usize | k) % 4 == 0),
+        fill: if k < 4 { 2 } else { usize::from((x.as_ptr() as usize | k) % 4 == 0) },
         lone: m % 2,
-        fill_rest: k / 4 - 1,
+        fill_rest: if k < 4 { k } else { k / 4 - 1 },
         tail_off: tail.wrapping_sub(4),
-        tail_shift: if tail == 0 { 0 } else { 8 * (4 - tail) },
+        tail_shift: if tail == 0 || k < 4 { 0 } else { 8 * (4 - tail) },
         blocks,
         end_full: blocks.wrapping_add(n / 2 * bw),
         block_bytes: 4 * bw,
@@ -305,10 +306,11 @@ macro_rules! fill_panel {
 /// activations. Everything else lives in the [`Frame`] at sp.
 #[inline(never)]
 fn run(frame: &Frame) {
-    // SAFETY: `linear_packed` checked that `x` holds `m` rows of `k >= 4` bytes, `out` `m` rows of `n`, the packed
+    // SAFETY: `linear_packed` checked that `x` holds `m` rows of `k >= 1` bytes, `out` `m` rows of `n`, the packed
     // words `⌈n/2⌉` blocks of `block_words(k)` and the scratch at least `dsp_panel_words(k)` words, and built the
     // frame from those slices. The routine reads the row words `[4q, 4q+4)` for `q < k/4` and, when
-    // `k % 4 != 0`, `[k-4, k)` of rows `2p`, `2p+1` (or the lone row), reads each block once per pair of rows,
+    // `k % 4 != 0`, `[k-4, k)` (`k >= 4`) or the bytes `[0, k)` (`k < 4`) of rows `2p`, `2p+1` (or of the lone
+    // row), with `LDM` only when the frame says the rows are word-aligned; reads each block once per pair of rows,
     // writes and reads only panel words below `dsp_panel_words(k)`, writes output bytes `[0, 2·(n/2))` of its
     // rows directly and the last column of an odd `n` through its own frame, jumps only to its own code (the
     // jump words it writes), and restores sp, r4-r11 and lr; r0-r3 and r12 are declared clobbered.
@@ -324,35 +326,27 @@ fn run(frame: &Frame) {
             "stm r12!, {{r1-r11}}",
             "ldm r0, {{r1-r6}}",
             "stm r12, {{r1-r6}}",
-            // Two-row mode: jump words, tile loop, tile entry (the odd block directly when there is no other).
-            "adr r0, 8f",
-            "orr r0, r0, #1",
-            "adr r1, 9f",
-            "orr r1, r1, #1",
-            "mov r2, #40",
-            "bl 30f",
-            "adr r0, 70f",
-            "orr r0, r0, #1",
-            "str r0, [sp, #{tile_loop}]",
-            "ldr r1, [sp, #{end_full}]",
-            "ldr r2, [sp, #{blocks}]",
-            "adr r3, 11f",
-            "orr r3, r3, #1",
-            "cmp r1, r2",
-            "it eq",
-            "moveq r0, r3",
-            "str r0, [sp, #{tile_entry}]",
+            // The fill (40 LDR, 41 LDM, 42 LDRSB); then the two-row tile, unless there are no pairs.
             "adr r0, 40f",
             "adr r1, 41f",
-            "ldr r2, [sp, #{aligned}]",
-            "cmp r2, #0",
-            "it ne",
-            "movne r0, r1",
+            "adr r3, 42f",
+            "ldr r2, [sp, #{fill}]",
+            "cmp r2, #1",
+            "it eq",
+            "moveq r0, r1",
+            "cmp r2, #2",
+            "it eq",
+            "moveq r0, r3",
             "orr r0, r0, #1",
             "str r0, [sp, #{fill_entry}]",
             "ldr r0, [sp, #{pairs}]",
             "cmp r0, #0",
             "beq 14f",
+            "adr r0, 8f",
+            "adr r1, 9f",
+            "adr r3, 70f",
+            "mov r2, #40",
+            "bl 30f",
             "ldrd r0, r1, [sp, #{x}]",
             // A pair of rows (r0 its first row, r1 the stride to the second): fill the panel.
             "2:",
@@ -364,6 +358,28 @@ fn run(frame: &Frame) {
             fill_panel!(fill1!(), fill2!()),
             "41:",
             fill_panel!(fill1!(), fill2_aligned!()),
+            // k < 4: the only quad, from the bytes of the rows (zero past k).
+            "42:",
+            "ldrsb r4, [r0]",
+            "ldrsb r6, [r1]",
+            "mov r5, #0",
+            "mov r7, #0",
+            "mov r8, #0",
+            "mov r9, #0",
+            "cmp r3, #2",
+            "blt 43f",
+            "ldrsb r5, [r0, #1]",
+            "ldrsb r7, [r1, #1]",
+            "beq 43f",
+            "ldrsb r8, [r0, #2]",
+            "ldrsb r9, [r1, #2]",
+            "43:",
+            "pkhbt r4, r4, r8, lsl #16",
+            "uxth r5, r5",
+            "pkhbt r6, r6, r9, lsl #16",
+            "uxth r7, r7",
+            "stm r2, {{r4-r7}}",
+            "b 7f",
             // The quad of the last k % 4 activations: the row's last word shifted right (zero-filled).
             "6:",
             "ldrd r3, r4, [sp, #{tail_off}]",
@@ -441,21 +457,10 @@ fn run(frame: &Frame) {
             "mov r0, #1",
             "str r0, [sp, #{pairs}]",
             "adr r0, 81f",
-            "orr r0, r0, #1",
             "adr r1, 91f",
-            "orr r1, r1, #1",
+            "adr r3, 71f",
             "mov r2, #24",
             "bl 30f",
-            "adr r0, 71f",
-            "orr r0, r0, #1",
-            "str r0, [sp, #{tile_loop}]",
-            "ldr r1, [sp, #{tile_entry}]",
-            "adr r3, 11f",
-            "orr r3, r3, #1",
-            "cmp r1, r3",
-            "it ne",
-            "movne r1, r0",
-            "str r1, [sp, #{tile_entry}]",
             "ldrd r0, r1, [sp, #{x}]",
             "b 2b",
             // The odd block: its two columns go to the frame, then column 0 to the output (row 1 first: for
@@ -484,10 +489,24 @@ fn run(frame: &Frame) {
             "ldr r2, [sp, #{end_full}]",
             "str r2, [sp, #{end}]",
             "b 13b",
-            // Jump words for the loop at r0 (its top), epilogue r1 and bytes per unrolled quad r2: the last one
-            // (after the last quad) goes to the epilogue; the one after quad 16·i where the SMLADs of that quad
-            // are followed by the next chunk's c = min(16, rem) quads, rem = quads - 1 - 16·i: r0 + r2·(16 - c).
+            // Mode switch for the tile loop r3 whose unrolled quads start at r0 (its top), r2 bytes each, and
+            // whose epilogue is r1: tile loop and tile entry (the odd block directly when there is no other
+            // block), then the jump words. The last one (after the last quad) goes to the epilogue; the one after
+            // quad 16·i where the SMLADs of that quad are followed by the next chunk's c = min(16, rem) quads,
+            // rem = quads - 1 - 16·i: r0 + r2·(16 - c).
             "30:",
+            "orr r0, r0, #1",
+            "orr r1, r1, #1",
+            "orr r3, r3, #1",
+            "str r3, [sp, #{tile_loop}]",
+            "ldr r4, [sp, #{end_full}]",
+            "ldr r5, [sp, #{blocks}]",
+            "adr r6, 11b",
+            "orr r6, r6, #1",
+            "cmp r4, r5",
+            "it eq",
+            "moveq r3, r6",
+            "str r3, [sp, #{tile_entry}]",
             "ldr r3, [sp, #{quads}]",
             "ldr r12, [sp, #{panel}]",
             "sub r4, r3, #1", // rem for i = 0
@@ -544,7 +563,7 @@ fn run(frame: &Frame) {
             tile_entry = const offset_of!(Frame, tile_entry),
             tile_loop = const offset_of!(Frame, tile_loop),
             fill_entry = const offset_of!(Frame, fill_entry),
-            aligned = const offset_of!(Frame, aligned),
+            fill = const offset_of!(Frame, fill),
             x = const offset_of!(Frame, x),
             out = const offset_of!(Frame, out),
             pairs = const offset_of!(Frame, pairs),
