@@ -137,8 +137,27 @@ pub fn compile_for_board(
     opts.c_abi = c_abi;
     opts.input_types = input_types.to_vec();
     opts.packed_layout = board.packed_layout();
-    let compiled = mote_codegen::compile(&graph, &opts)
-        .map_err(|e| anyhow::anyhow!("{}: cannot compile for the MCU: {e}", model.display()))?;
+    let compile = |opts: &CompileOptions| {
+        mote_codegen::compile(&graph, opts)
+            .map_err(|e| anyhow::anyhow!("{}: cannot compile for the MCU: {e}", model.display()))
+    };
+    let mut compiled = compile(&opts)?;
+    // Packed (16-bit) weights are faster but larger: when they leave less than twice the code estimate of the
+    // flash free (the code and its tables are only known after linking), plain weights are used instead.
+    let flash_needed = compiled.weight_bytes as u64 + 2 * mote_deploy::CODE_ESTIMATE_BYTES;
+    if let Some(layout) = opts.packed_layout.filter(|_| flash_needed > board.flash_bytes) {
+        let plain = compile(&CompileOptions { packed_layout: None, ..opts.clone() })?;
+        eprintln!(
+            "note: weights packed for {}'s fast kernels ({layout:?}) take {} B, too much of its {} B of flash; \
+             using plain weights ({} B) and the portable kernels",
+            board.name,
+            mote_deploy::group(compiled.weight_bytes as u64),
+            mote_deploy::group(board.flash_bytes),
+            mote_deploy::group(plain.weight_bytes as u64)
+        );
+        opts.packed_layout = None;
+        compiled = plain;
+    }
     Ok(ForBoard { board, graph, compiled, crate_name, opts, paths })
 }
 

@@ -180,29 +180,49 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    /// The packed-kernel call of a `QLinear` whose weights the target core's layout packs, else `None`.
-    fn packed_linear(&mut self, id: u32, node: &Node, q: &QLinear, x: &str) -> Result<Option<String>> {
-        let Some((layout, n, k)) = packed_linear(self.g, node, self.packed) else { return Ok(None) };
+    /// The call of a layer that runs on the packed linear kernel ([`packed_layer`]): its weights, bias and
+    /// multipliers packed into a static, its activation panel in the `i32` arena scratch planned for it.
+    fn packed_call(
+        &mut self,
+        id: u32,
+        layer: &Layer,
+        (layout, n, k): (PackedLayout, usize, usize),
+        place: &dyn Fn(TensorId) -> Place,
+        out: Out,
+    ) -> Result<String> {
+        let g = self.g;
+        let node = &g.nodes[layer.nodes[0]];
         let Some(&(at, len)) = self.scratch.get(&id) else { bail!("no scratch planned for packed layer {id}") };
-        let AccRescale::HighMul(mul) = &q.rescale else { bail!("packed layer {id} without HighMul rescale") };
-        let data = |t: TensorId| self.g.values[t].konst.as_ref().map(|c| c.to_i64_vec()).unwrap_or_default();
-        let w: Vec<i8> = data(node.inputs[1]).into_iter().map(|v| v as i8).collect();
-        let bias: Option<Vec<i32>> = node.inputs.get(2).map(|&b| data(b).into_iter().map(|v| v as i32).collect());
-        let src = LinearWeights { w: &w, bias: bias.as_deref(), input_offset: -q.x_zero_point, mul, n, k };
+        let data = |t: TensorId| g.values[t].konst.as_ref().map(|c| c.to_i64_vec()).unwrap_or_default();
+        let x = self.arg(node, 0, place, out)?;
+        let m = product(&shape_of(g, node.inputs[0])) / k;
+        let scratch = format!("let scratch = arena.i32.get_mut({at}..{}).ok_or(Error::Layout)?;", at + len);
+        let (w, bias, input_offset, mul, kernel) = if let Some(q) = node.op.as_any().downcast_ref::<QLinear>() {
+            let AccRescale::HighMul(mul) = &q.rescale else { bail!("packed layer {id} without HighMul rescale") };
+            let w: Vec<i64> = data(node.inputs[1]);
+            let bias = node.inputs.get(2).map(|&b| data(b));
+            let kernel = format!("packed::linear_packed({x}, &p, {m}, {}, scratch, out)?;", q.y_zero_point);
+            (w, bias, -q.x_zero_point, mul.clone(), kernel)
+        } else {
+            // Deeploy MatMul [k, n] (+ bias) + RequantShift: the kernel accumulates, then requantizes.
+            let Fusion::Linear { bias } = layer.fusion else { bail!("layer {id} is not a linear layer") };
+            let kn = data(node.inputs[1]);
+            let w: Vec<i64> = (0..n * k).map(|i| kn[(i % k) * n + i / k]).collect();
+            let rq = self.shift_requant(layer)?;
+            let kernel = format!("{rq}packed::linear_packed_requant({x}, &p, {m}, &rq, scratch, out)?;");
+            (w, bias.map(data), 0, vec![0], kernel)
+        };
+        let w: Vec<i8> = w.into_iter().map(|v| v as i8).collect();
+        let bias: Option<Vec<i32>> = bias.map(|b| b.into_iter().map(|v| v as i32).collect());
+        let src = LinearWeights { w: &w, bias: bias.as_deref(), input_offset, mul: &mul, n, k };
         let mut words = vec![0i32; layout.words(n, k)];
         pack_linear(layout, &src, &mut words)
             .map_err(|e| mote_core::Error::Invalid(format!("packing layer {id}: {e}")))?;
-        let name = format!("L{id}_PACKED");
-        let doc = format!("`{}` weights, bias and multipliers packed for {layout:?}", node.name);
-        let packed = self.static_array(name, "i32", &words, 4 * words.len(), &doc);
-        let m = product(&shape_of(self.g, node.inputs[0])) / k;
-        Ok(Some(format!(
-            "let p = PackedLinear::new(PackedLayout::{layout:?}, {n}, {k}, &{packed})?;\n        \
-             let scratch = arena.i32.get_mut({at}..{}).ok_or(Error::Layout)?;\n        \
-             packed::linear_packed({x}, &p, {m}, {}, scratch, out)?;",
-            at + len,
-            q.y_zero_point
-        )))
+        let doc = format!("`{}` weights and bias packed for {layout:?}", node.name);
+        let packed = self.static_array(format!("L{id}_PACKED"), "i32", &words, 4 * words.len(), &doc);
+        Ok(format!(
+            "let p = PackedLinear::new(PackedLayout::{layout:?}, {n}, {k}, &{packed})?;\n        {scratch}\n        {kernel}"
+        ))
     }
 
     /// Expression for reading tensor `t` while the layer writes `out`.
@@ -273,6 +293,11 @@ impl<'a> Emitter<'a> {
             let call = self.in_place(id, layer, place, *out)?;
             return self.block(*out, &call);
         }
+        if let Some(packed) = packed_layer(g, self.nw, layer, self.packed) {
+            let [out] = outs.as_slice() else { bail!("{} outputs", outs.len()) };
+            let call = self.packed_call(id, layer, packed, place, *out)?;
+            return self.block(*out, &call);
+        }
         if layer.fusion != Fusion::Single {
             let [out] = outs.as_slice() else { bail!("{} outputs", outs.len()) };
             let call = self.fused(layer, place, *out)?;
@@ -334,9 +359,6 @@ impl<'a> Emitter<'a> {
         let y_shape = shape_of(g, node.outputs[0]);
         let call = if let Some(q) = op.downcast_ref::<QLinear>() {
             let x = self.arg(node, 0, place, out)?;
-            if let Some(call) = self.packed_linear(id, node, q, &x)? {
-                return Ok(Some(call));
-            }
             let w = self.arg(node, 1, place, out)?;
             let bias = self.optional_arg(node, 2, place, out)?;
             let rq = self.acc_requant(id, &q.rescale, q.y_zero_point);
@@ -802,16 +824,7 @@ impl<'a> Emitter<'a> {
     fn fused(&mut self, layer: &Layer, place: &dyn Fn(TensorId) -> Place, out: Out) -> Result<String> {
         let g = self.g;
         let first = &g.nodes[layer.nodes[0]];
-        let last = &g.nodes[layer.nodes[layer.nodes.len() - 1]];
-        let Some(p) = last.op.as_any().downcast_ref::<RequantShift>() else {
-            bail!("a fused layer ends in RequantShift")
-        };
-        let (m, a) =
-            (self.konst_as(last.inputs[1], DType::I32, None)?, self.konst_as(last.inputs[2], DType::I32, None)?);
-        let rq = format!(
-            "let rq = Requant::Shift(ShiftRequant::new(&{m}, &{a}, {}, {}, {})?);\n        ",
-            p.div_log2, p.n_levels, p.signed
-        );
+        let rq = self.shift_requant(layer)?;
         let x_shape = shape_of(g, first.inputs[0]);
         let call = match layer.fusion {
             Fusion::Linear { bias } => {
@@ -864,6 +877,20 @@ impl<'a> Emitter<'a> {
             Fusion::Single => bail!("not a fused layer"),
         };
         Ok(format!("{rq}{call}"))
+    }
+
+    /// `let rq = ..;` for the `RequantShift` that ends a fused layer.
+    fn shift_requant(&mut self, layer: &Layer) -> Result<String> {
+        let last = &self.g.nodes[layer.nodes[layer.nodes.len() - 1]];
+        let Some(p) = last.op.as_any().downcast_ref::<RequantShift>() else {
+            bail!("a fused layer ends in RequantShift")
+        };
+        let (m, a) =
+            (self.konst_as(last.inputs[1], DType::I32, None)?, self.konst_as(last.inputs[2], DType::I32, None)?);
+        Ok(format!(
+            "let rq = Requant::Shift(ShiftRequant::new(&{m}, &{a}, {}, {}, {})?);\n        ",
+            p.div_log2, p.n_levels, p.signed
+        ))
     }
 
     fn block(&mut self, out: Out, call: &str) -> Result<()> {
@@ -1064,21 +1091,40 @@ impl<'a> Emitter<'a> {
     }
 }
 
-/// `(layout, n, k)` when `node` is a `QLinear` the packed kernel runs under `layout`: `HighMul` rescale, constant
-/// weights and bias. The plan (scratch) and the emitter ask the same question here.
-pub(crate) fn packed_linear(
+/// How a layer runs on the packed linear kernel: `(layout, n, k)`, or `None` for the plain kernels.
+///
+/// A `QLinear` with `HighMul` rescale and constant weights and bias takes the core's fast layout (its
+/// requantization is fused into the kernel). A Deeploy `MatMul [+ Add] + RequantShift` with int8 activations
+/// takes `Dsp16` on every DSP core (the kernel accumulates with `SMLAD` and applies any requantization
+/// after). The plan (scratch) and the emitter ask the same question here.
+pub(crate) fn packed_layer(
     g: &Graph,
-    node: &Node,
+    nw: &Narrowing,
+    layer: &Layer,
     layout: Option<PackedLayout>,
 ) -> Option<(PackedLayout, usize, usize)> {
     let layout = layout?;
-    let q = node.op.as_any().downcast_ref::<QLinear>()?;
-    let constant = |k: usize| node.inputs.get(k).is_none_or(|&t| g.values[t].konst.is_some());
-    if !matches!(q.rescale, AccRescale::HighMul(_)) || !constant(1) || !constant(2) {
+    if layer.in_place {
         return None;
     }
-    let ws = shape_of(g, node.inputs[1]);
-    Some((layout, ws[0], ws[1]))
+    let node = &g.nodes[*layer.nodes.first()?];
+    let constant = |k: usize| node.inputs.get(k).is_none_or(|&t| g.values[t].konst.is_some());
+    match layer.fusion {
+        Fusion::Single => {
+            let q = node.op.as_any().downcast_ref::<QLinear>()?;
+            if !matches!(q.rescale, AccRescale::HighMul(_)) || !constant(1) || !constant(2) {
+                return None;
+            }
+            let ws = shape_of(g, node.inputs[1]);
+            Some((layout, ws[0], ws[1]))
+        }
+        Fusion::Linear { .. } => {
+            let ws = shape_of(g, node.inputs[1]);
+            let x_i8 = nw.storage[node.inputs[0]] == Some(DType::I8);
+            (x_i8 && constant(1) && ws.len() == 2).then_some((PackedLayout::Dsp16, ws[1], ws[0]))
+        }
+        _ => None,
+    }
 }
 
 /// `let p = Conv2dParams { .. };` for a 2-D integer `Conv` on NCHW `x` with OIHW weights `w`.

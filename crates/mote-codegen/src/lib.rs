@@ -396,9 +396,8 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     let scratch_layers: Vec<(usize, usize)> = layer_groups
         .iter()
         .enumerate()
-        .filter(|(_, l)| l.nodes.len() == 1 && !l.in_place)
         .filter_map(|(step, l)| {
-            let (layout, _, k) = emit::packed_linear(g, &g.nodes[l.nodes[0]], opts.packed_layout)?;
+            let (layout, _, k) = emit::packed_layer(g, &dev.nw, l, opts.packed_layout)?;
             Some((step, layout.scratch_words(k)))
         })
         .collect();

@@ -215,6 +215,11 @@ fn c_abi_staticlib_links_into_a_c_program_and_matches() {
 /// Compiles Deeploy test case `rel` (inputs typed as `types`), runs the crate on the host, and
 /// checks it against the reference and the reference against the goldens.
 fn check_deeploy(peers: &Path, name: &str, rel: &str, types: &[(&str, DType)]) -> Compiled {
+    check_deeploy_with(peers, rel, types, options(name))
+}
+
+fn check_deeploy_with(peers: &Path, rel: &str, types: &[(&str, DType)], mut opts: CompileOptions) -> Compiled {
+    let name = opts.crate_name.clone();
     let dir = peers.join(rel);
     let g = mote_onnx::load(dir.join("network.onnx"), &Default::default()).unwrap();
     let inputs: Vec<Tensor> = mote_core::npz::read(dir.join("inputs.npz"))
@@ -225,7 +230,6 @@ fn check_deeploy(peers: &Path, name: &str, rel: &str, types: &[(&str, DType)]) -
         .collect();
     let golden: Vec<Vec<i64>> =
         mote_core::npz::read(dir.join("outputs.npz")).unwrap().into_iter().map(|(_, t)| t.to_i64_vec()).collect();
-    let mut opts = options(name);
     opts.input_types = types.iter().map(|(n, d)| (n.to_string(), *d)).collect();
     let (c, outs) = check_with(&g, inputs, &opts);
     assert_eq!(outs.len(), golden.len(), "{name}");
@@ -274,6 +278,17 @@ fn peer_integer_models_match_the_goldens_bit_for_bit() {
             c.weight_bytes
         );
     }
+}
+
+/// With an Arm DSP core's layout, Deeploy's `MatMul [+ Add] + RequantShift` layers run the packed kernel
+/// (SMLAD accumulation, then the RequantShift) and still match the goldens.
+#[test]
+fn peer_integer_model_with_packed_linear_layers_matches_the_goldens() {
+    let Some(peers) = peers() else { return };
+    let opts = CompileOptions { packed_layout: Some(PackedLayout::Dsp16), ..options("icct_packed") };
+    let c = check_deeploy_with(&peers, "Models/CCT/Int/ICCT", &[], opts);
+    let lib = &c.files.iter().find(|(p, _)| p.ends_with("lib.rs")).unwrap().1;
+    assert_eq!(lib.matches("packed::linear_packed_requant(").count(), 6, "ICCT's six linear layers");
 }
 
 /// Deeploy's integer kernel cases exercise the other paths: wide outputs (little-endian i32),

@@ -19,7 +19,8 @@
 //! Alignment: packed words and the scratch are `i32` slices (4-byte aligned); activations and outputs are
 //! plain byte slices with no alignment requirement.
 
-use crate::requant::high_mul;
+use crate::requant::{high_mul, Requant};
+use crate::IntElem;
 use crate::KernelError;
 
 #[cfg(all(mote_dsp, target_arch = "arm"))]
@@ -141,7 +142,15 @@ const fn pair(lo: i32, hi: i32) -> i32 {
     ((lo as u32 & 0xffff) | ((hi as u32) << 16)) as i32
 }
 
+/// `acc + lo(a)·lo(b) + hi(a)·hi(b)` in wrapping `i32`: Arm `SMLAD` (the instruction itself on DSP builds).
+#[cfg(all(mote_dsp, target_arch = "arm"))]
+#[inline(always)]
+fn smlad(acc: i32, a: i32, b: i32) -> i32 {
+    dsp::smlad(acc, a, b)
+}
+
 /// `acc + lo(a)·lo(b) + hi(a)·hi(b)` in wrapping `i32`: Arm `SMLAD`.
+#[cfg(not(all(mote_dsp, target_arch = "arm")))]
 #[inline]
 fn smlad(acc: i32, a: i32, b: i32) -> i32 {
     let (al, ah) = (i32::from(a as i16), a >> 16);
@@ -403,6 +412,50 @@ pub fn linear_packed(
     linear_packed_portable(x, p, m, zero_point, scratch, out)
 }
 
+/// A Dsp16-packed linear layer `x [m,k] -> out [m,n]` with any requantization of the accumulators
+/// `bias[j] + Σ_k x[i,k]·w[j,k]` (per tensor, or per output channel `j`): [`crate::matmul::linear_requant`] with
+/// `input_offset` folded into the packed bias; the packed multipliers are not used.
+///
+/// For Deeploy `MatMul [+ Add] + RequantShift` layers: `SMLAD` accumulation (the instruction itself on DSP builds),
+/// then `rq` per output in Rust. `scratch` holds at least `Dsp16.scratch_words(k)` words.
+/// Errors: another layout (`InvalidParam`), lengths that disagree with `m`, `n`, `k`, bounds that do not fit `T`.
+pub fn linear_packed_requant<T: IntElem>(
+    x: &[i8],
+    p: &PackedLinear<'_>,
+    m: usize,
+    rq: &Requant<'_>,
+    scratch: &mut [i32],
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    if p.layout != PackedLayout::Dsp16 {
+        return Err(KernelError::InvalidParam);
+    }
+    rq.check::<T>(p.n)?;
+    let (n, k) = (p.n, p.k);
+    let mk = m.checked_mul(k).ok_or(KernelError::ShapeMismatch)?;
+    let mn = m.checked_mul(n).ok_or(KernelError::ShapeMismatch)?;
+    let quads = k.div_ceil(4);
+    if m == 0 || x.len() != mk || out.len() != mn || scratch.len() < 4 * quads {
+        return Err(KernelError::ShapeMismatch);
+    }
+    let panel = scratch.get_mut(..4 * quads).ok_or(KernelError::ShapeMismatch)?;
+    for (r0, r1) in row_pairs(m) {
+        fill_panel_portable(x, k, r0, r1, panel);
+        for t in 0..n.div_ceil(TILE_COLS) {
+            let acc = tile_portable(panel, p.block(t), quads);
+            for (idx, &a) in acc.iter().enumerate() {
+                let (r, j) = (if idx < 2 { r0 } else { r1 }, TILE_COLS * t + idx % 2);
+                if j < n {
+                    if let Some(o) = out.get_mut(r * n + j) {
+                        *o = T::from_i32_sat(rq.apply(a, j));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
@@ -481,6 +534,44 @@ mod tests {
         assert_eq!(linear_packed(&[0; 9], &p, 2, 0, &mut scratch, &mut out), Err(KernelError::ShapeMismatch));
     }
 
+    /// `linear_packed_requant` with a Deeploy RequantShift equals `linear_requant`, to i8 and to u8.
+    #[test]
+    fn packed_requant_equals_reference() {
+        use crate::requant::ShiftRequant;
+        let mut g = Lcg(7);
+        for (m, k, n) in [(1, 1, 1), (3, 5, 7), (17, 64, 16), (4, 130, 3), (65, 17, 65)] {
+            let (x, w) = (g.vec_i8(m * k), g.vec_i8(n * k));
+            let bias = g.vec_i32(n, -1 << 16, 1 << 16);
+            let (mul, add) = (g.vec_i32(n, 1, 300), g.vec_i32(1, -1 << 14, 1 << 14));
+            let layout = PackedLayout::Dsp16;
+            let mut words = vec![0; layout.words(n, k)];
+            let src = LinearWeights { w: &w, bias: Some(&bias), input_offset: 0, mul: &[0], n, k };
+            pack_linear(layout, &src, &mut words).unwrap();
+            let p = PackedLinear::new(layout, n, k, &words).unwrap();
+            let mut scratch = vec![0; layout.scratch_words(k)];
+            for signed in [true, false] {
+                let rq = Requant::Shift(ShiftRequant::new(&mul, &add, 12, 256, signed).unwrap());
+                let d = MatDims { m, k, n };
+                if signed {
+                    let (mut want, mut got) = (vec![0i8; m * n], vec![0i8; m * n]);
+                    linear_requant(&x, &w, Some(&bias), d, 0, &rq, &mut want).unwrap();
+                    linear_packed_requant(&x, &p, m, &rq, &mut scratch, &mut got).unwrap();
+                    assert_eq!(got, want, "{m}x{k}x{n}");
+                } else {
+                    let (mut want, mut got) = (vec![0u8; m * n], vec![0u8; m * n]);
+                    linear_requant(&x, &w, Some(&bias), d, 0, &rq, &mut want).unwrap();
+                    linear_packed_requant(&x, &p, m, &rq, &mut scratch, &mut got).unwrap();
+                    assert_eq!(got, want, "{m}x{k}x{n}");
+                }
+            }
+        }
+        let words = vec![0; PackedLayout::Mve8.words(2, 2)];
+        let p = PackedLinear::new(PackedLayout::Mve8, 2, 2, &words).unwrap();
+        let rq = Requant::HighMul(HighMulRequant::new(&[1], 0, -128, 127).unwrap());
+        let r = linear_packed_requant(&[0i8; 2], &p, 1, &rq, &mut [0; 64], &mut [0i8; 2]);
+        assert_eq!(r, Err(KernelError::InvalidParam));
+    }
+
     proptest! {
         /// The packed kernel equals the reference linear layer with the same HighMul requantization.
         #[test]
@@ -491,11 +582,13 @@ mod tests {
             zp in -128i32..=127,
             per_channel in any::<bool>(),
             with_bias in any::<bool>(),
+            mul_shift in prop_oneof![Just(0u32), 8u32..24],
         ) {
             let mut g = Lcg(seed);
             let (x, w) = (g.vec_i8(m * k), g.vec_i8(n * k));
             let bias = g.vec_i32(n, -1 << 20, 1 << 20);
-            let mul = g.vec_i32(if per_channel { n } else { 1 }, 0, i32::MAX);
+            // Small multipliers keep most outputs unsaturated, so a wrong accumulator shows.
+            let mul = g.vec_i32(if per_channel { n } else { 1 }, 0, i32::MAX >> mul_shift);
             let bias = with_bias.then_some(&bias[..]);
             let rq = Requant::HighMul(HighMulRequant::new(&mul, zp, -128, 127).unwrap());
             let mut expected = vec![0i8; m * n];
@@ -564,11 +657,13 @@ mod tests {
             zp in prop_oneof![-128i32..=127, Just(i32::MIN), Just(i32::MAX)],
             per_channel in any::<bool>(),
             with_bias in any::<bool>(),
+            mul_shift in prop_oneof![Just(0u32), 8u32..24],
         ) {
             let mut g = Lcg(seed);
             let (x, w) = (g.vec_i8(m * k), g.vec_i8(n * k));
             let bias = g.vec_i32(n, -1 << 20, 1 << 20);
-            let mul = g.vec_i32(if per_channel { n } else { 1 }, 0, i32::MAX);
+            // Small multipliers keep most outputs unsaturated, so a wrong accumulator shows.
+            let mul = g.vec_i32(if per_channel { n } else { 1 }, 0, i32::MAX >> mul_shift);
             let bias = with_bias.then_some(&bias[..]);
             let rq = Requant::HighMul(HighMulRequant::new(&mul, zp, -128, 127).unwrap());
             let mut expected = vec![0i8; m * n];

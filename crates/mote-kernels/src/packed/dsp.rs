@@ -108,6 +108,18 @@ const PUSHED: usize = 36;
 const FRAME_BYTES: usize = (size_of::<Frame>() + PUSHED).div_ceil(8) * 8 - PUSHED;
 
 /// The packed linear layer with the DSP routine (see [`super::linear_packed`]).
+/// `acc + lo(a)·lo(b) + hi(a)·hi(b)`: one `SMLAD` (for the Rust tile loop of `linear_packed_requant`).
+#[inline(always)]
+pub(super) fn smlad(acc: i32, a: i32, b: i32) -> i32 {
+    let r: i32;
+    // SAFETY: a register-only instruction.
+    unsafe {
+        asm!("smlad {r}, {a}, {b}, {acc}", r = lateout(reg) r, a = in(reg) a, b = in(reg) b, acc = in(reg) acc,
+             options(pure, nomem, nostack, preserves_flags))
+    };
+    r
+}
+
 pub(super) fn linear_packed(
     x: &[i8],
     p: &PackedLinear<'_>,
