@@ -310,6 +310,22 @@ fn markdown(runs: &[CoreRun]) -> Result<String> {
         }
     }
 
+    writeln!(md, "\n## Where the rest of the limit goes\n")?;
+    writeln!(
+        md,
+        "**Dsp16 (`SMLAD`).** The k loop runs a 2×2 output tile: per four k one `LDM` of four activation words, one \
+         `LDM` of four weight words and eight `SMLAD` (16 MACs), with no loop instructions (the panel carries jump \
+         words that the last `LDM` of each 16-quad chunk loads into `pc`). A bigger tile does not fit: 4 \
+         accumulators, 8 operands and 2 pointers already take the 14 usable registers, and every other tile shape \
+         needs more loads per `SMLAD`. So the loop alone is 10 instructions per 16 MACs (1.6), and every output also \
+         needs `SMMLAR` + `SSAT` + `STRB` (3): an output costs at least k/2 + k/8 + 3 instructions, a ceiling of \
+         1.488 MACs/instr at k = 64, 1.542 at k = 128 and 1.571 at k = 256. The rest is the activation panel fill \
+         (two `SXTB16` per activation word) and a few instructions per tile and per row pair. **Mve8 (Helium).** A \
+         2×4 tile keeps eight `VMLADAVA.S8` sums in the eight even registers; about 20 instructions per tile go to \
+         requantization and stores, which is why small k stays below 8 MACs/instr. **RV32IMC** has no \
+         multiply-accumulate: a MAC is at least a `MUL` and an `ADD`, plus loads."
+    )?;
+
     for run in runs {
         let (limit, why) = limit(run.core, &run.layout);
         writeln!(md, "\n## {}: layout {}, limit {limit} MACs/instr ({why})\n", run.core, run.layout)?;
