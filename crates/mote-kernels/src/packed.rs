@@ -210,22 +210,33 @@ pub fn pack_linear(layout: PackedLayout, src: &LinearWeights<'_>, out: &mut [i32
         pack_mve8(k, &weight, &folded_bias, &multiplier, out);
         return Ok(());
     }
+    pack_dsp16(k, &weight, &folded_bias, &multiplier, out);
+    Ok(())
+}
+
+/// Fills the Dsp16 blocks of `out` from channel accessors (weights as `i16`; zero past `n` and `k`).
+fn pack_dsp16(
+    k: usize,
+    weight: &dyn Fn(usize, usize) -> i32,
+    bias: &dyn Fn(usize) -> i32,
+    mul: &dyn Fn(usize) -> i32,
+    out: &mut [i32],
+) {
     let quads = k.div_ceil(4);
     for (t, block) in out.chunks_exact_mut(block_words(k)).enumerate() {
         let (j0, j1) = (2 * t, 2 * t + 1);
-        let mut words = [folded_bias(j0), folded_bias(j1), folded_bias(j0), folded_bias(j1)].into_iter();
+        let mut words = [bias(j0), bias(j1), bias(j0), bias(j1)].into_iter();
         let mut quad_words = (0..quads).flat_map(|q| {
             let c = 4 * q;
             [j0, j1]
                 .into_iter()
                 .flat_map(move |j| [pair(weight(j, c), weight(j, c + 2)), pair(weight(j, c + 1), weight(j, c + 3))])
         });
-        let mut tail = [multiplier(j0), multiplier(j1)].into_iter();
+        let mut tail = [mul(j0), mul(j1)].into_iter();
         for slot in block.iter_mut() {
             *slot = words.next().or_else(|| quad_words.next()).or_else(|| tail.next()).unwrap_or(0);
         }
     }
-    Ok(())
 }
 
 /// Fills the Mve8 tiles of `out` from the channel accessors of [`pack_linear`] (zero past `n` and `k`).
@@ -456,6 +467,84 @@ pub fn linear_packed_requant<T: IntElem>(
     Ok(())
 }
 
+/// Dimensions and zero points of [`matmul_packed`]: `out[β] = rq(Σ_k (a[β,i,k] + a_offset)·(b[β,k,j] + b_offset))`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackedMatmul {
+    /// Batch entries (e.g. attention heads).
+    pub batch: usize,
+    /// Rows of `a` and `out`.
+    pub m: usize,
+    /// Reduction length.
+    pub k: usize,
+    /// Columns of `b` and `out`.
+    pub n: usize,
+    /// `b` is one `[k, n]` matrix shared by every batch entry.
+    pub b_broadcast: bool,
+    /// Added to every element of `a` (the negated zero point).
+    pub a_offset: i32,
+    /// Added to every element of `b`, in `[-128, 128]` (so `b + b_offset` fits 16 bits).
+    pub b_offset: i32,
+}
+
+impl PackedMatmul {
+    /// `i32` words of scratch [`matmul_packed`] needs: the packed `b` and the activation panel.
+    pub const fn scratch_words(&self) -> usize {
+        PackedLayout::Dsp16.words(self.n, self.k) + PackedLayout::Dsp16.scratch_words(self.k)
+    }
+}
+
+/// int8 product of two activations (attention's `Q·Kᵀ`, `A·V`), packed `a [batch,m,k]`, `b [batch|1,k,n]`,
+/// `out [batch,m,n]`: [`crate::matmul::av_requant`] with a per-tensor `HighMul` multiplier `mul`.
+///
+/// `b` is packed at run time into the Dsp16 layout in `scratch` (with `b_offset` applied and `a_offset` folded into
+/// the bias), then each batch entry runs [`linear_packed`]: `SMLAD` assembly on Arm DSP builds.
+/// Errors: lengths that disagree with `p`, `scratch` shorter than [`PackedMatmul::scratch_words`], a `b_offset`
+/// outside `[-128, 128]`.
+pub fn matmul_packed(
+    a: &[i8],
+    b: &[i8],
+    p: &PackedMatmul,
+    mul: i32,
+    zero_point: i32,
+    scratch: &mut [i32],
+    out: &mut [i8],
+) -> Result<(), KernelError> {
+    let PackedMatmul { batch, m, k, n, b_broadcast, a_offset, b_offset } = *p;
+    let len =
+        |x: usize, y: usize| x.checked_mul(y).and_then(|v| v.checked_mul(batch)).ok_or(KernelError::ShapeMismatch);
+    let (mk, mn) = (len(m, k)?, len(m, n)?);
+    let kn = if b_broadcast { k.checked_mul(n).ok_or(KernelError::ShapeMismatch)? } else { len(k, n)? };
+    if !(-128..=128).contains(&b_offset) {
+        return Err(KernelError::InvalidParam);
+    }
+    if batch == 0 || m == 0 || k == 0 || n == 0 || a.len() != mk || b.len() != kn || out.len() != mn {
+        return Err(KernelError::ShapeMismatch);
+    }
+    let words = PackedLayout::Dsp16.words(n, k);
+    let (packed, panel) = scratch.split_at_mut_checked(words).ok_or(KernelError::ShapeMismatch)?;
+    for (beta, (a_mat, out_mat)) in a.chunks_exact(m * k).zip(out.chunks_exact_mut(m * n)).enumerate() {
+        if beta == 0 || !b_broadcast {
+            let b_mat = b.get(beta * k * n..(beta + 1) * k * n).unwrap_or(&[]);
+            let weight = |j: usize, c: usize| -> i32 {
+                if j < n && c < k {
+                    b_mat.get(c * n + j).map_or(0, |&v| i32::from(v) + b_offset)
+                } else {
+                    0
+                }
+            };
+            let bias = |j: usize| -> i32 {
+                let sum = (0..k).fold(0i32, |s, c| s.wrapping_add(weight(j, c)));
+                a_offset.wrapping_mul(sum)
+            };
+            let multiplier = |j: usize| if j < n { mul } else { 0 };
+            pack_dsp16(k, &weight, &bias, &multiplier, packed);
+        }
+        let lin = PackedLinear::new(PackedLayout::Dsp16, n, k, packed)?;
+        linear_packed(a_mat, &lin, m, zero_point, panel, out_mat)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
@@ -570,6 +659,33 @@ mod tests {
         let rq = Requant::HighMul(HighMulRequant::new(&[1], 0, -128, 127).unwrap());
         let r = linear_packed_requant(&[0i8; 2], &p, 1, &rq, &mut [0; 64], &mut [0i8; 2]);
         assert_eq!(r, Err(KernelError::InvalidParam));
+    }
+
+    /// The runtime-packed matmul equals `av_requant` (HighMul), batched and with a broadcast `b`.
+    #[test]
+    fn matmul_packed_equals_reference() {
+        use crate::matmul::{av_requant, BatchedMatmul, Strides};
+        let mut g = Lcg(11);
+        for (batch, m, k, n, b_broadcast) in
+            [(1, 1, 1, 1, false), (2, 3, 5, 7, false), (4, 16, 8, 16, true), (3, 17, 33, 9, false)]
+        {
+            let (a_offset, b_offset) = (g.i32_in(-128, 128), g.i32_in(-128, 128));
+            let a = g.vec_i8(batch * m * k);
+            let b = g.vec_i8(if b_broadcast { k * n } else { batch * k * n });
+            let mul = [g.i32_in(1 << 16, 1 << 22)];
+            let rq = Requant::HighMul(HighMulRequant::new(&mul, -3, -128, 127).unwrap());
+            let strides = if b_broadcast { Strides { offset: 0, batch: 0, row: n } } else { Strides::packed(k, n) };
+            let bm = BatchedMatmul { a_offset, b_offset, b: strides, ..BatchedMatmul::packed_nn(batch, m, k, n) };
+            let mut want = vec![0i8; batch * m * n];
+            av_requant(&bm, &a, &b, &rq, &mut want).unwrap();
+            let p = PackedMatmul { batch, m, k, n, b_broadcast, a_offset, b_offset };
+            let mut scratch = vec![0; p.scratch_words()];
+            let mut got = vec![0i8; batch * m * n];
+            matmul_packed(&a, &b, &p, mul[0], -3, &mut scratch, &mut got).unwrap();
+            assert_eq!(got, want, "{batch}x{m}x{k}x{n}");
+        }
+        let p = PackedMatmul { batch: 1, m: 1, k: 1, n: 1, b_broadcast: false, a_offset: 0, b_offset: 129 };
+        assert_eq!(matmul_packed(&[0], &[0], &p, 1, 0, &mut [0; 64], &mut [0]), Err(KernelError::InvalidParam));
     }
 
     proptest! {
