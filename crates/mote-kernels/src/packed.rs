@@ -16,6 +16,8 @@
 //! general-purpose registers; weights and a 2-row activation panel are read four vectors per `VLDM`, and
 //! the tile is requantized in vector registers (`VRMULH`, saturating narrows, one byte store per row).
 //!
+//! Convolutions with one group run the Dsp16 tile loop over im2col panels ([`conv2d_packed_requant`]).
+//!
 //! Alignment: packed words and the scratch are `i32` slices (4-byte aligned); activations and outputs are
 //! plain byte slices with no alignment requirement.
 
@@ -23,12 +25,15 @@ use crate::requant::{high_mul, Requant};
 use crate::IntElem;
 use crate::KernelError;
 
+mod conv;
 #[cfg(all(mote_dsp, target_arch = "arm"))]
 #[allow(unsafe_code)]
 mod dsp;
 #[cfg(all(mote_mve, target_arch = "arm"))]
 #[allow(unsafe_code)]
 mod mve;
+
+pub use conv::conv2d_packed_requant;
 
 /// Output rows per activation panel (the tile height).
 pub const TILE_ROWS: usize = 2;
