@@ -14,7 +14,7 @@ use mote_core::ops::shape::{Concat, Gather, Slice, Split, Transpose};
 use mote_core::passes::narrow::Narrowing;
 use mote_core::quantize::exact::QLinearThreshold;
 use mote_core::{bail, DType, Graph, Node, Result, TensorId};
-use mote_kernels::packed::{pack_linear, LinearWeights, PackedLayout};
+use mote_kernels::packed::{pack_linear, LinearWeights, PackedLayout, PackedMatmul};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -291,6 +291,11 @@ impl<'a> Emitter<'a> {
                 bail!("in-place layer whose input and output were planned apart");
             }
             let call = self.in_place(id, layer, place, *out)?;
+            return self.block(*out, &call);
+        }
+        if let Some(mm) = packed_matmul(g, layer, self.packed) {
+            let [out] = outs.as_slice() else { bail!("{} outputs", outs.len()) };
+            let call = self.matmul_packed_call(id, layer, &mm, place, *out)?;
             return self.block(*out, &call);
         }
         if let Some(packed) = packed_layer(g, self.nw, layer, self.packed) {
@@ -879,6 +884,37 @@ impl<'a> Emitter<'a> {
         Ok(format!("{rq}{call}"))
     }
 
+    /// The call of a `QMatMul` on the packed kernel ([`packed_matmul`]), `b` packed into its planned scratch.
+    fn matmul_packed_call(
+        &mut self,
+        id: u32,
+        layer: &Layer,
+        mm: &PackedMatmul,
+        place: &dyn Fn(TensorId) -> Place,
+        out: Out,
+    ) -> Result<String> {
+        let node = &self.g.nodes[layer.nodes[0]];
+        let Some(q) = node.op.as_any().downcast_ref::<QMatMul>() else { bail!("layer {id} is not a QMatMul") };
+        let AccRescale::HighMul(mul) = &q.rescale else { bail!("packed matmul {id} without HighMul rescale") };
+        let Some(&(at, len)) = self.scratch.get(&id) else { bail!("no scratch planned for packed layer {id}") };
+        let (a, b) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
+        Ok(format!(
+            "let p = packed::PackedMatmul {{ batch: {}, m: {}, k: {}, n: {}, b_broadcast: {}, a_offset: {}, b_offset: {} }};\n        \
+             let scratch = arena.i32.get_mut({at}..{}).ok_or(Error::Layout)?;\n        \
+             packed::matmul_packed({a}, {b}, &p, {}, {}, scratch, out)?;",
+            mm.batch,
+            mm.m,
+            mm.k,
+            mm.n,
+            mm.b_broadcast,
+            mm.a_offset,
+            mm.b_offset,
+            at + len,
+            mul.first().copied().unwrap_or(0),
+            q.y_zero_point
+        ))
+    }
+
     /// `let rq = ..;` for the `RequantShift` that ends a fused layer.
     fn shift_requant(&mut self, layer: &Layer) -> Result<String> {
         let last = &self.g.nodes[layer.nodes[layer.nodes.len() - 1]];
@@ -1089,6 +1125,33 @@ impl<'a> Emitter<'a> {
         debug_assert_eq!(ARENA_TYPES.len(), arena.by_type.len());
         Ok(files)
     }
+}
+
+/// The packed product of a `QMatMul` layer (two int8 activations, per-tensor `HighMul` rescale) on a core with a
+/// packed layout (any Arm DSP core: `b` is packed at run time into Dsp16), or `None`.
+pub(crate) fn packed_matmul(g: &Graph, layer: &Layer, layout: Option<PackedLayout>) -> Option<PackedMatmul> {
+    layout?;
+    if layer.fusion != Fusion::Single || layer.in_place {
+        return None;
+    }
+    let node = &g.nodes[*layer.nodes.first()?];
+    let q = node.op.as_any().downcast_ref::<QMatMul>()?;
+    let AccRescale::HighMul(mul) = &q.rescale else { return None };
+    let (a, b) = (shape_of(g, node.inputs[0]), shape_of(g, node.inputs[1]));
+    let (ra, rb) = (a.len(), b.len());
+    if mul.len() != 1 || ra < 2 || rb < 2 || !(-128..=128).contains(&-q.b_zero_point) {
+        return None;
+    }
+    let (batch, batch_b) = (product(&a[..ra - 2]), product(&b[..rb - 2]));
+    (batch_b == batch || batch_b == 1).then_some(PackedMatmul {
+        batch,
+        m: a[ra - 2],
+        k: a[ra - 1],
+        n: b[rb - 1],
+        b_broadcast: batch_b == 1 && batch > 1,
+        a_offset: -q.a_zero_point,
+        b_offset: -q.b_zero_point,
+    })
 }
 
 /// How a layer runs on the packed linear kernel: `(layout, n, k)`, or `None` for the plain kernels.

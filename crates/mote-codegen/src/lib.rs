@@ -397,6 +397,9 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         .iter()
         .enumerate()
         .filter_map(|(step, l)| {
+            if let Some(mm) = emit::packed_matmul(g, l, opts.packed_layout) {
+                return Some((step, mm.scratch_words()));
+            }
             let (layout, _, k) = emit::packed_layer(g, &dev.nw, l, opts.packed_layout)?;
             Some((step, layout.scratch_words(k)))
         })

@@ -215,31 +215,42 @@ pub fn pack_linear(layout: PackedLayout, src: &LinearWeights<'_>, out: &mut [i32
         pack_mve8(k, &weight, &folded_bias, &multiplier, out);
         return Ok(());
     }
-    pack_dsp16(k, &weight, &folded_bias, &multiplier, out);
+    pack_dsp16(k, weight, folded_bias, multiplier, out);
     Ok(())
 }
 
-/// Fills the Dsp16 blocks of `out` from channel accessors (weights as `i16`; zero past `n` and `k`).
+/// Fills the Dsp16 blocks of `out` from channel accessors (weights as `i16`; zero past `n` and `k`). Generic, so
+/// that the accessors inline: [`matmul_packed`] runs this on the MCU for every `b`.
 fn pack_dsp16(
     k: usize,
-    weight: &dyn Fn(usize, usize) -> i32,
-    bias: &dyn Fn(usize) -> i32,
-    mul: &dyn Fn(usize) -> i32,
+    weight: impl Fn(usize, usize) -> i32,
+    bias: impl Fn(usize) -> i32,
+    mul: impl Fn(usize) -> i32,
     out: &mut [i32],
 ) {
     let quads = k.div_ceil(4);
     for (t, block) in out.chunks_exact_mut(block_words(k)).enumerate() {
         let (j0, j1) = (2 * t, 2 * t + 1);
-        let mut words = [bias(j0), bias(j1), bias(j0), bias(j1)].into_iter();
-        let mut quad_words = (0..quads).flat_map(|q| {
+        let (b0, b1) = (bias(j0), bias(j1));
+        let (head, rest) = block.split_at_mut(4.min(block.len()));
+        for (slot, v) in head.iter_mut().zip([b0, b1, b0, b1]) {
+            *slot = v;
+        }
+        let (body, tail) = rest.split_at_mut((4 * quads).min(rest.len()));
+        for (q, quad) in body.chunks_exact_mut(4).enumerate() {
             let c = 4 * q;
-            [j0, j1]
-                .into_iter()
-                .flat_map(move |j| [pair(weight(j, c), weight(j, c + 2)), pair(weight(j, c + 1), weight(j, c + 3))])
-        });
-        let mut tail = [mul(j0), mul(j1)].into_iter();
-        for slot in block.iter_mut() {
-            *slot = words.next().or_else(|| quad_words.next()).or_else(|| tail.next()).unwrap_or(0);
+            let words = [
+                pair(weight(j0, c), weight(j0, c + 2)),
+                pair(weight(j0, c + 1), weight(j0, c + 3)),
+                pair(weight(j1, c), weight(j1, c + 2)),
+                pair(weight(j1, c + 1), weight(j1, c + 3)),
+            ];
+            for (slot, v) in quad.iter_mut().zip(words) {
+                *slot = v;
+            }
+        }
+        for (slot, v) in tail.iter_mut().zip([mul(j0), mul(j1)]) {
+            *slot = v;
         }
     }
 }
@@ -542,7 +553,7 @@ pub fn matmul_packed(
                 a_offset.wrapping_mul(sum)
             };
             let multiplier = |j: usize| if j < n { mul } else { 0 };
-            pack_dsp16(k, &weight, &bias, &multiplier, packed);
+            pack_dsp16(k, weight, bias, multiplier, packed);
         }
         let lin = PackedLinear::new(PackedLayout::Dsp16, n, k, packed)?;
         linear_packed(a_mat, &lin, m, zero_point, panel, out_mat)?;
