@@ -64,14 +64,24 @@ pub fn transpose<T: Copy>(x: &[T], shape: &[usize], perm: &[usize], out: &mut [T
     if n == 0 {
         return Ok(());
     }
-    let out_shape = out_shape.get(..r).unwrap_or(&[]);
-    let mut idx = [0usize; MAX_RANK];
-    for o in out.iter_mut() {
-        let src: usize = idx.iter().zip(&step).map(|(i, s)| i * s).sum();
-        if let Some(&v) = x.get(src) {
+    // Rows of the innermost output dim: one index computation per row, then a strided copy.
+    let Some(last) = r.checked_sub(1) else {
+        for (o, &v) in out.iter_mut().zip(x) {
             *o = v;
         }
-        next_index(&mut idx, out_shape);
+        return Ok(());
+    };
+    let (row_len, row_step) = (out_shape.get(last).copied().unwrap_or(1), step.get(last).copied().unwrap_or(1));
+    let outer_shape = out_shape.get(..last).unwrap_or(&[]);
+    let mut idx = [0usize; MAX_RANK];
+    for row in out.chunks_exact_mut(row_len.max(1)) {
+        let base: usize = idx.iter().zip(&step).take(last).map(|(i, s)| i * s).sum();
+        if let Some(src) = x.get(base..) {
+            for (o, &v) in row.iter_mut().zip(src.iter().step_by(row_step.max(1))) {
+                *o = v;
+            }
+        }
+        next_index(&mut idx, outer_shape);
     }
     Ok(())
 }
