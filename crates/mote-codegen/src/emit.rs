@@ -180,8 +180,8 @@ impl<'a> Emitter<'a> {
         }
     }
 
-    /// The call of a layer that runs on the packed linear kernel ([`packed_layer`]): its weights, bias and
-    /// multipliers packed into a static, its activation panel in the `i32` arena scratch planned for it.
+    /// The call of a layer that runs on a packed kernel ([`packed_layer`]): its weights, bias and multipliers
+    /// packed into a static, its activation panel in the `i32` arena scratch planned for it.
     fn packed_call(
         &mut self,
         id: u32,
@@ -195,7 +195,8 @@ impl<'a> Emitter<'a> {
         let Some(&(at, len)) = self.scratch.get(&id) else { bail!("no scratch planned for packed layer {id}") };
         let data = |t: TensorId| g.values[t].konst.as_ref().map(|c| c.to_i64_vec()).unwrap_or_default();
         let x = self.arg(node, 0, place, out)?;
-        let m = product(&shape_of(g, node.inputs[0])) / k;
+        let x_shape = shape_of(g, node.inputs[0]);
+        let m = product(&x_shape) / k;
         let scratch = format!("let scratch = arena.i32.get_mut({at}..{}).ok_or(Error::Layout)?;", at + len);
         let (w, bias, input_offset, mul, kernel) = if let Some(q) = node.op.as_any().downcast_ref::<QLinear>() {
             let AccRescale::HighMul(mul) = &q.rescale else { bail!("packed layer {id} without HighMul rescale") };
@@ -203,6 +204,21 @@ impl<'a> Emitter<'a> {
             let bias = node.inputs.get(2).map(|&b| data(b));
             let kernel = format!("packed::linear_packed({x}, &p, {m}, {}, scratch, out)?;", q.y_zero_point);
             (w, bias, -q.x_zero_point, mul.clone(), kernel)
+        } else if let Some(q) = node.op.as_any().downcast_ref::<QConv>() {
+            // mote's QConv: OIHW weights as [O, C·kh·kw]; the kernel adds the input offset, then requantizes.
+            let rq = self.acc_requant(id, &q.rescale, q.y_zero_point);
+            let c = qconv_params(q, &x_shape, &shape_of(g, node.inputs[1]));
+            let kernel = format!(
+                "let rq = {rq};\n        let c = {c};\n        packed::conv2d_packed_requant({x}, &p, &c, &rq, scratch, out)?;"
+            );
+            (data(node.inputs[1]), node.inputs.get(2).map(|&b| data(b)), 0, vec![0], kernel)
+        } else if let Some(op) = node.op.as_any().downcast_ref::<Conv>() {
+            // Deeploy Conv + RequantShift: OIHW weights as [O, C·kh·kw].
+            let rq = self.shift_requant(layer)?;
+            let c = conv_params(op, &x_shape, &shape_of(g, node.inputs[1]));
+            let kernel =
+                format!("{rq}let c = {c};\n        packed::conv2d_packed_requant({x}, &p, &c, &rq, scratch, out)?;");
+            (data(node.inputs[1]), node.inputs.get(2).map(|&b| data(b)), 0, vec![0], kernel)
         } else {
             // Deeploy MatMul [k, n] (+ bias) + RequantShift: the kernel accumulates, then requantizes.
             let Fusion::Linear { bias } = layer.fusion else { bail!("layer {id} is not a linear layer") };
@@ -213,7 +229,10 @@ impl<'a> Emitter<'a> {
             (w, bias.map(data), 0, vec![0], kernel)
         };
         let w: Vec<i8> = w.into_iter().map(|v| v as i8).collect();
-        let bias: Option<Vec<i32>> = bias.map(|b| b.into_iter().map(|v| v as i32).collect());
+        let bias: Option<Vec<i32>> = bias
+            .map(|b| b.into_iter().map(i32::try_from).collect())
+            .transpose()
+            .map_err(|_| mote_core::Error::Invalid(format!("layer {id}: a bias does not fit i32")))?;
         let src = LinearWeights { w: &w, bias: bias.as_deref(), input_offset, mul: &mul, n, k };
         let mut words = vec![0i32; layout.words(n, k)];
         pack_linear(layout, &src, &mut words)
@@ -467,28 +486,9 @@ impl<'a> Emitter<'a> {
             let (x, w) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
             let bias = self.optional_arg(node, 2, place, out)?;
             let rq = self.acc_requant(id, &q.rescale, q.y_zero_point);
-            let ws = shape_of(g, node.inputs[1]);
+            let p = qconv_params(q, &x_shape, &shape_of(g, node.inputs[1]));
             format!(
-                "let rq = {rq};\n        \
-                 let p = Conv2dParams {{ stride_h: {}, stride_w: {}, dilation_h: {}, dilation_w: {}, pad_top: {}, pad_left: {}, pad_bottom: {}, pad_right: {}, groups: {}, input_offset: {}, ..Conv2dParams::new({}, {}, {}, {}, {}, {}, {}) }};\n        \
-                 conv::conv2d_requant({x}, {w}, {bias}, &p, &rq, out)?;",
-                q.strides[0],
-                q.strides[1],
-                q.dilations[0],
-                q.dilations[1],
-                q.pads[0],
-                q.pads[1],
-                q.pads[2],
-                q.pads[3],
-                q.group,
-                -q.x_zero_point,
-                x_shape[0],
-                x_shape[1],
-                x_shape[2],
-                x_shape[3],
-                ws[0],
-                ws[2],
-                ws[3]
+                "let rq = {rq};\n        let p = {p};\n        conv::conv2d_requant({x}, {w}, {bias}, &p, &rq, out)?;"
             )
         } else if let Some(q) = op.downcast_ref::<Requantize>() {
             let x = self.arg(node, 0, place, out)?;
@@ -860,7 +860,7 @@ impl<'a> Emitter<'a> {
                     None => "None".into(),
                 };
                 format!(
-                    "{}\n        conv::conv2d_requant({x}, &{w}, {bias}, &p, &rq, out)?;",
+                    "let p = {};\n        conv::conv2d_requant({x}, &{w}, {bias}, &p, &rq, out)?;",
                     conv_params(op, &x_shape, &shape_of(g, first.inputs[1]))
                 )
             }
@@ -1159,7 +1159,9 @@ pub(crate) fn packed_matmul(g: &Graph, layer: &Layer, layout: Option<PackedLayou
 /// A `QLinear` with `HighMul` rescale and constant weights and bias takes the core's fast layout (its
 /// requantization is fused into the kernel). A Deeploy `MatMul [+ Add] + RequantShift` with int8 activations
 /// takes `Dsp16` on every DSP core (the kernel accumulates with `SMLAD` and applies any requantization
-/// after). The plan (scratch) and the emitter ask the same question here.
+/// after), and so do convolutions with one group, int8 input and constant weights and bias (Deeploy `Conv +
+/// RequantShift`, mote `QConv` with any rescale), as `[O, C·kh·kw]`. The plan (scratch) and the emitter ask the
+/// same question here.
 pub(crate) fn packed_layer(
     g: &Graph,
     nw: &Narrowing,
@@ -1172,8 +1174,19 @@ pub(crate) fn packed_layer(
     }
     let node = &g.nodes[*layer.nodes.first()?];
     let constant = |k: usize| node.inputs.get(k).is_none_or(|&t| g.values[t].konst.is_some());
+    let x_i8 = nw.storage[node.inputs[0]] == Some(DType::I8);
+    // Dsp16 over im2col panels: `(n, k) = (O, C·kh·kw)`.
+    let conv = |group: usize| {
+        let ws = shape_of(g, node.inputs[1]);
+        let ok = x_i8 && group == 1 && constant(1) && constant(2) && ws.len() == 4;
+        ok.then(|| (PackedLayout::Dsp16, ws[0], product(&ws[1..])))
+    };
     match layer.fusion {
         Fusion::Single => {
+            if let Some(q) = node.op.as_any().downcast_ref::<QConv>() {
+                // The kernel's panel holds x - x_zero_point in 16 bits.
+                return conv(q.group).filter(|_| (-255..=255).contains(&q.x_zero_point));
+            }
             let q = node.op.as_any().downcast_ref::<QLinear>()?;
             if !matches!(q.rescale, AccRescale::HighMul(_)) || !constant(1) || !constant(2) {
                 return None;
@@ -1183,17 +1196,17 @@ pub(crate) fn packed_layer(
         }
         Fusion::Linear { .. } => {
             let ws = shape_of(g, node.inputs[1]);
-            let x_i8 = nw.storage[node.inputs[0]] == Some(DType::I8);
             (x_i8 && constant(1) && ws.len() == 2).then_some((PackedLayout::Dsp16, ws[1], ws[0]))
         }
+        Fusion::Conv => conv(node.op.as_any().downcast_ref::<Conv>()?.group),
         _ => None,
     }
 }
 
-/// `let p = Conv2dParams { .. };` for a 2-D integer `Conv` on NCHW `x` with OIHW weights `w`.
+/// `Conv2dParams { .. }` for a 2-D integer `Conv` on NCHW `x` with OIHW weights `w`.
 fn conv_params(p: &Conv, x: &[usize], w: &[usize]) -> String {
     format!(
-        "let p = Conv2dParams {{ stride_h: {}, stride_w: {}, dilation_h: {}, dilation_w: {}, pad_top: {}, pad_left: {}, pad_bottom: {}, pad_right: {}, groups: {}, ..Conv2dParams::new({}, {}, {}, {}, {}, {}, {}) }};",
+        "Conv2dParams {{ stride_h: {}, stride_w: {}, dilation_h: {}, dilation_w: {}, pad_top: {}, pad_left: {}, pad_bottom: {}, pad_right: {}, groups: {}, ..Conv2dParams::new({}, {}, {}, {}, {}, {}, {}) }}",
         p.strides[0],
         p.strides[1],
         p.dilations[0],
@@ -1203,6 +1216,30 @@ fn conv_params(p: &Conv, x: &[usize], w: &[usize]) -> String {
         p.pads[2],
         p.pads[3],
         p.group,
+        x[0],
+        x[1],
+        x[2],
+        x[3],
+        w[0],
+        w[2],
+        w[3]
+    )
+}
+
+/// `Conv2dParams { .. }` for a mote `QConv` on NCHW `x` with OIHW weights `w` (input offset `-x_zero_point`).
+fn qconv_params(q: &QConv, x: &[usize], w: &[usize]) -> String {
+    format!(
+        "Conv2dParams {{ stride_h: {}, stride_w: {}, dilation_h: {}, dilation_w: {}, pad_top: {}, pad_left: {}, pad_bottom: {}, pad_right: {}, groups: {}, input_offset: {}, ..Conv2dParams::new({}, {}, {}, {}, {}, {}, {}) }}",
+        q.strides[0],
+        q.strides[1],
+        q.dilations[0],
+        q.dilations[1],
+        q.pads[0],
+        q.pads[1],
+        q.pads[2],
+        q.pads[3],
+        q.group,
+        -q.x_zero_point,
         x[0],
         x[1],
         x[2],

@@ -168,6 +168,28 @@ fn peer_float_models_after_quantize_match_bit_for_bit() {
     }
 }
 
+/// mote's `QConv` (CCT's tokenizer, after `mote quantize`) on the Dsp16 kernel over im2col panels, with its
+/// fixed-point requantization.
+#[test]
+fn peer_float_cct_with_packed_convolutions_matches_bit_for_bit() {
+    let Some(peers) = peers() else { return };
+    let dir = peers.join("Models/CCT/FP32/CCT_1_16_16_8");
+    let g0 = mote_onnx::load(dir.join("network.onnx"), &Default::default()).unwrap();
+    let inputs: Vec<Tensor> = mote_core::npz::read(dir.join("inputs.npz"))
+        .unwrap()
+        .into_iter()
+        .take(g0.inputs.len())
+        .map(|(_, t)| t)
+        .collect();
+    let g = int8(&dir.join("network.onnx"), std::slice::from_ref(&inputs));
+    let opts = CompileOptions { packed_layout: Some(PackedLayout::Dsp16), ..options("cct8_packed") };
+    let (c, _) = check_with(&g, inputs, &opts);
+    let lib = &c.files.iter().find(|(p, _)| p.ends_with("lib.rs")).unwrap().1;
+    let convs = c.layers.iter().filter(|l| l.op == "QConv").count();
+    assert!(convs > 0);
+    assert_eq!(lib.matches("packed::conv2d_packed_requant(").count(), convs, "every QConv packed");
+}
+
 #[test]
 fn c_abi_staticlib_links_into_a_c_program_and_matches() {
     let (g, x) = digits();
@@ -295,6 +317,8 @@ fn peer_integer_model_with_packed_linear_layers_matches_the_goldens() {
     let c = check_deeploy_with(&peers, "Models/CCT/Int/ICCT", &[], opts);
     let lib = &c.files.iter().find(|(p, _)| p.ends_with("lib.rs")).unwrap().1;
     assert_eq!(lib.matches("packed::linear_packed_requant(").count(), 6, "ICCT's six linear layers");
+    assert_eq!(lib.matches("packed::conv2d_packed_requant(").count(), 1, "ICCT's convolution");
+    assert!(!lib.contains("conv::conv2d_requant("));
 }
 
 /// Deeploy's integer kernel cases exercise the other paths: wide outputs (little-endian i32),
