@@ -1203,50 +1203,27 @@ pub(crate) fn packed_layer(
     }
 }
 
-/// `Conv2dParams { .. }` for a 2-D integer `Conv` on NCHW `x` with OIHW weights `w`.
+/// `Conv2dParams { .. }` for a 2-D integer `Conv` on NCHW `x` with OIHW weights `w` (no input offset).
 fn conv_params(p: &Conv, x: &[usize], w: &[usize]) -> String {
-    format!(
-        "Conv2dParams {{ stride_h: {}, stride_w: {}, dilation_h: {}, dilation_w: {}, pad_top: {}, pad_left: {}, pad_bottom: {}, pad_right: {}, groups: {}, ..Conv2dParams::new({}, {}, {}, {}, {}, {}, {}) }}",
-        p.strides[0],
-        p.strides[1],
-        p.dilations[0],
-        p.dilations[1],
-        p.pads[0],
-        p.pads[1],
-        p.pads[2],
-        p.pads[3],
-        p.group,
-        x[0],
-        x[1],
-        x[2],
-        x[3],
-        w[0],
-        w[2],
-        w[3]
-    )
+    conv2d_params((&p.strides, &p.dilations, &p.pads), p.group, 0, x, w)
 }
 
 /// `Conv2dParams { .. }` for a mote `QConv` on NCHW `x` with OIHW weights `w` (input offset `-x_zero_point`).
 fn qconv_params(q: &QConv, x: &[usize], w: &[usize]) -> String {
+    conv2d_params((&q.strides, &q.dilations, &q.pads), q.group, -q.x_zero_point, x, w)
+}
+
+/// `Conv2dParams { .. }` from (strides, dilations, pads as top, left, bottom, right), groups and input offset.
+fn conv2d_params(
+    (strides, dilations, pads): (&[usize], &[usize], &[usize]),
+    group: usize,
+    input_offset: i32,
+    x: &[usize],
+    w: &[usize],
+) -> String {
     format!(
-        "Conv2dParams {{ stride_h: {}, stride_w: {}, dilation_h: {}, dilation_w: {}, pad_top: {}, pad_left: {}, pad_bottom: {}, pad_right: {}, groups: {}, input_offset: {}, ..Conv2dParams::new({}, {}, {}, {}, {}, {}, {}) }}",
-        q.strides[0],
-        q.strides[1],
-        q.dilations[0],
-        q.dilations[1],
-        q.pads[0],
-        q.pads[1],
-        q.pads[2],
-        q.pads[3],
-        q.group,
-        -q.x_zero_point,
-        x[0],
-        x[1],
-        x[2],
-        x[3],
-        w[0],
-        w[2],
-        w[3]
+        "Conv2dParams {{ stride_h: {}, stride_w: {}, dilation_h: {}, dilation_w: {}, pad_top: {}, pad_left: {}, pad_bottom: {}, pad_right: {}, groups: {group}, input_offset: {input_offset}, ..Conv2dParams::new({}, {}, {}, {}, {}, {}, {}) }}",
+        strides[0], strides[1], dilations[0], dilations[1], pads[0], pads[1], pads[2], pads[3], x[0], x[1], x[2], x[3], w[0], w[2], w[3]
     )
 }
 

@@ -138,6 +138,18 @@ fn digits_with_packed_linear_layers_matches_bit_for_bit() {
     assert!(i32_arena.elements > 0 && i32_arena.elements <= 1024, "{i32_arena:?}");
 }
 
+/// A float peer model quantized by mote (calibrated on its own inputs), and those inputs.
+fn peer_float_int8(dir: &Path) -> (Graph, Vec<Tensor>) {
+    let g0 = mote_onnx::load(dir.join("network.onnx"), &Default::default()).unwrap();
+    let inputs: Vec<Tensor> = mote_core::npz::read(dir.join("inputs.npz"))
+        .unwrap()
+        .into_iter()
+        .take(g0.inputs.len())
+        .map(|(_, t)| t)
+        .collect();
+    (int8(&dir.join("network.onnx"), std::slice::from_ref(&inputs)), inputs)
+}
+
 #[test]
 fn peer_float_models_after_quantize_match_bit_for_bit() {
     let Some(peers) = peers() else { return };
@@ -148,14 +160,7 @@ fn peer_float_models_after_quantize_match_bit_for_bit() {
         ("deepquant", "Models/Transformer_DeepQuant"),
     ] {
         let dir = peers.join(rel);
-        let g0 = mote_onnx::load(dir.join("network.onnx"), &Default::default()).unwrap();
-        let inputs: Vec<Tensor> = mote_core::npz::read(dir.join("inputs.npz"))
-            .unwrap()
-            .into_iter()
-            .take(g0.inputs.len())
-            .map(|(_, t)| t)
-            .collect();
-        let g = int8(&dir.join("network.onnx"), std::slice::from_ref(&inputs));
+        let (g, inputs) = peer_float_int8(&dir);
         let (c, outs) = check(name, &g, inputs);
         if name == "deepquant" {
             // A fake-quantized model keeps its own grids through `mote quantize`: the int8 device
@@ -173,15 +178,7 @@ fn peer_float_models_after_quantize_match_bit_for_bit() {
 #[test]
 fn peer_float_cct_with_packed_convolutions_matches_bit_for_bit() {
     let Some(peers) = peers() else { return };
-    let dir = peers.join("Models/CCT/FP32/CCT_1_16_16_8");
-    let g0 = mote_onnx::load(dir.join("network.onnx"), &Default::default()).unwrap();
-    let inputs: Vec<Tensor> = mote_core::npz::read(dir.join("inputs.npz"))
-        .unwrap()
-        .into_iter()
-        .take(g0.inputs.len())
-        .map(|(_, t)| t)
-        .collect();
-    let g = int8(&dir.join("network.onnx"), std::slice::from_ref(&inputs));
+    let (g, inputs) = peer_float_int8(&peers.join("Models/CCT/FP32/CCT_1_16_16_8"));
     let opts = CompileOptions { packed_layout: Some(PackedLayout::Dsp16), ..options("cct8_packed") };
     let (c, _) = check_with(&g, inputs, &opts);
     let lib = &c.files.iter().find(|(p, _)| p.ends_with("lib.rs")).unwrap().1;
