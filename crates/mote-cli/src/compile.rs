@@ -147,14 +147,17 @@ pub fn compile_for_board(
     let flash_needed = compiled.weight_bytes as u64 + 2 * mote_deploy::CODE_ESTIMATE_BYTES;
     if let Some(layout) = opts.packed_layout.filter(|_| flash_needed > board.flash_bytes) {
         let plain = compile(&CompileOptions { packed_layout: None, ..opts.clone() })?;
-        eprintln!(
-            "note: weights packed for {}'s fast kernels ({layout:?}) take {} B, too much of its {} B of flash; \
-             using plain weights ({} B) and the portable kernels",
-            board.name,
-            mote_deploy::group(compiled.weight_bytes as u64),
-            mote_deploy::group(board.flash_bytes),
-            mote_deploy::group(plain.weight_bytes as u64)
-        );
+        // Said only when it helps: if plain weights do not fit either, the fit check's error follows alone.
+        if plain.weight_bytes as u64 + mote_deploy::CODE_ESTIMATE_BYTES <= board.flash_bytes {
+            eprintln!(
+                "note: weights packed for {}'s fast kernels ({layout:?}) take {} B, too much of its {} B of flash; \
+                 using plain weights ({} B) and the portable kernels",
+                board.name,
+                mote_deploy::group(compiled.weight_bytes as u64),
+                mote_deploy::group(board.flash_bytes),
+                mote_deploy::group(plain.weight_bytes as u64)
+            );
+        }
         opts.packed_layout = None;
         compiled = plain;
     }

@@ -16,6 +16,11 @@
 //! general-purpose registers; weights and a 2-row activation panel are read four vectors per `VLDM`, and
 //! the tile is requantized in vector registers (`VRMULH`, saturating narrows, one byte store per row).
 //!
+//! [`PackedLayout::Rv32`] (RV32IMC and other scalar cores): int8 weights four per word in byte lanes that one
+//! loop each reads with `LB`/`LBU`, over a 4×4 output tile in plain Rust (one `MUL` and one `ADD` per MAC, 8
+//! loads per 16 MACs); the byte lanes are ordered so that LLVM turns every weight read into one byte load.
+//! Every target runs the same code.
+//!
 //! Convolutions with one group run the Dsp16 tile loop over im2col panels ([`conv2d_packed_requant`]).
 //!
 //! Alignment: packed words and the scratch are `i32` slices (4-byte aligned); activations and outputs are
@@ -32,6 +37,7 @@ mod dsp;
 #[cfg(all(mote_mve, target_arch = "arm"))]
 #[allow(unsafe_code)]
 mod mve;
+mod rv32;
 
 pub use conv::conv2d_packed_requant;
 
@@ -52,15 +58,25 @@ pub enum PackedLayout {
     /// `w[j₀+j, 16c..16c+16]`, then `[bias₀..bias₃, mul₀..mul₃]` (weights zero past `k`, and weights, bias and
     /// multiplier zero for the padding channels past `n`).
     Mve8,
+    /// Int8 weights for scalar RV32IMC (one `MUL` and one `ADD` per MAC, read with `LB`/`LBU`): per tile of
+    /// four output channels `j₀..j₀+3`, `[bias₀..bias₃, Q × (w(q,0), w(q,1), w(q,2), w(q,3)), mul₀..mul₃]` with
+    /// `Q = ⌈k/4⌉` rounded up to even, where byte `l` (little-endian) of `w(q,c)` is `w[j₀+c, l·Q + q]` for
+    /// `l` = 0 and 3 and `w[j₀+c, l·Q + q] + 128` (as an unsigned byte) for `l` = 1 and 2 (weights zero past `k`
+    /// and for the padding channels past `n`, whose bias and multiplier are zero too).
+    Rv32,
 }
 
 /// The layout this build's fastest kernel reads: [`PackedLayout::Mve8`] on Helium builds (Cortex-M55/M85),
-/// else [`PackedLayout::Dsp16`]; other builds run either portably.
+/// [`PackedLayout::Rv32`] on 32-bit RISC-V builds, else [`PackedLayout::Dsp16`]; other builds run any portably.
 #[cfg(mote_mve)]
 pub const NATIVE_LAYOUT: PackedLayout = PackedLayout::Mve8;
 /// The layout this build's fastest kernel reads: [`PackedLayout::Mve8`] on Helium builds (Cortex-M55/M85),
-/// else [`PackedLayout::Dsp16`]; other builds run either portably.
-#[cfg(not(mote_mve))]
+/// [`PackedLayout::Rv32`] on 32-bit RISC-V builds, else [`PackedLayout::Dsp16`]; other builds run any portably.
+#[cfg(all(target_arch = "riscv32", not(mote_mve)))]
+pub const NATIVE_LAYOUT: PackedLayout = PackedLayout::Rv32;
+/// The layout this build's fastest kernel reads: [`PackedLayout::Mve8`] on Helium builds (Cortex-M55/M85),
+/// [`PackedLayout::Rv32`] on 32-bit RISC-V builds, else [`PackedLayout::Dsp16`]; other builds run any portably.
+#[cfg(not(any(mote_mve, target_arch = "riscv32")))]
 pub const NATIVE_LAYOUT: PackedLayout = PackedLayout::Dsp16;
 
 impl PackedLayout {
@@ -69,6 +85,7 @@ impl PackedLayout {
         match self {
             PackedLayout::Dsp16 => n.div_ceil(TILE_COLS) * block_words(k),
             PackedLayout::Mve8 => n.div_ceil(MVE_COLS) * mve_tile_words(k),
+            PackedLayout::Rv32 => n.div_ceil(rv32::COLS) * rv32::tile_words(k),
         }
     }
 
@@ -77,6 +94,7 @@ impl PackedLayout {
         match self {
             PackedLayout::Dsp16 => dsp_panel_words(k),
             PackedLayout::Mve8 => 8 * k.div_ceil(MVE_CHUNK),
+            PackedLayout::Rv32 => rv32::scratch_words(k),
         }
     }
 }
@@ -213,6 +231,10 @@ pub fn pack_linear(layout: PackedLayout, src: &LinearWeights<'_>, out: &mut [i32
     };
     if layout == PackedLayout::Mve8 {
         pack_mve8(k, &weight, &folded_bias, &multiplier, out);
+        return Ok(());
+    }
+    if layout == PackedLayout::Rv32 {
+        rv32::pack(k, &weight, &folded_bias, &multiplier, out);
         return Ok(());
     }
     pack_dsp16(k, weight, folded_bias, multiplier, out);
@@ -398,6 +420,10 @@ pub fn linear_packed_portable(
         linear_mve8_portable(x, p, m, zero_point, out);
         return Ok(());
     }
+    if p.layout == PackedLayout::Rv32 {
+        rv32::linear(x, p, m, zero_point, scratch, out);
+        return Ok(());
+    }
     let quads = p.k.div_ceil(4);
     let panel = scratch.get_mut(..4 * quads).ok_or(KernelError::ShapeMismatch)?;
     for rows in row_pairs(m) {
@@ -413,7 +439,7 @@ pub fn linear_packed_portable(
 
 /// The packed linear layer `x [m,k] -> out [m,n]` with the fastest kernel this build has for `p`'s layout
 /// (for Dsp16 Arm DSP assembly on Cortex-M4/M7/M33/M55 builds, for Mve8 Helium assembly on Cortex-M55/M85
-/// builds, else [`linear_packed_portable`]); all give identical integers.
+/// builds, else [`linear_packed_portable`], which for Rv32 is the one Rv32 kernel); all give identical integers.
 ///
 /// `scratch` holds at least `layout.scratch_words(k)` words. Errors: lengths that disagree with `m`, `n`, `k`.
 pub fn linear_packed(
@@ -428,6 +454,9 @@ pub fn linear_packed(
         #[cfg(all(mote_mve, target_arch = "arm"))]
         return mve::linear(x, p, m, zero_point, scratch, out);
         #[cfg(not(all(mote_mve, target_arch = "arm")))]
+        return linear_packed_portable(x, p, m, zero_point, scratch, out);
+    }
+    if p.layout == PackedLayout::Rv32 {
         return linear_packed_portable(x, p, m, zero_point, scratch, out);
     }
     #[cfg(all(mote_dsp, target_arch = "arm"))]
@@ -802,6 +831,122 @@ mod tests {
             linear_requant(&x, &w, bias, MatDims { m, k, n }, offset, &rq, &mut expected).unwrap();
             let got = packed_as(PackedLayout::Mve8, &x, &w, bias, (m, k, n), offset, &mul, zp);
             prop_assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn rv32_hand_computed_tile() {
+        // The data of `hand_computed_tile`: one tile with two padding channels, Q = 2 (k = 3 padded to 8).
+        let (x, w) = ([1i8, 2, 3, -1, 0, 4], [1i8, 1, 1, 2, -1, 0]);
+        let out = packed_as(PackedLayout::Rv32, &x, &w, Some(&[10, -5]), (2, 3, 2), 1, &[1 << 30], 3);
+        assert_eq!(out, [8, 2, 7, 2]);
+    }
+
+    #[test]
+    fn rv32_layout() {
+        // n = 5, k = 17: Q = 6 (⌈17/4⌉ = 5, rounded up to even), quarters k 0..6, 6..12, 12..18, 18..24; two tiles.
+        // w[j,c] = 10·j + c - 20, offset 0, bias 100 + j, mul 7 + j.
+        let (n, k) = (5, 17);
+        let w: Vec<i8> = (0..n * k).map(|i| (10 * (i / k) + i % k) as i8 - 20).collect();
+        let bias: Vec<i32> = (0..n as i32).map(|j| 100 + j).collect();
+        let mul: Vec<i32> = (0..n as i32).map(|j| 7 + j).collect();
+        let layout = PackedLayout::Rv32;
+        let tile = 8 + 4 * 6;
+        assert_eq!(layout.words(n, k), 2 * tile);
+        assert_eq!(layout.scratch_words(k), 4 * (4 * 6 + 1));
+        let mut words = vec![0; layout.words(n, k)];
+        let src = LinearWeights { w: &w, bias: Some(&bias), input_offset: 0, mul: &mul, n, k };
+        pack_linear(layout, &src, &mut words).unwrap();
+        let byte = |word: usize, b: usize| words[word].to_le_bytes()[b];
+        assert_eq!(words[..4], [100, 101, 102, 103]);
+        // Tile 0, word-row 1, channel 2: lanes w[2,1], w[2,7] + 128, w[2,13] + 128, w[2,19] = 0 (past k).
+        let wr = 4 + 4 + 2;
+        assert_eq!([byte(wr, 0), byte(wr, 1), byte(wr, 2), byte(wr, 3)], [1, 7 + 128, 13 + 128, 0]);
+        // Tile 0, word-row 0, channel 0: w[0,0] = -20, w[0,6] = -14 (+ 128 = 114), w[0,12] + 128 = 120, w[0,18] = 0.
+        assert_eq!([byte(4, 0) as i8, byte(4, 1) as i8, byte(4, 2) as i8, byte(4, 3) as i8], [-20, 114, 120, 0]);
+        assert_eq!(words[tile - 4..tile], [7, 8, 9, 10]);
+        // Tile 1: channel 4 (w[4,0] = 20), then padding channels: zero weights (128 in lanes 1 and 2), bias, mul.
+        assert_eq!([byte(tile + 4, 0), byte(tile + 5, 0), byte(tile + 5, 1), byte(tile + 5, 3)], [20, 0, 128, 0]);
+        assert_eq!(words[tile..tile + 4], [104, 0, 0, 0]);
+        assert_eq!(words[2 * tile - 4..], [11, 0, 0, 0]);
+    }
+
+    #[test]
+    fn rv32_refuses_bad_lengths() {
+        let layout = PackedLayout::Rv32;
+        let mut words = vec![0; layout.words(3, 17)];
+        let src = LinearWeights { w: &[0; 51], bias: None, input_offset: 0, mul: &[1], n: 3, k: 17 };
+        assert_eq!(pack_linear(layout, &src, &mut words[1..]), Err(KernelError::ShapeMismatch));
+        pack_linear(layout, &src, &mut words).unwrap();
+        assert!(PackedLinear::new(layout, 3, 16, &words).is_err());
+        let p = PackedLinear::new(layout, 3, 17, &words).unwrap();
+        let mut small = vec![0; layout.scratch_words(17) - 1];
+        let mut out = [0i8; 6];
+        assert_eq!(linear_packed(&[0; 34], &p, 2, 0, &mut small, &mut out), Err(KernelError::ShapeMismatch));
+        let mut scratch = vec![0; layout.scratch_words(17)];
+        assert_eq!(linear_packed(&[0; 33], &p, 2, 0, &mut scratch, &mut out), Err(KernelError::ShapeMismatch));
+        assert_eq!(linear_packed(&[0; 34], &p, 2, 0, &mut scratch, &mut out[1..]), Err(KernelError::ShapeMismatch));
+        // Dsp16-only entry points refuse the layout.
+        let rq = Requant::HighMul(HighMulRequant::new(&[1], 0, -128, 127).unwrap());
+        let r = linear_packed_requant(&[0i8; 34], &p, 2, &rq, &mut scratch, &mut out);
+        assert_eq!(r, Err(KernelError::InvalidParam));
+    }
+
+    /// Extremes: every activation and weight -128 or 127 (lanes 1 and 2 hold 0 and 255), k = 256 and 255.
+    #[test]
+    fn rv32_extreme_values() {
+        for (xv, wv, k) in [(-128i8, -128i8, 256), (127, -128, 255), (-128, 127, 256), (127, 127, 255)] {
+            let (m, n) = (5, 6);
+            let (x, w) = (vec![xv; m * k], vec![wv; n * k]);
+            // x + offset = 1: every accumulator is k·w, scaled to about ±100, next to lane sums of 128·x per k.
+            let offset = 1 - i32::from(xv);
+            let mul = [((100i64 << 32) / (k as i64 * i64::from(wv)).abs()) as i32];
+            let rq = Requant::HighMul(HighMulRequant::new(&mul, -3, -128, 127).unwrap());
+            let mut expected = vec![0i8; m * n];
+            linear_requant(&x, &w, None, MatDims { m, k, n }, offset, &rq, &mut expected).unwrap();
+            let got = packed_as(PackedLayout::Rv32, &x, &w, None, (m, k, n), offset, &mul, -3);
+            assert_eq!(got, expected, "x {xv}, w {wv}, k {k}");
+            assert!(expected.iter().all(|&v| (90..110).contains(&v.abs())), "x {xv}, w {wv}: {expected:?}");
+        }
+    }
+
+    proptest! {
+        /// The Rv32 kernel (`linear_packed`, which on every target is `linear_packed_portable`) equals the
+        /// reference linear layer with the same HighMul requantization: odd sizes, every `m % 4` (the 4-, 2- and
+        /// 1-row tiles), `k` around the quarter boundaries and `n % 4` (partial last tile).
+        #[test]
+        fn rv32_packed_equals_reference(
+            m in prop_oneof![dim(), 1usize..12],
+            k in prop_oneof![dim(), Just(8usize), Just(16), Just(24), Just(31), Just(64), Just(100)],
+            n in prop_oneof![dim(), 1usize..9],
+            seed in any::<u64>(),
+            offset in -255i32..=255,
+            zp in prop_oneof![-128i32..=127, Just(i32::MIN), Just(i32::MAX)],
+            per_channel in any::<bool>(),
+            with_bias in any::<bool>(),
+            mul_shift in prop_oneof![Just(0u32), 8u32..24],
+        ) {
+            let mut g = Lcg(seed);
+            let (x, w) = (g.vec_i8(m * k), g.vec_i8(n * k));
+            let bias = g.vec_i32(n, -1 << 20, 1 << 20);
+            // Small multipliers keep most outputs unsaturated, so a wrong accumulator shows.
+            let mul = g.vec_i32(if per_channel { n } else { 1 }, 0, i32::MAX >> mul_shift);
+            let bias = with_bias.then_some(&bias[..]);
+            let rq = Requant::HighMul(HighMulRequant::new(&mul, zp, -128, 127).unwrap());
+            let mut expected = vec![0i8; m * n];
+            linear_requant(&x, &w, bias, MatDims { m, k, n }, offset, &rq, &mut expected).unwrap();
+            let got = packed_as(PackedLayout::Rv32, &x, &w, bias, (m, k, n), offset, &mul, zp);
+            prop_assert_eq!(&got, &expected);
+            // linear_packed dispatches Rv32 to the same kernel.
+            let layout = PackedLayout::Rv32;
+            let mut words = vec![0; layout.words(n, k)];
+            let src = LinearWeights { w: &w, bias, input_offset: offset, mul: &mul, n, k };
+            pack_linear(layout, &src, &mut words).unwrap();
+            let p = PackedLinear::new(layout, n, k, &words).unwrap();
+            let mut scratch = vec![0; layout.scratch_words(k)];
+            let mut out = vec![0i8; m * n];
+            linear_packed(&x, &p, m, zp, &mut scratch, &mut out).unwrap();
+            prop_assert_eq!(out, expected);
         }
     }
 }
