@@ -105,6 +105,9 @@ pub struct ForBoard {
     pub opts: CompileOptions,
     /// mote's paths (kernels, runtime, target dir).
     pub paths: Paths,
+    /// What the user should know about how it was compiled (e.g. plain weights instead of packed ones), to print
+    /// once the model is known to fit.
+    pub note: Option<String>,
 }
 
 /// Checks a crate name: what cargo accepts as a package name.
@@ -142,26 +145,24 @@ pub fn compile_for_board(
             .map_err(|e| anyhow::anyhow!("{}: cannot compile for the MCU: {e}", model.display()))
     };
     let mut compiled = compile(&opts)?;
+    let mut note = None;
     // Packed (16-bit) weights are faster but larger: when they leave less than twice the code estimate of the
     // flash free (the code and its tables are only known after linking), plain weights are used instead.
     let flash_needed = compiled.weight_bytes as u64 + 2 * mote_deploy::CODE_ESTIMATE_BYTES;
     if let Some(layout) = opts.packed_layout.filter(|_| flash_needed > board.flash_bytes) {
         let plain = compile(&CompileOptions { packed_layout: None, ..opts.clone() })?;
-        // Said only when it helps: if plain weights do not fit either, the fit check's error follows alone.
-        if plain.weight_bytes as u64 + mote_deploy::CODE_ESTIMATE_BYTES <= board.flash_bytes {
-            eprintln!(
-                "note: weights packed for {}'s fast kernels ({layout:?}) take {} B, too much of its {} B of flash; \
-                 using plain weights ({} B) and the portable kernels",
-                board.name,
-                mote_deploy::group(compiled.weight_bytes as u64),
-                mote_deploy::group(board.flash_bytes),
-                mote_deploy::group(plain.weight_bytes as u64)
-            );
-        }
+        note = Some(format!(
+            "note: weights packed for {}'s fast kernels ({layout:?}) take {} B, too much of its {} B of flash; \
+             using plain weights ({} B) and the portable kernels",
+            board.name,
+            mote_deploy::group(compiled.weight_bytes as u64),
+            mote_deploy::group(board.flash_bytes),
+            mote_deploy::group(plain.weight_bytes as u64)
+        ));
         opts.packed_layout = None;
         compiled = plain;
     }
-    Ok(ForBoard { board, graph, compiled, crate_name, opts, paths })
+    Ok(ForBoard { board, graph, compiled, crate_name, opts, paths, note })
 }
 
 /// One line saying how the model fits the board.
@@ -195,6 +196,9 @@ pub fn main(a: Args) -> Result<ExitCode> {
         a.c_abi,
     )?;
     let fit = check_fit(&fb.board, &fb.compiled, a.build.stack, 0)?;
+    if let Some(note) = &fb.note {
+        eprintln!("{note}");
+    }
     let mut files = fb.compiled.files.clone();
     if a.c_abi {
         let header_name = format!("{}.h", fb.crate_name.replace('-', "_"));

@@ -73,6 +73,9 @@ pub fn main(a: Args) -> Result<ExitCode> {
         })?;
     let input_bytes: u64 = device_inputs.iter().map(|v| v.len() as u64).sum();
     let fit = check_fit(board, &fb.compiled, a.build.stack, input_bytes)?;
+    if let Some(note) = &fb.note {
+        eprintln!("{note}");
+    }
     // Progress output, like the spinners: only on a terminal.
     let progress = !quiet && std::io::stderr().is_terminal();
     if progress {
