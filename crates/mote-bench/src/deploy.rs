@@ -132,11 +132,13 @@ pub fn run_table(peers: &Path, mote: &Path) -> Result<()> {
          TFLite Micro's greedy-by-size, and the lower bound (largest live set). Flash: text + rodata + data of the \
          firmware ELF (model code, weights, the embedded input, the runtime). Instructions: one inference, counted \
          exactly by QEMU; latency assumes one instruction per cycle at the board's clock (QEMU has no pipeline, \
-         caches or wait states). Kernels are the portable reference ones (the DSP/Helium variants come with the \
-         kernel-speed work).\n"
+         caches or wait states). Kernels: the board core's own (linear, attention and convolution layers on weights \
+         packed offline for `SMLAD` assembly on Cortex-M4/M7 and Helium on Cortex-M55, with plain weights where the \
+         packed ones would crowd the flash), beside the same deployment with `--portable-kernels` (plain weights, \
+         the portable reference kernels).\n"
     )?;
-    writeln!(md, "| model | board (core, clock) | bit-exact | arena ours / greedy / lower bound (B) | flash (B) | instructions | MACs/instr | est. latency |")?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+    writeln!(md, "| model | board (core, clock) | bit-exact | arena ours / greedy / lower bound (B) | flash (B) | instructions | MACs/instr | est. latency | portable kernels: instructions (flash B) | speed-up |")?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
     for case in &CASES {
         let (model, inputs) = prepare(case, peers, mote, &work)?;
         for board in BOARDS {
@@ -150,11 +152,14 @@ pub fn run_table(peers: &Path, mote: &Path) -> Result<()> {
                 cmd.args(["--input-type", t]);
             }
             let (ok, out, err) = run(&mut cmd)?;
+            // The same deployment on the portable kernels, for the speed-up column.
+            let portable = run(cmd.arg("--portable-kernels"))?;
+            let portable: Option<serde_json::Value> = serde_json::from_str(portable.1.trim()).ok();
             let j: serde_json::Value = match serde_json::from_str(out.trim()) {
                 Ok(j) => j,
                 Err(_) => {
                     let why = err.trim().lines().next().unwrap_or("").replace('|', "/");
-                    writeln!(md, "| {} | {board} | — | {why} | | | | |", case.name)?;
+                    writeln!(md, "| {} | {board} | — | {why} | | | | | | |", case.name)?;
                     continue;
                 }
             };
@@ -162,10 +167,17 @@ pub fn run_table(peers: &Path, mote: &Path) -> Result<()> {
             let instr = n(&["instructions", "inference"]);
             let macs = n(&["instructions", "macs"]);
             let secs = j["latency"]["seconds"].as_f64().unwrap_or(0.0);
-            let exact = if ok && j["bit_exact"] == true { "yes" } else { "**NO**" };
+            let portable_exact = portable.as_ref().is_none_or(|p| p["bit_exact"] == true);
+            let exact = if ok && j["bit_exact"] == true && portable_exact { "yes" } else { "**NO**" };
+            let pn = |p: &[&str]| portable.as_ref().and_then(|v| p.iter().fold(v, |v, k| &v[*k]).as_u64());
+            let (p_instr, p_flash) = (pn(&["instructions", "inference"]), pn(&["flash", "bytes"]));
+            let portable_cell = match (p_instr, p_flash) {
+                (Some(i), Some(f)) => format!("{i} ({f}) | {:.2}× |", i as f64 / instr.max(1) as f64),
+                _ => "— | |".to_string(),
+            };
             writeln!(
                 md,
-                "| {} | {board} ({}, {} MHz) | {exact} | {} / {} / {} | {} | {} | {:.3} | {:.2} ms |",
+                "| {} | {board} ({}, {} MHz) | {exact} | {} / {} / {} | {} | {} | {:.3} | {:.2} ms | {portable_cell}",
                 case.name,
                 j["board"]["core"].as_str().unwrap_or(""),
                 n(&["board", "clock_hz"]) / 1_000_000,
@@ -182,6 +194,7 @@ pub fn run_table(peers: &Path, mote: &Path) -> Result<()> {
                 "arena_bytes": n(&["arena", "best"]), "arena_greedy_bytes": n(&["arena", "greedy"]),
                 "arena_lower_bound": n(&["arena", "lower_bound"]), "flash_bytes": n(&["flash", "bytes"]),
                 "instructions": instr, "macs": macs, "latency_s": secs,
+                "portable_instructions": p_instr, "portable_flash_bytes": p_flash,
             });
             writeln!(jsonl, "{row}")?;
             eprintln!("{} on {board}: {instr} instructions", case.name);

@@ -76,6 +76,23 @@ pub struct BuildArgs {
     /// default i8; repeatable). Ignored for int8 (QDQ) models.
     #[arg(long = "input-type", value_name = "NAME=TYPE", value_parser = parse_input_type)]
     pub input_types: Vec<(String, DType)>,
+    /// Plain weights and the portable kernels even where the board's core has faster ones (packed weights and
+    /// SMLAD/Helium assembly): for comparisons, or to save the packed weights' flash.
+    #[arg(long)]
+    pub portable_kernels: bool,
+}
+
+impl BuildArgs {
+    /// The defaults of the flags, with these input shapes.
+    pub fn with_shapes(shapes: &[(String, Vec<usize>)]) -> Self {
+        BuildArgs {
+            stack: DEFAULT_STACK_BYTES,
+            strategy: PlanStrategy::default(),
+            shapes: shapes.to_vec(),
+            input_types: Vec::new(),
+            portable_kernels: false,
+        }
+    }
 }
 
 /// Parses `name=u8` into an input name and its device type.
@@ -124,22 +141,20 @@ fn check_crate_name(name: &str) -> Result<()> {
 pub fn compile_for_board(
     model: &Path,
     board: &str,
-    shapes: &[(String, Vec<usize>)],
-    input_types: &[(String, DType)],
+    build: &BuildArgs,
     name: Option<&str>,
-    strategy: Strategy,
     c_abi: bool,
 ) -> Result<ForBoard> {
     let board = Board::resolve(board)?;
     let crate_name = name.map_or_else(|| crate_name_for(model), str::to_string);
     check_crate_name(&crate_name)?;
     let paths = Paths::locate()?;
-    let graph = load_model(model, shapes)?;
+    let graph = load_model(model, &build.shapes)?;
     let mut opts = CompileOptions::new(crate_name.clone(), paths.kernels.clone());
-    opts.strategy = strategy;
+    opts.strategy = build.strategy.into();
     opts.c_abi = c_abi;
-    opts.input_types = input_types.to_vec();
-    opts.packed_layout = board.packed_layout();
+    opts.input_types = build.input_types.clone();
+    opts.packed_layout = if build.portable_kernels { None } else { board.packed_layout() };
     let compile = |opts: &CompileOptions| {
         mote_codegen::compile(&graph, opts)
             .map_err(|e| anyhow::anyhow!("{}: cannot compile for the MCU: {e}", model.display()))
@@ -186,15 +201,7 @@ pub fn fit_line(board: &Board, fit: &Fit) -> String {
 
 /// Runs `mote compile`.
 pub fn main(a: Args) -> Result<ExitCode> {
-    let fb = compile_for_board(
-        &a.model,
-        &a.board,
-        &a.build.shapes,
-        &a.build.input_types,
-        a.name.as_deref(),
-        a.build.strategy.into(),
-        a.c_abi,
-    )?;
+    let fb = compile_for_board(&a.model, &a.board, &a.build, a.name.as_deref(), a.c_abi)?;
     let fit = check_fit(&fb.board, &fb.compiled, a.build.stack, 0)?;
     if let Some(note) = &fb.note {
         eprintln!("{note}");

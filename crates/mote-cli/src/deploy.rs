@@ -47,15 +47,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
     }
     let quiet = a.json;
     let step = spinner(quiet, format!("compiling {} for {}", a.model.display(), a.board));
-    let fb = compile_for_board(
-        &a.model,
-        &a.board,
-        &a.build.shapes,
-        &a.build.input_types,
-        None,
-        a.build.strategy.into(),
-        false,
-    );
+    let fb = compile_for_board(&a.model, &a.board, &a.build, None, false);
     step.finish_and_clear();
     let fb = fb?;
     let board = &fb.board;

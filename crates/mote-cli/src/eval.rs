@@ -8,7 +8,7 @@
 //! embedding all samples runs the model on each of them on QEMU (several firmwares of equal
 //! chunks when the samples take more than half the flash the model leaves). Every sample's
 //! int8 outputs are compared bit for bit with the host int8 reference; a mismatch is exit 1.
-use crate::compile::compile_for_board;
+use crate::compile::{compile_for_board, BuildArgs};
 use crate::io::{convert_input, load_model, parse_shape, spinner};
 use crate::EXIT_MISMATCH;
 use anyhow::{bail, Context, Result};
@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mote_core::{map_same, tensor::shape_str, DType, Graph, Tensor};
 use mote_deploy::{
     build, check_fit, emulate_batch, group, samples_per_firmware, split_even, write_batch_firmware, BatchSpec,
-    MemoryLimits, Strategy, DEFAULT_STACK_BYTES,
+    MemoryLimits, DEFAULT_STACK_BYTES,
 };
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use std::io::IsTerminal;
@@ -517,7 +517,7 @@ fn compare_rows(
 /// Evaluates the first `n` samples on `board`'s emulated core (see the module docs).
 fn on_board(a: &Args, board: &str, model: &Classifier, n: usize, quiet: bool) -> Result<BoardRun> {
     let step = spinner(quiet, format!("compiling {} for {board}", a.model.display()));
-    let fb = compile_for_board(&a.model, board, &a.shapes, &[], None, Strategy::Best, false);
+    let fb = compile_for_board(&a.model, board, &BuildArgs::with_shapes(&a.shapes), None, false);
     step.finish_and_clear();
     let fb = fb?;
     let (board, c) = (&fb.board, &fb.compiled);

@@ -85,7 +85,13 @@ fn deploy_cortex_m4_stm32l4r5() {
     if !emulation_available("cortex-m4") {
         return;
     }
-    deploy_bit_exact("stm32l4r5", "cortex-m4", 120_000_000);
+    let fast = deploy_bit_exact("stm32l4r5", "cortex-m4", 120_000_000);
+    // The portable kernels compute the same integers, with several times the instructions of the SMLAD ones.
+    let portable = json(&mote(&["deploy", digits_int8(), "--board", "stm32l4r5", "--json", "--portable-kernels"]));
+    assert_eq!(portable["bit_exact"], true, "{portable}");
+    assert_eq!(portable["outputs"], fast["outputs"]);
+    let inference = |v: &serde_json::Value| v["instructions"]["inference"].as_u64().unwrap();
+    assert!(3 * inference(&fast) < inference(&portable), "{} vs {}", inference(&fast), inference(&portable));
 }
 
 #[test]
