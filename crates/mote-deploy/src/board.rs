@@ -58,12 +58,14 @@ pub struct Board {
 
 impl Board {
     /// The weight layout of this core's packed linear kernel: `Mve8` (Helium `VMLADAVA`) on Cortex-M55, `Dsp16`
-    /// (`SMLAD`) on the other Arm cores with the DSP extension; `None` (plain weights, portable kernels) elsewhere.
+    /// (`SMLAD`) on the other Arm cores with the DSP extension, `Rv32` (int8 byte lanes for `MUL` + `ADD`) on
+    /// RV32IMC; `None` (plain weights, portable kernels) on Cortex-M3.
     pub fn packed_layout(&self) -> Option<PackedLayout> {
         match self.core {
             Core::CortexM55 => Some(PackedLayout::Mve8),
             Core::CortexM4 | Core::CortexM7 | Core::CortexM33 => Some(PackedLayout::Dsp16),
-            Core::CortexM3 | Core::Rv32imc => None,
+            Core::Rv32imc => Some(PackedLayout::Rv32),
+            Core::CortexM3 => None,
         }
     }
 }
@@ -263,6 +265,14 @@ mod tests {
             assert_eq!(file, format!("{}.toml", b.name));
             assert!(b.sram_bytes <= b.core.ram().size && b.flash_bytes <= b.core.flash().size, "{}", b.name);
         }
+    }
+
+    #[test]
+    fn packed_layouts() {
+        let layout = |name: &str| Board::resolve(name).unwrap().packed_layout();
+        assert_eq!(layout("stm32l4r5"), Some(PackedLayout::Dsp16));
+        assert_eq!(layout("corstone-300"), Some(PackedLayout::Mve8));
+        assert_eq!(layout("esp32c3"), Some(PackedLayout::Rv32));
     }
 
     #[test]
