@@ -442,6 +442,8 @@ pub fn linear_packed_portable(
 /// builds, else [`linear_packed_portable`], which for Rv32 is the one Rv32 kernel); all give identical integers.
 ///
 /// `scratch` holds at least `layout.scratch_words(k)` words. Errors: lengths that disagree with `m`, `n`, `k`.
+// Always inlined, so that a call with a constant layout (as generated code makes) links only that layout's kernel.
+#[inline(always)]
 pub fn linear_packed(
     x: &[i8],
     p: &PackedLinear<'_>,
@@ -457,7 +459,9 @@ pub fn linear_packed(
         return linear_packed_portable(x, p, m, zero_point, scratch, out);
     }
     if p.layout == PackedLayout::Rv32 {
-        return linear_packed_portable(x, p, m, zero_point, scratch, out);
+        check(x, p, m, scratch, out)?;
+        rv32::linear(x, p, m, zero_point, scratch, out);
+        return Ok(());
     }
     #[cfg(all(mote_dsp, target_arch = "arm"))]
     {
