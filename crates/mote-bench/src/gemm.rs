@@ -322,8 +322,14 @@ fn markdown(runs: &[CoreRun]) -> Result<String> {
          1.488 MACs/instr at k = 64, 1.542 at k = 128 and 1.571 at k = 256. The rest is the activation panel fill \
          (two `SXTB16` per activation word) and a few instructions per tile and per row pair. **Mve8 (Helium).** A \
          2×4 tile keeps eight `VMLADAVA.S8` sums in the eight even registers; about 20 instructions per tile go to \
-         requantization and stores, which is why small k stays below 8 MACs/instr. **RV32IMC** has no \
-         multiply-accumulate: a MAC is at least a `MUL` and an `ADD`, plus loads."
+         requantization and stores, which is why small k stays below 8 MACs/instr. **Rv32 (RV32IMC)** has no \
+         multiply-accumulate: a MAC is at least a `MUL` and an `ADD` (the 0.5), plus loads. A 4×4 output tile (16 \
+         accumulators) loads 4 activations and 4 weights per k for 16 MACs, so the loop can reach 0.4 at most (no \
+         bigger tile fits the registers); it does two k per iteration in 83 instructions (0.386). Each output also \
+         costs about 17 instructions (requantization `MUL`, `MULH`, carry, zero point, clamp and `SB`, and its share \
+         of the tile's accumulator start and loop set-up): about 2.6·k + 17 per output, a ceiling of 0.35 \
+         MACs/instr at k = 64, 0.37 at k = 128 and 0.38 at k = 256; the rest is the activation panel fill (about 5 \
+         instructions per activation, each copied once per call)."
     )?;
 
     for run in runs {
@@ -502,5 +508,6 @@ mod tests {
         assert_eq!(limit(Core::CortexM55, "Dsp16").0, 2.0);
         assert_eq!(limit(Core::CortexM55, "Helium8").0, 16.0);
         assert_eq!(limit(Core::Rv32imc, "Dsp16").0, 0.5);
+        assert_eq!(limit(Core::Rv32imc, "Rv32").0, 0.5);
     }
 }
