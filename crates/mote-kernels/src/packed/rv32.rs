@@ -3,9 +3,10 @@
 //! code, so it is its own portable twin.
 //!
 //! **Tile.** 4 rows × 4 output channels: sixteen accumulators, and per `k` four activations and four weights,
-//! i.e. 8 loads, 16 `MUL` and 16 `ADD` for 16 MACs (the load-bound peak is 0.4 MACs per instruction; a tile
-//! of 4×4 accumulators plus its operands, a product and three pointers is 25 of RV32's 27 allocatable
-//! registers). Rows come in groups of [`ROWS`]; the last `m % 4` rows run one by one as 1-row tiles.
+//! i.e. 8 loads, 16 `MUL` and 16 `ADD` for 16 MACs (the load-bound peak is 0.4 MACs per instruction; 16
+//! accumulators, 5 operands, a product and three pointers are 25 of the 28 registers LLVM allocates, x1 and
+//! x5–x31: a 4×5 tile does not fit). Rows come in groups of [`ROWS`]; the last `m % 4` rows run one by one
+//! as 1-row tiles.
 //!
 //! **Activations** are copied once per row group into a panel of `i32`, `panel[k·R + r] = x[r, k]` (zero past
 //! `k`), so that one pointer reaches the tile's four rows with immediate offsets (`LW`).
