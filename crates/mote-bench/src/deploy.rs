@@ -133,8 +133,8 @@ pub fn run_table(peers: &Path, mote: &Path) -> Result<()> {
          firmware ELF (model code, weights, the embedded input, the runtime). Instructions: one inference, counted \
          exactly by QEMU; latency assumes one instruction per cycle at the board's clock (QEMU has no pipeline, \
          caches or wait states). Kernels: the board core's own (linear, attention and convolution layers on weights \
-         packed offline for `SMLAD` assembly on Cortex-M4/M7 and Helium on Cortex-M55, with plain weights where the \
-         packed ones would crowd the flash), beside the same deployment with `--portable-kernels` (plain weights, \
+         packed offline for `SMLAD` assembly on Cortex-M4/M7, Helium on Cortex-M55 and a 4×4-tile scalar kernel on \
+         RV32IMC, with plain weights where the packed ones would crowd the flash), beside the same deployment with `--portable-kernels` (plain weights, \
          the portable reference kernels).\n"
     )?;
     writeln!(md, "| model | board (core, clock) | bit-exact | arena ours / greedy / lower bound (B) | flash (B) | instructions | MACs/instr | est. latency | portable kernels: instructions (flash B) | speed-up |")?;
