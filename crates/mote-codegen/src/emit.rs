@@ -1196,7 +1196,11 @@ pub(crate) fn packed_layer(
         }
         Fusion::Linear { .. } => {
             let ws = shape_of(g, node.inputs[1]);
-            (x_i8 && constant(1) && ws.len() == 2).then_some((PackedLayout::Dsp16, ws[1], ws[0]))
+            // Without SMLAD (the Dsp16 kernel runs portably) one row, computed twice by the 2-row tile, is slower
+            // than the plain kernel.
+            let rows = product(&shape_of(g, node.inputs[0])) / ws.first().copied().unwrap_or(1).max(1);
+            let worth = layout != PackedLayout::Rv32 || rows >= 2;
+            (x_i8 && constant(1) && ws.len() == 2 && worth).then_some((PackedLayout::Dsp16, ws[1], ws[0]))
         }
         Fusion::Conv => conv(node.op.as_any().downcast_ref::<Conv>()?.group),
         _ => None,
