@@ -639,6 +639,38 @@ mod tests {
         out
     }
 
+    /// Random case of a layout's proptest: `linear_packed_portable` and `linear_packed` (the build's dispatch) equal
+    /// `linear_requant` with the same HighMul requantization. Small multipliers (`i32::MAX >> mul_shift`) keep most
+    /// outputs unsaturated, so a wrong accumulator shows.
+    #[allow(clippy::too_many_arguments)]
+    fn equals_reference(
+        layout: PackedLayout,
+        (m, k, n): (usize, usize, usize),
+        seed: u64,
+        offset: i32,
+        zp: i32,
+        per_channel: bool,
+        with_bias: bool,
+        mul_shift: u32,
+    ) -> Result<(), TestCaseError> {
+        let mut g = Lcg(seed);
+        let (x, w) = (g.vec_i8(m * k), g.vec_i8(n * k));
+        let bias = g.vec_i32(n, -1 << 20, 1 << 20);
+        let mul = g.vec_i32(if per_channel { n } else { 1 }, 0, i32::MAX >> mul_shift);
+        let bias = with_bias.then_some(&bias[..]);
+        let rq = Requant::HighMul(HighMulRequant::new(&mul, zp, -128, 127).unwrap());
+        let mut expected = vec![0i8; m * n];
+        linear_requant(&x, &w, bias, MatDims { m, k, n }, offset, &rq, &mut expected).unwrap();
+        prop_assert_eq!(&packed_as(layout, &x, &w, bias, (m, k, n), offset, &mul, zp), &expected);
+        let mut words = vec![0; layout.words(n, k)];
+        pack_linear(layout, &LinearWeights { w: &w, bias, input_offset: offset, mul: &mul, n, k }, &mut words).unwrap();
+        let p = PackedLinear::new(layout, n, k, &words).unwrap();
+        let (mut scratch, mut out) = (vec![0; layout.scratch_words(k)], vec![0i8; m * n]);
+        linear_packed(&x, &p, m, zp, &mut scratch, &mut out).unwrap();
+        prop_assert_eq!(out, expected);
+        Ok(())
+    }
+
     #[test]
     fn hand_computed_tile() {
         // x = [[1, 2, 3], [-1, 0, 4]], w = [[1, 1, 1], [2, -1, 0]], bias [10, -5], offset 1, mul 2^30 (×¼), zp 3.
@@ -749,16 +781,7 @@ mod tests {
             with_bias in any::<bool>(),
             mul_shift in prop_oneof![Just(0u32), 8u32..24],
         ) {
-            let mut g = Lcg(seed);
-            let (x, w) = (g.vec_i8(m * k), g.vec_i8(n * k));
-            let bias = g.vec_i32(n, -1 << 20, 1 << 20);
-            // Small multipliers keep most outputs unsaturated, so a wrong accumulator shows.
-            let mul = g.vec_i32(if per_channel { n } else { 1 }, 0, i32::MAX >> mul_shift);
-            let bias = with_bias.then_some(&bias[..]);
-            let rq = Requant::HighMul(HighMulRequant::new(&mul, zp, -128, 127).unwrap());
-            let mut expected = vec![0i8; m * n];
-            linear_requant(&x, &w, bias, MatDims { m, k, n }, offset, &rq, &mut expected).unwrap();
-            prop_assert_eq!(packed(&x, &w, bias, (m, k, n), offset, &mul, zp), expected);
+            equals_reference(PackedLayout::Dsp16, (m, k, n), seed, offset, zp, per_channel, with_bias, mul_shift)?;
         }
     }
 
@@ -824,17 +847,7 @@ mod tests {
             with_bias in any::<bool>(),
             mul_shift in prop_oneof![Just(0u32), 8u32..24],
         ) {
-            let mut g = Lcg(seed);
-            let (x, w) = (g.vec_i8(m * k), g.vec_i8(n * k));
-            let bias = g.vec_i32(n, -1 << 20, 1 << 20);
-            // Small multipliers keep most outputs unsaturated, so a wrong accumulator shows.
-            let mul = g.vec_i32(if per_channel { n } else { 1 }, 0, i32::MAX >> mul_shift);
-            let bias = with_bias.then_some(&bias[..]);
-            let rq = Requant::HighMul(HighMulRequant::new(&mul, zp, -128, 127).unwrap());
-            let mut expected = vec![0i8; m * n];
-            linear_requant(&x, &w, bias, MatDims { m, k, n }, offset, &rq, &mut expected).unwrap();
-            let got = packed_as(PackedLayout::Mve8, &x, &w, bias, (m, k, n), offset, &mul, zp);
-            prop_assert_eq!(got, expected);
+            equals_reference(PackedLayout::Mve8, (m, k, n), seed, offset, zp, per_channel, with_bias, mul_shift)?;
         }
     }
 
@@ -930,27 +943,7 @@ mod tests {
             with_bias in any::<bool>(),
             mul_shift in prop_oneof![Just(0u32), 8u32..24],
         ) {
-            let mut g = Lcg(seed);
-            let (x, w) = (g.vec_i8(m * k), g.vec_i8(n * k));
-            let bias = g.vec_i32(n, -1 << 20, 1 << 20);
-            // Small multipliers keep most outputs unsaturated, so a wrong accumulator shows.
-            let mul = g.vec_i32(if per_channel { n } else { 1 }, 0, i32::MAX >> mul_shift);
-            let bias = with_bias.then_some(&bias[..]);
-            let rq = Requant::HighMul(HighMulRequant::new(&mul, zp, -128, 127).unwrap());
-            let mut expected = vec![0i8; m * n];
-            linear_requant(&x, &w, bias, MatDims { m, k, n }, offset, &rq, &mut expected).unwrap();
-            let got = packed_as(PackedLayout::Rv32, &x, &w, bias, (m, k, n), offset, &mul, zp);
-            prop_assert_eq!(&got, &expected);
-            // linear_packed dispatches Rv32 to the same kernel.
-            let layout = PackedLayout::Rv32;
-            let mut words = vec![0; layout.words(n, k)];
-            let src = LinearWeights { w: &w, bias, input_offset: offset, mul: &mul, n, k };
-            pack_linear(layout, &src, &mut words).unwrap();
-            let p = PackedLinear::new(layout, n, k, &words).unwrap();
-            let mut scratch = vec![0; layout.scratch_words(k)];
-            let mut out = vec![0i8; m * n];
-            linear_packed(&x, &p, m, zp, &mut scratch, &mut out).unwrap();
-            prop_assert_eq!(out, expected);
+            equals_reference(PackedLayout::Rv32, (m, k, n), seed, offset, zp, per_channel, with_bias, mul_shift)?;
         }
     }
 }
