@@ -21,7 +21,9 @@
 //! loads per 16 MACs); the byte lanes are ordered so that LLVM turns every weight read into one byte load.
 //! Every target runs the same code.
 //!
-//! Convolutions with one group run the Dsp16 tile loop over im2col panels ([`conv2d_packed_requant`]).
+//! The Dsp16 tile loop also serves layers with other requantizations: Deeploy's `MatMul + RequantShift`
+//! ([`linear_packed_requant`]), convolutions with one group over im2col panels ([`conv2d_packed_requant`]), and
+//! products of two activations such as attention's `Q·Kᵀ` ([`matmul_packed`], `b` packed at run time).
 //!
 //! Alignment: packed words and the scratch are `i32` slices (4-byte aligned); activations and outputs are
 //! plain byte slices with no alignment requirement.
