@@ -28,7 +28,7 @@
 //! Alignment: packed words and the scratch are `i32` slices (4-byte aligned); activations and outputs are
 //! plain byte slices with no alignment requirement.
 
-use crate::requant::{high_mul, Requant};
+use crate::requant::{high_mul, with_scheme, Requant};
 use crate::IntElem;
 use crate::KernelError;
 
@@ -501,20 +501,22 @@ pub fn linear_packed_requant<T: IntElem>(
         return Err(KernelError::ShapeMismatch);
     }
     let panel = scratch.get_mut(..4 * quads).ok_or(KernelError::ShapeMismatch)?;
-    for (r0, r1) in row_pairs(m) {
-        fill_panel_portable(x, k, r0, r1, panel);
-        for t in 0..n.div_ceil(TILE_COLS) {
-            let acc = tile_portable(panel, p.block(t), quads);
-            for (idx, &a) in acc.iter().enumerate() {
-                let (r, j) = (if idx < 2 { r0 } else { r1 }, TILE_COLS * t + idx % 2);
-                if j < n {
-                    if let Some(o) = out.get_mut(r * n + j) {
-                        *o = T::from_i32_sat(rq.apply(a, j));
+    with_scheme!(rq, |apply| {
+        for (r0, r1) in row_pairs(m) {
+            fill_panel_portable(x, k, r0, r1, panel);
+            for t in 0..n.div_ceil(TILE_COLS) {
+                let acc = tile_portable(panel, p.block(t), quads);
+                for (idx, &a) in acc.iter().enumerate() {
+                    let (r, j) = (if idx < 2 { r0 } else { r1 }, TILE_COLS * t + idx % 2);
+                    if j < n {
+                        if let Some(o) = out.get_mut(r * n + j) {
+                            *o = T::from_i32_sat(apply(a, j));
+                        }
                     }
                 }
             }
         }
-    }
+    });
     Ok(())
 }
 

@@ -311,6 +311,32 @@ impl Requant<'_> {
     }
 }
 
+/// Runs `$body` with `$apply` bound to `$rq`'s concrete scheme as a `Fn(i32, usize) -> i32` (value, channel): one
+/// copy of `$body` per scheme, so a kernel's inner loop inlines the arithmetic instead of matching per element.
+macro_rules! with_scheme {
+    ($rq:expr, |$apply:ident| $body:expr) => {
+        match $rq {
+            $crate::requant::Requant::Shift(r) => {
+                let $apply = |x: i32, ch: usize| r.apply(x, ch);
+                $body
+            }
+            $crate::requant::Requant::FixedPoint(r) => {
+                let $apply = |x: i32, ch: usize| r.apply(x, ch);
+                $body
+            }
+            $crate::requant::Requant::HighMul(r) => {
+                let $apply = |x: i32, ch: usize| r.apply(x, ch);
+                $body
+            }
+            $crate::requant::Requant::Threshold(r) => {
+                let $apply = |x: i32, _: usize| r.apply(x);
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_scheme;
+
 /// TFLite `SaturatingRoundingDoublingHighMul`: `floor(a·b / 2^31 + 1/2)` (halves toward +∞).
 ///
 /// The one overflowing case `a = b = i32::MIN` saturates to `i32::MAX`. Otherwise equal to

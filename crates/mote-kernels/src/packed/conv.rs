@@ -9,7 +9,7 @@
 
 use super::{pair, row_pairs, tile_portable, PackedLayout, PackedLinear, TILE_COLS};
 use crate::conv::Conv2dParams;
-use crate::requant::Requant;
+use crate::requant::{with_scheme, Requant};
 use crate::{IntElem, KernelError};
 
 /// Input offsets for which every `x + input_offset` (`x` an `i8`) fits the panel's 16-bit half-words.
@@ -97,22 +97,24 @@ pub fn conv2d_packed_requant<T: IntElem>(
         let (b, pix) = (g / pixels, g % pixels);
         ((b, pix / ow, pix % ow), b * n * pixels + pix)
     };
-    for (g0, g1) in row_pairs(batch * pixels) {
-        let ((px0, base0), (px1, base1)) = (at(g0), at(g1));
-        fill_patch(x, params, px0, 0, panel);
-        fill_patch(x, params, px1, 1, panel);
-        for t in 0..n.div_ceil(TILE_COLS) {
-            let acc = tile_portable(panel, p.block(t), quads);
-            for (idx, &a) in acc.iter().enumerate() {
-                let (base, j) = (if idx < 2 { base0 } else { base1 }, TILE_COLS * t + idx % 2);
-                if j < n {
-                    if let Some(o) = out.get_mut(base + j * pixels) {
-                        *o = T::from_i32_sat(rq.apply(a, j));
+    with_scheme!(rq, |apply| {
+        for (g0, g1) in row_pairs(batch * pixels) {
+            let ((px0, base0), (px1, base1)) = (at(g0), at(g1));
+            fill_patch(x, params, px0, 0, panel);
+            fill_patch(x, params, px1, 1, panel);
+            for t in 0..n.div_ceil(TILE_COLS) {
+                let acc = tile_portable(panel, p.block(t), quads);
+                for (idx, &a) in acc.iter().enumerate() {
+                    let (base, j) = (if idx < 2 { base0 } else { base1 }, TILE_COLS * t + idx % 2);
+                    if j < n {
+                        if let Some(o) = out.get_mut(base + j * pixels) {
+                            *o = T::from_i32_sat(apply(a, j));
+                        }
                     }
                 }
             }
         }
-    }
+    });
     Ok(())
 }
 
