@@ -797,15 +797,7 @@ impl<'a> Emitter<'a> {
         if let Some(call) = self.int8_in_place(id, first, place, out)? {
             return Ok(call);
         }
-        let Some(p) = last.op.as_any().downcast_ref::<RequantShift>() else {
-            bail!("an in-place layer ends in RequantShift")
-        };
-        let (m, a) =
-            (self.konst_as(last.inputs[1], DType::I32, None)?, self.konst_as(last.inputs[2], DType::I32, None)?);
-        let rq = format!(
-            "let rq = Requant::Shift(ShiftRequant::new(&{m}, &{a}, {}, {}, {})?);\n        ",
-            p.div_log2, p.n_levels, p.signed
-        );
+        let rq = self.shift_requant(layer)?;
         let op = first.op.as_any();
         let call = if layer.fusion == Fusion::Single {
             let inner =
@@ -915,11 +907,11 @@ impl<'a> Emitter<'a> {
         ))
     }
 
-    /// `let rq = ..;` for the `RequantShift` that ends a fused layer.
+    /// `let rq = ..;` for the `RequantShift` that ends a fused or in-place layer.
     fn shift_requant(&mut self, layer: &Layer) -> Result<String> {
         let last = &self.g.nodes[layer.nodes[layer.nodes.len() - 1]];
         let Some(p) = last.op.as_any().downcast_ref::<RequantShift>() else {
-            bail!("a fused layer ends in RequantShift")
+            bail!("`{}` ends the layer; a fused or in-place layer ends in RequantShift", last.op.name())
         };
         let (m, a) =
             (self.konst_as(last.inputs[1], DType::I32, None)?, self.konst_as(last.inputs[2], DType::I32, None)?);
