@@ -29,14 +29,26 @@ fn broadcast_map<A: Copy, B: Copy, O>(
     out: &mut [O],
     f: impl Fn(A, B) -> O,
 ) -> Result<(), KernelError> {
-    let bs = broadcast_b(a.len(), b, inner)?;
     if a.len() != out.len() {
         return Err(KernelError::ShapeMismatch);
     }
+    if same_length(a.len(), b.len(), inner) {
+        for ((o, &x), &bv) in out.iter_mut().zip(a).zip(b) {
+            *o = f(x, bv);
+        }
+        return Ok(());
+    }
+    let bs = broadcast_b(a.len(), b, inner)?;
     for ((o, &x), bv) in out.iter_mut().zip(a).zip(bs) {
         *o = f(x, bv);
     }
     Ok(())
+}
+
+/// `b` pairs element for element with `a` (no broadcast): the common residual case, run without the cycling
+/// iterator of [`broadcast_b`].
+fn same_length(a_len: usize, b_len: usize, inner: usize) -> bool {
+    inner == 1 && a_len == b_len && a_len > 0
 }
 
 /// [`broadcast_map`] writing `f(a_i, b_j)` over `a`.
@@ -46,6 +58,12 @@ fn broadcast_map_in_place<A: Copy, B: Copy>(
     inner: usize,
     f: impl Fn(A, B) -> A,
 ) -> Result<(), KernelError> {
+    if same_length(a.len(), b.len(), inner) {
+        for (x, &bv) in a.iter_mut().zip(b) {
+            *x = f(*x, bv);
+        }
+        return Ok(());
+    }
     let bs = broadcast_b(a.len(), b, inner)?;
     for (x, bv) in a.iter_mut().zip(bs) {
         *x = f(*x, bv);
@@ -269,25 +287,12 @@ impl AddShift {
 /// [`AddShift`] add of int8 `a` and `b` (broadcast: see the module docs) into `out`.
 pub fn add_shift(a: &[i8], b: &[i8], inner: usize, p: &AddShift, out: &mut [i8]) -> Result<(), KernelError> {
     p.check::<i8>()?;
-    if a.len() == b.len() && a.len() == out.len() {
-        // The common residual add: no broadcast bookkeeping in the loop.
-        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            *o = p.apply(i32::from(x), i32::from(y)) as i8;
-        }
-        return Ok(());
-    }
     broadcast_map(a, b, inner, out, |x, y| p.apply(i32::from(x), i32::from(y)) as i8)
 }
 
 /// [`add_shift`] writing over `a`.
 pub fn add_shift_in_place(a: &mut [i8], b: &[i8], inner: usize, p: &AddShift) -> Result<(), KernelError> {
     p.check::<i8>()?;
-    if a.len() == b.len() {
-        for (x, &y) in a.iter_mut().zip(b) {
-            *x = p.apply(i32::from(*x), i32::from(y)) as i8;
-        }
-        return Ok(());
-    }
     broadcast_map_in_place(a, b, inner, |x, y| p.apply(i32::from(x), i32::from(y)) as i8)
 }
 
