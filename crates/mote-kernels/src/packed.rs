@@ -609,18 +609,8 @@ mod tests {
     use std::vec;
     use std::vec::Vec;
 
-    /// Packs as Dsp16 and runs the portable packed kernel.
-    fn packed(
-        x: &[i8],
-        w: &[i8],
-        bias: Option<&[i32]>,
-        dims: (usize, usize, usize),
-        offset: i32,
-        mul: &[i32],
-        zp: i32,
-    ) -> Vec<i8> {
-        packed_as(PackedLayout::Dsp16, x, w, bias, dims, offset, mul, zp)
-    }
+    /// Every layout, for the tests that run on each.
+    const LAYOUTS: [PackedLayout; 3] = [PackedLayout::Dsp16, PackedLayout::Mve8, PackedLayout::Rv32];
 
     /// Packs as `layout` and runs the portable packed kernel.
     #[allow(clippy::too_many_arguments)]
@@ -678,34 +668,44 @@ mod tests {
     #[test]
     fn hand_computed_tile() {
         // x = [[1, 2, 3], [-1, 0, 4]], w = [[1, 1, 1], [2, -1, 0]], bias [10, -5], offset 1, mul 2^30 (×¼), zp 3.
+        // Dsp16: one 2×2 tile; Mve8: one tile with two padding channels, one chunk of which 3 bytes are used;
+        // Rv32: one tile with two padding channels, Q = 2 (k = 3 padded to 8).
         let (x, w) = ([1i8, 2, 3, -1, 0, 4], [1i8, 1, 1, 2, -1, 0]);
-        let out = packed(&x, &w, Some(&[10, -5]), (2, 3, 2), 1, &[1 << 30], 3);
-        // x+1 = [[2, 3, 4], [0, 1, 5]]: acc = [[10+9, -5+4-3], [10+6, -5-1]] = [[19, -4], [16, -6]];
-        // y = 3 + floor(acc/4 + 1/2) = 3 + [[5, -1], [4, -1]].
-        assert_eq!(out, [8, 2, 7, 2]);
+        for layout in LAYOUTS {
+            let out = packed_as(layout, &x, &w, Some(&[10, -5]), (2, 3, 2), 1, &[1 << 30], 3);
+            // x+1 = [[2, 3, 4], [0, 1, 5]]: acc = [[10+9, -5+4-3], [10+6, -5-1]] = [[19, -4], [16, -6]];
+            // y = 3 + floor(acc/4 + 1/2) = 3 + [[5, -1], [4, -1]].
+            assert_eq!(out, [8, 2, 7, 2], "{layout:?}");
+        }
     }
 
     #[test]
     fn refuses_bad_lengths() {
-        let layout = PackedLayout::Dsp16;
-        let mut words = vec![0; layout.words(3, 5)];
-        let src = LinearWeights { w: &[0; 15], bias: None, input_offset: 0, mul: &[1], n: 3, k: 5 };
-        assert_eq!(
-            pack_linear(layout, &LinearWeights { w: &[0; 14], ..src }, &mut words),
-            Err(KernelError::ShapeMismatch)
-        );
-        assert_eq!(
-            pack_linear(layout, &LinearWeights { mul: &[1, 2], ..src }, &mut words),
-            Err(KernelError::ShapeMismatch)
-        );
-        pack_linear(layout, &src, &mut words).unwrap();
-        assert!(PackedLinear::new(layout, 3, 4, &words).is_err());
-        let p = PackedLinear::new(layout, 3, 5, &words).unwrap();
-        let mut small = vec![0; layout.scratch_words(5) - 1];
-        let mut out = [0i8; 6];
-        assert_eq!(linear_packed(&[0; 10], &p, 2, 0, &mut small, &mut out), Err(KernelError::ShapeMismatch));
-        let mut scratch = vec![0; layout.scratch_words(5)];
-        assert_eq!(linear_packed(&[0; 9], &p, 2, 0, &mut scratch, &mut out), Err(KernelError::ShapeMismatch));
+        for (layout, k) in [(PackedLayout::Dsp16, 5), (PackedLayout::Mve8, 17), (PackedLayout::Rv32, 17)] {
+            let mut words = vec![0; layout.words(3, k)];
+            let w = vec![0i8; 3 * k];
+            let src = LinearWeights { w: &w, bias: None, input_offset: 0, mul: &[1], n: 3, k };
+            let bad = |src: &LinearWeights<'_>, words: &mut [i32]| pack_linear(layout, src, words);
+            assert_eq!(bad(&LinearWeights { w: &w[1..], ..src }, &mut words), Err(KernelError::ShapeMismatch));
+            assert_eq!(bad(&LinearWeights { mul: &[1, 2], ..src }, &mut words), Err(KernelError::ShapeMismatch));
+            assert_eq!(bad(&src, &mut words[1..]), Err(KernelError::ShapeMismatch));
+            pack_linear(layout, &src, &mut words).unwrap();
+            assert!(PackedLinear::new(layout, 3, k - 1, &words).is_err(), "{layout:?}");
+            let p = PackedLinear::new(layout, 3, k, &words).unwrap();
+            let x = vec![0i8; 2 * k];
+            let mut small = vec![0; layout.scratch_words(k) - 1];
+            let mut out = [0i8; 6];
+            assert_eq!(linear_packed(&x, &p, 2, 0, &mut small, &mut out), Err(KernelError::ShapeMismatch));
+            let mut scratch = vec![0; layout.scratch_words(k)];
+            assert_eq!(linear_packed(&x[1..], &p, 2, 0, &mut scratch, &mut out), Err(KernelError::ShapeMismatch));
+            assert_eq!(linear_packed(&x, &p, 2, 0, &mut scratch, &mut out[1..]), Err(KernelError::ShapeMismatch));
+            if layout != PackedLayout::Dsp16 {
+                // Dsp16-only entry points refuse the other layouts.
+                let rq = Requant::HighMul(HighMulRequant::new(&[1], 0, -128, 127).unwrap());
+                let r = linear_packed_requant(&x, &p, 2, &rq, &mut scratch, &mut out);
+                assert_eq!(r, Err(KernelError::InvalidParam), "{layout:?}");
+            }
+        }
     }
 
     /// `linear_packed_requant` with a Deeploy RequantShift equals `linear_requant`, to i8 and to u8.
@@ -790,14 +790,6 @@ mod tests {
     }
 
     #[test]
-    fn mve8_hand_computed_tile() {
-        // The data of `hand_computed_tile`: one tile with two padding channels, one chunk of which 3 bytes are used.
-        let (x, w) = ([1i8, 2, 3, -1, 0, 4], [1i8, 1, 1, 2, -1, 0]);
-        let out = packed_as(PackedLayout::Mve8, &x, &w, Some(&[10, -5]), (2, 3, 2), 1, &[1 << 30], 3);
-        assert_eq!(out, [8, 2, 7, 2]);
-    }
-
-    #[test]
     fn mve8_layout() {
         // n = 5, k = 17: two tiles of two chunks; w[j,c] = 10·j + c (mod 128), offset 0, bias 100 + j, mul 7 + j.
         let (n, k) = (5, 17);
@@ -821,23 +813,6 @@ mod tests {
         assert_eq!(words[72..80], [104, 0, 0, 0, 11, 0, 0, 0]);
     }
 
-    #[test]
-    fn mve8_refuses_bad_lengths() {
-        let layout = PackedLayout::Mve8;
-        let mut words = vec![0; layout.words(3, 17)];
-        let src = LinearWeights { w: &[0; 51], bias: None, input_offset: 0, mul: &[1], n: 3, k: 17 };
-        assert_eq!(pack_linear(layout, &src, &mut words[1..]), Err(KernelError::ShapeMismatch));
-        pack_linear(layout, &src, &mut words).unwrap();
-        assert!(PackedLinear::new(layout, 3, 16, &words).is_err());
-        let p = PackedLinear::new(layout, 3, 17, &words).unwrap();
-        let mut small = vec![0; layout.scratch_words(17) - 1];
-        let mut out = [0i8; 6];
-        assert_eq!(linear_packed(&[0; 34], &p, 2, 0, &mut small, &mut out), Err(KernelError::ShapeMismatch));
-        let mut scratch = vec![0; layout.scratch_words(17)];
-        assert_eq!(linear_packed(&[0; 33], &p, 2, 0, &mut scratch, &mut out), Err(KernelError::ShapeMismatch));
-        assert_eq!(linear_packed(&[0; 34], &p, 2, 0, &mut scratch, &mut out[1..]), Err(KernelError::ShapeMismatch));
-    }
-
     proptest! {
         /// The Mve8 packed kernel equals the reference linear layer with the same HighMul requantization, also for
         /// `k` a multiple of the 16-byte chunk and extreme zero points.
@@ -853,14 +828,6 @@ mod tests {
         ) {
             equals_reference(PackedLayout::Mve8, (m, k, n), seed, offset, zp, per_channel, with_bias, mul_shift)?;
         }
-    }
-
-    #[test]
-    fn rv32_hand_computed_tile() {
-        // The data of `hand_computed_tile`: one tile with two padding channels, Q = 2 (k = 3 padded to 8).
-        let (x, w) = ([1i8, 2, 3, -1, 0, 4], [1i8, 1, 1, 2, -1, 0]);
-        let out = packed_as(PackedLayout::Rv32, &x, &w, Some(&[10, -5]), (2, 3, 2), 1, &[1 << 30], 3);
-        assert_eq!(out, [8, 2, 7, 2]);
     }
 
     #[test]
@@ -890,27 +857,6 @@ mod tests {
         assert_eq!([byte(tile + 4, 0), byte(tile + 5, 0), byte(tile + 5, 1), byte(tile + 5, 3)], [20, 0, 128, 0]);
         assert_eq!(words[tile..tile + 4], [104, 0, 0, 0]);
         assert_eq!(words[2 * tile - 4..], [11, 0, 0, 0]);
-    }
-
-    #[test]
-    fn rv32_refuses_bad_lengths() {
-        let layout = PackedLayout::Rv32;
-        let mut words = vec![0; layout.words(3, 17)];
-        let src = LinearWeights { w: &[0; 51], bias: None, input_offset: 0, mul: &[1], n: 3, k: 17 };
-        assert_eq!(pack_linear(layout, &src, &mut words[1..]), Err(KernelError::ShapeMismatch));
-        pack_linear(layout, &src, &mut words).unwrap();
-        assert!(PackedLinear::new(layout, 3, 16, &words).is_err());
-        let p = PackedLinear::new(layout, 3, 17, &words).unwrap();
-        let mut small = vec![0; layout.scratch_words(17) - 1];
-        let mut out = [0i8; 6];
-        assert_eq!(linear_packed(&[0; 34], &p, 2, 0, &mut small, &mut out), Err(KernelError::ShapeMismatch));
-        let mut scratch = vec![0; layout.scratch_words(17)];
-        assert_eq!(linear_packed(&[0; 33], &p, 2, 0, &mut scratch, &mut out), Err(KernelError::ShapeMismatch));
-        assert_eq!(linear_packed(&[0; 34], &p, 2, 0, &mut scratch, &mut out[1..]), Err(KernelError::ShapeMismatch));
-        // Dsp16-only entry points refuse the layout.
-        let rq = Requant::HighMul(HighMulRequant::new(&[1], 0, -128, 127).unwrap());
-        let r = linear_packed_requant(&[0i8; 34], &p, 2, &rq, &mut scratch, &mut out);
-        assert_eq!(r, Err(KernelError::InvalidParam));
     }
 
     /// Extremes: every activation and weight -128 or 127 (lanes 1 and 2 hold 0 and 255), k = 256 and 255.
