@@ -229,36 +229,17 @@ mod tests {
     fn shipped_boards() {
         let boards = Board::builtin();
         let find = |n: &str| boards.iter().find(|b| b.name == n).unwrap_or_else(|| panic!("{n}"));
-        let l4 = find("stm32l4r5");
-        assert_eq!(
-            (l4.core, l4.sram_bytes, l4.flash_bytes, l4.clock_hz),
-            (Core::CortexM4, 640 << 10, 2 << 20, 120_000_000)
-        );
-        let f7 = find("stm32f746");
-        assert_eq!(
-            (f7.core, f7.sram_bytes, f7.flash_bytes, f7.clock_hz),
-            (Core::CortexM7, 320 << 10, 1 << 20, 216_000_000)
-        );
-        let h7 = find("stm32h743");
-        assert_eq!(
-            (h7.core, h7.sram_bytes, h7.flash_bytes, h7.clock_hz),
-            (Core::CortexM7, 512 << 10, 2 << 20, 480_000_000)
-        );
-        let nrf = find("nrf52840");
-        assert_eq!(
-            (nrf.core, nrf.sram_bytes, nrf.flash_bytes, nrf.clock_hz),
-            (Core::CortexM4, 256 << 10, 1 << 20, 64_000_000)
-        );
-        let cs = find("corstone-300");
-        assert_eq!(
-            (cs.core, cs.sram_bytes, cs.flash_bytes, cs.clock_hz),
-            (Core::CortexM55, 512 << 10, 512 << 10, 32_000_000)
-        );
-        let esp = find("esp32c3");
-        assert_eq!(
-            (esp.core, esp.sram_bytes, esp.flash_bytes, esp.clock_hz),
-            (Core::Rv32imc, 400 << 10, 4 << 20, 160_000_000)
-        );
+        for (name, core, sram, flash, clock) in [
+            ("stm32l4r5", Core::CortexM4, 640 << 10, 2 << 20, 120_000_000),
+            ("stm32f746", Core::CortexM7, 320 << 10, 1 << 20, 216_000_000),
+            ("stm32h743", Core::CortexM7, 512 << 10, 2 << 20, 480_000_000),
+            ("nrf52840", Core::CortexM4, 256 << 10, 1 << 20, 64_000_000),
+            ("corstone-300", Core::CortexM55, 512 << 10, 512 << 10, 32_000_000),
+            ("esp32c3", Core::Rv32imc, 400 << 10, 4 << 20, 160_000_000),
+        ] {
+            let b = find(name);
+            assert_eq!((b.core, b.sram_bytes, b.flash_bytes, b.clock_hz), (core, sram, flash, clock), "{name}");
+        }
         for b in &boards {
             // Each file is named after its board, and fits the emulated board's memory.
             let BoardSource::Builtin(file) = b.source else { panic!() };
