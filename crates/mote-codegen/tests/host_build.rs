@@ -46,6 +46,17 @@ fn check(name: &str, g: &Graph, inputs: Vec<Tensor>) -> (Compiled, Vec<Vec<i8>>)
     check_with(g, inputs, &options(name))
 }
 
+/// Writes the generated crate `name` under `work` and returns its directory.
+fn write_crate(work: &Path, name: &str, c: &Compiled) -> PathBuf {
+    let model = work.join(name);
+    for (p, text) in &c.files {
+        let path = model.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    model
+}
+
 fn check_with(g: &Graph, inputs: Vec<Tensor>, opts: &CompileOptions) -> (Compiled, Vec<Vec<i8>>) {
     let name = opts.crate_name.as_str();
     let c = compile(g, opts).unwrap();
@@ -53,12 +64,7 @@ fn check_with(g: &Graph, inputs: Vec<Tensor>, opts: &CompileOptions) -> (Compile
     let (ins, outs) = host_reference_with(g, inputs, opts).unwrap();
 
     let work = root().join("target/codegen-test");
-    let model = work.join(name);
-    for (p, text) in &c.files {
-        let path = model.join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
+    write_crate(&work, name, &c);
     let harness = work.join(format!("{name}_harness"));
     std::fs::create_dir_all(harness.join("src")).unwrap();
     std::fs::write(
@@ -195,12 +201,7 @@ fn c_abi_staticlib_links_into_a_c_program_and_matches() {
     let opts = CompileOptions { c_abi: true, ..options(name) };
     let c = compile(&g, &opts).unwrap();
     let work = root().join("target/codegen-test");
-    let model = work.join(name);
-    for (p, text) in &c.files {
-        let path = model.join(p);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
+    let model = write_crate(&work, name, &c);
     let build = Command::new(env!("CARGO"))
         .args(["build", "-q", "--release", "--features", "c-abi", "--manifest-path"])
         .arg(model.join("Cargo.toml"))
