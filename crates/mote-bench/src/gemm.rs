@@ -418,24 +418,11 @@ mod tests {
     //! QEMU, a Rust target or the plugin's build tools the tests print `SKIP: <reason>` and pass, except when
     //! `CI` is set, where they fail.
     use super::*;
-    use mote_qemu::{check_qemu, check_target};
 
     /// `Some(())` when everything needed for `core` is installed; otherwise prints `SKIP` (or fails under CI).
     fn require(core: Core) -> Option<()> {
-        let plugin = || firmware_target_dir().map(|d| d.join("plugin")).map_err(|e| e.to_string());
-        let missing = check_qemu(core)
-            .err()
-            .map(|e| e.to_string())
-            .or_else(|| check_target(core).err().map(|e| e.to_string()))
-            .or_else(|| plugin().and_then(|d| build_plugin(&d).map_err(|e| e.to_string())).err());
-        match missing {
-            None => Some(()),
-            Some(e) if std::env::var_os("CI").is_some() => panic!("{core}: {e}"),
-            Some(e) => {
-                eprintln!("SKIP: {core}: {e}");
-                None
-            }
-        }
+        let plugin = firmware_target_dir().map(|d| d.join("plugin")).unwrap_or_else(|e| panic!("{core}: {e}"));
+        mote_qemu::tools_or_skip(core, &plugin)
     }
 
     fn check(core: Core) {

@@ -14,7 +14,7 @@ use mote_deploy::{
     build, check_fit, emulate, write_firmware, ArenaReport, Board, BoardSource, Compiled, DeployError, FirmwareSpec,
     IoInfo, LayerInfo, MemoryLimits, Paths, Report, TensorInfo,
 };
-use mote_qemu::{build_plugin, check_qemu, check_target, symbol_address, Core};
+use mote_qemu::{symbol_address, Core};
 
 const FIXTURE_TOML: &str = include_str!("fixtures/tiny-model/Cargo.toml");
 const FIXTURE_LIB: &str = include_str!("fixtures/tiny-model/src/lib.rs");
@@ -64,16 +64,7 @@ fn input() -> Vec<i8> {
 
 /// `Some(())` when everything needed for `core` is installed; otherwise prints `SKIP` (or fails under CI).
 fn require(paths: &Paths, core: Core) -> Option<()> {
-    let missing =
-        check_qemu(core).err().or_else(|| check_target(core).err()).or_else(|| build_plugin(&paths.plugin_dir()).err());
-    match missing {
-        None => Some(()),
-        Some(e) if std::env::var_os("CI").is_some() => panic!("{core}: {e}"),
-        Some(e) => {
-            eprintln!("SKIP: {core}: {e}");
-            None
-        }
-    }
+    mote_qemu::tools_or_skip(core, &paths.plugin_dir())
 }
 
 fn board(name: &str) -> Board {

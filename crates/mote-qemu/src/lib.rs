@@ -52,7 +52,9 @@ pub use cores::{Core, MemoryRegion};
 pub use elf::{elf_sizes, marker_address, symbol_address, ElfSizes};
 pub use error::{Error, Result};
 pub use plugin::build_plugin;
-pub use run::{check_qemu, run_elf, InstructionCounts, Mark, Region, RunOptions, RunOutput, StackUsage};
+pub use run::{
+    check_qemu, check_tools, run_elf, tools_or_skip, InstructionCounts, Mark, Region, RunOptions, RunOutput, StackUsage,
+};
 
 /// Mark id that closes the current region without opening one (`mote_fw::MARK_END`).
 pub const MARK_END: u32 = u32::MAX;

@@ -244,6 +244,27 @@ pub fn run_elf(core: Core, elf: &Path, opts: &RunOptions) -> Result<RunOutput> {
     Ok(RunOutput { exit_code, stdout, stderr, instructions, elapsed })
 }
 
+/// `Ok` when firmware for `core` can be built and emulated with instruction counting: QEMU, the Rust target, and
+/// the counting plugin (built into `plugin_dir` if needed).
+pub fn check_tools(core: Core, plugin_dir: &Path) -> Result<()> {
+    check_qemu(core)?;
+    crate::check_target(core)?;
+    build_plugin(plugin_dir).map(|_| ())
+}
+
+/// For tests: `Some(())` when [`check_tools`] passes; otherwise prints `SKIP: <core>: <what is missing>` and
+/// returns `None`, or panics when the environment variable `CI` is set (CI must run every emulation test).
+pub fn tools_or_skip(core: Core, plugin_dir: &Path) -> Option<()> {
+    match check_tools(core, plugin_dir) {
+        Ok(()) => Some(()),
+        Err(e) if std::env::var_os("CI").is_some() => panic!("{core}: {e}"),
+        Err(e) => {
+            eprintln!("SKIP: {core}: {e}");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,10 +14,7 @@ use std::time::Duration;
 use mote_kernels::matmul::{linear_requant, MatDims};
 use mote_kernels::requant::{Requant, ShiftRequant};
 use mote_kernels::softmax::{isoftmax, ISoftmaxParams};
-use mote_qemu::{
-    build_firmware, build_plugin, check_qemu, check_target, elf_sizes, run_elf, symbol_address, Core, Error,
-    RunOptions, MARK_END,
-};
+use mote_qemu::{build_firmware, elf_sizes, run_elf, symbol_address, Core, Error, RunOptions, MARK_END};
 
 fn firmware(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../firmware").join(name)
@@ -34,16 +31,7 @@ fn plugin_dir() -> PathBuf {
 
 /// `Some(())` when everything needed for `core` is installed; otherwise prints `SKIP` (or fails under CI).
 fn require(core: Core) -> Option<()> {
-    let missing =
-        check_qemu(core).err().or_else(|| check_target(core).err()).or_else(|| build_plugin(&plugin_dir()).err());
-    match missing {
-        None => Some(()),
-        Some(e) if std::env::var_os("CI").is_some() => panic!("{core}: {e}"),
-        Some(e) => {
-            eprintln!("SKIP: {core}: {e}");
-            None
-        }
-    }
+    mote_qemu::tools_or_skip(core, &plugin_dir())
 }
 
 fn build(name: &str, core: Core) -> PathBuf {

@@ -131,17 +131,5 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 /// `SKIP` (or fails under CI).
 pub fn emulation_available(core: &str) -> bool {
     let core: mote_qemu::Core = core.parse().unwrap();
-    let plugin_dir = mote_deploy::Paths::locate().unwrap().plugin_dir();
-    let missing = mote_qemu::check_qemu(core)
-        .err()
-        .or_else(|| mote_qemu::check_target(core).err())
-        .or_else(|| mote_qemu::build_plugin(&plugin_dir).err());
-    match missing {
-        None => true,
-        Some(e) if std::env::var_os("CI").is_some() => panic!("{core}: {e}"),
-        Some(e) => {
-            eprintln!("SKIP: {core}: {e}");
-            false
-        }
-    }
+    mote_qemu::tools_or_skip(core, &mote_deploy::Paths::locate().unwrap().plugin_dir()).is_some()
 }
