@@ -29,6 +29,7 @@ mod elem;
 mod error;
 
 pub mod activation;
+pub mod attention;
 pub mod conv;
 pub mod elementwise;
 pub mod gather;

@@ -245,7 +245,7 @@ pub fn pack_linear(layout: PackedLayout, src: &LinearWeights<'_>, out: &mut [i32
 
 /// Fills the Dsp16 blocks of `out` from channel accessors (weights as `i16`; zero past `n` and `k`). Generic, so
 /// that the accessors inline: [`matmul_packed`] runs this on the MCU for every `b`.
-fn pack_dsp16(
+pub(crate) fn pack_dsp16(
     k: usize,
     weight: impl Fn(usize, usize) -> i32,
     bias: impl Fn(usize) -> i32,

@@ -135,6 +135,18 @@ pub fn softmax_i8(
     out: &mut [i8],
 ) -> Result<(), KernelError> {
     check_rows(x.len(), out.len(), row_len)?;
+    check_softmax_i8(row_len, mask, p)?;
+    out.copy_from_slice(x);
+    softmax_i8_rows(out, row_len, mask, 0, p);
+    Ok(())
+}
+
+/// The parameter and mask checks of [`softmax_i8`].
+pub(crate) fn check_softmax_i8(
+    row_len: usize,
+    mask: Option<RowMask<'_>>,
+    p: &SoftmaxI8Params<'_>,
+) -> Result<(), KernelError> {
     if let Some(m) = mask {
         if m.rows == 0 || m.rows.checked_mul(row_len) != Some(m.allowed.len()) {
             return Err(KernelError::ShapeMismatch);
@@ -143,11 +155,23 @@ pub fn softmax_i8(
     if p.exp[0] == 0 || p.exp.iter().any(|&e| e > p.exp[0]) || p.out_recip == 0 {
         return Err(KernelError::InvalidParam);
     }
+    Ok(())
+}
+
+/// [`softmax_i8`] in place over `buf` (arguments checked), whose row `r` is row `first_row + r` of the masked
+/// tensor (attention normalizes one block of score rows at a time). Each element is read before it is overwritten.
+pub(crate) fn softmax_i8_rows(
+    buf: &mut [i8],
+    row_len: usize,
+    mask: Option<RowMask<'_>>,
+    first_row: usize,
+    p: &SoftmaxI8Params<'_>,
+) {
     let zp = p.out_zero_point;
-    for (r, (xs, os)) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)).enumerate() {
+    for (r, xs) in buf.chunks_exact_mut(row_len).enumerate() {
         let allowed: &[bool] = match mask {
             Some(m) => {
-                let start = (r % m.rows) * row_len;
+                let start = ((first_row + r) % m.rows) * row_len;
                 m.allowed.get(start..start + row_len).unwrap_or(&[])
             }
             None => &[],
@@ -155,7 +179,7 @@ pub fn softmax_i8(
         let ok = |j: usize| mask.is_none() || allowed.get(j).copied().unwrap_or(false);
         let max = xs.iter().enumerate().filter(|&(j, _)| ok(j)).map(|(_, &v)| i32::from(v)).max();
         let Some(max) = max else {
-            os.fill(i8::try_from(zp.max(-128).min(127)).unwrap_or(0));
+            xs.fill(i8::try_from(zp.max(-128).min(127)).unwrap_or(0));
             continue;
         };
         // max - v is in 0..=255 for allowed entries.
@@ -171,13 +195,12 @@ pub fn softmax_i8(
         let sum: u64 = xs.iter().enumerate().map(|(j, &v)| e(j, v)).sum();
         let Some(sum) = NonZeroU64::new(sum) else { continue };
         let k = (u64::from(p.out_recip) << 16) / sum;
-        for (j, (o, &v)) in os.iter_mut().zip(xs).enumerate() {
-            let q = (e(j, v) * k + (1 << 31)) >> 32;
+        for (j, o) in xs.iter_mut().enumerate() {
+            let q = (e(j, *o) * k + (1 << 31)) >> 32;
             let y = i64::try_from(q).unwrap_or(i64::MAX).saturating_add(i64::from(zp));
             *o = i8::try_from(y.max(-128).min(127)).unwrap_or(0);
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

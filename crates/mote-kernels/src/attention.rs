@@ -1,0 +1,687 @@
+//! Fused int8 multi-head self-attention: the projections, `Q·Kᵀ`, softmax, `P·V` and the output projection of
+//! one block in one call, on caller-owned scratch, in an order that keeps only a block of score rows alive.
+//!
+//! Integers: every product is the packed linear layer of [`crate::packed`] (`HighMul` requantization), so the
+//! result equals the layer-by-layer composition `linear_requant` → `av_requant` (scores) → [`softmax_i8`] →
+//! `av_requant` (values) → concatenation → `linear_requant` bit for bit, whatever the schedule: a schedule only
+//! changes the order in which rows and heads are computed.
+//!
+//! Keys and values are packed at run time into the Dsp16 layout (`k - zk` and `v - zv` as 16-bit weights, the
+//! query and probability zero points folded into the bias), like [`crate::packed::matmul_packed`]; when they are
+//! `x` itself (Fused-Weight Self-Attention: `Q_h·K_hᵀ = (x·W_QK,h + u_h)·xᵀ`, and `W_V,h·W_O,h` fused likewise)
+//! they are packed once for all heads.
+//!
+//! Scratch: `i32` words for the packed keys, values and the activation panel, and bytes for the row blocks; see
+//! [`MhsaShape::scratch`]. Alignment: the `i32` scratch is word-aligned by its type; byte slices need none.
+//!
+//! [`softmax_i8`]: crate::softmax::softmax_i8
+
+use crate::packed::{linear_packed, pack_dsp16, PackedLayout, PackedLinear};
+use crate::softmax::{check_softmax_i8, softmax_i8_rows, RowMask, SoftmaxI8Params};
+use crate::KernelError;
+
+/// Sizes of a self-attention block `x [seq, embed] -> out [seq, out_dim]` and where its operands come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MhsaShape {
+    /// Tokens.
+    pub seq: usize,
+    /// Width of `x`.
+    pub embed: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Width of each head's queries and keys (`embed` when the keys are `x` itself).
+    pub qk_dim: usize,
+    /// Width of each head's values (`embed` when the values are `x` itself).
+    pub v_dim: usize,
+    /// Width of the output.
+    pub out_dim: usize,
+    /// Keys are a projection of `x` (else `x` itself).
+    pub project_k: bool,
+    /// Values are a projection of `x` (else `x` itself).
+    pub project_v: bool,
+    /// Layout of the packed query/key/value projections.
+    pub proj_layout: PackedLayout,
+    /// Layout of the packed output projection.
+    pub out_layout: PackedLayout,
+}
+
+/// The order of the computation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MhsaSchedule {
+    /// Head by head (one head's keys and values packed at a time), its score rows `block_rows` at a time; every
+    /// row's head outputs are concatenated, then projected once.
+    HeadMajor {
+        /// Query rows per block.
+        block_rows: usize,
+    },
+    /// Query rows `block_rows` at a time through every head, then the output projection of those rows. Needs keys
+    /// and values that are `x` itself (packed once); output rows may overwrite the input rows they come from.
+    RowMajor {
+        /// Query rows per block.
+        block_rows: usize,
+    },
+}
+
+impl MhsaSchedule {
+    /// Query rows per block.
+    pub fn block_rows(self) -> usize {
+        match self {
+            MhsaSchedule::HeadMajor { block_rows } | MhsaSchedule::RowMajor { block_rows } => block_rows,
+        }
+    }
+}
+
+/// Scratch of one call: `words` `i32` and `bytes` `i8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MhsaScratch {
+    /// `i32` words: packed keys, packed values, activation panel.
+    pub words: usize,
+    /// Bytes: projected keys/values of one head (head-major), the row block's queries, scores, head outputs and
+    /// concatenation.
+    pub bytes: usize,
+}
+
+impl MhsaShape {
+    /// Words of the packed keys (`[seq, qk_dim]` as Dsp16 weights).
+    fn key_words(&self) -> usize {
+        PackedLayout::Dsp16.words(self.seq, self.qk_dim)
+    }
+
+    /// Words of the packed values (`[v_dim, seq]` as Dsp16 weights).
+    fn value_words(&self) -> usize {
+        PackedLayout::Dsp16.words(self.v_dim, self.seq)
+    }
+
+    /// Words of the largest activation panel any product of the block needs.
+    fn panel_words(&self) -> usize {
+        let dsp = PackedLayout::Dsp16;
+        self.proj_layout
+            .scratch_words(self.embed)
+            .max(dsp.scratch_words(self.qk_dim))
+            .max(dsp.scratch_words(self.seq))
+            .max(self.out_layout.scratch_words(self.heads * self.v_dim))
+    }
+
+    /// Width of the concatenated head outputs.
+    fn concat_dim(&self) -> usize {
+        self.heads * self.v_dim
+    }
+
+    /// Scratch `schedule` needs, or `None` when it does not apply (zero sizes or block rows, keys or values of the
+    /// wrong width, a row-major schedule with projected keys or values).
+    pub fn scratch(&self, schedule: MhsaSchedule) -> Option<MhsaScratch> {
+        let b = schedule.block_rows().min(self.seq);
+        let dims = [self.seq, self.embed, self.heads, self.qk_dim, self.v_dim, self.out_dim, b];
+        let shared_ok = (self.project_k || self.qk_dim == self.embed) && (self.project_v || self.v_dim == self.embed);
+        if dims.contains(&0) || !shared_ok {
+            return None;
+        }
+        let words = self.key_words() + self.value_words() + self.panel_words();
+        let block = b * (self.qk_dim + self.seq + self.v_dim);
+        let bytes = match schedule {
+            MhsaSchedule::RowMajor { .. } if self.project_k || self.project_v => return None,
+            MhsaSchedule::RowMajor { .. } => b * self.embed + block + b * self.concat_dim(),
+            MhsaSchedule::HeadMajor { .. } => {
+                let k = if self.project_k { self.qk_dim } else { 0 };
+                let v = if self.project_v { self.v_dim } else { 0 };
+                self.seq * k.max(v) + block + self.seq * self.concat_dim()
+            }
+        };
+        Some(MhsaScratch { words, bytes })
+    }
+}
+
+/// Projections of `x` for every head: `heads` packed `[dim, embed]` layers one after the other (`layout.words(dim,
+/// embed)` words each, `x`'s zero point folded into their bias) and their output zero point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadProjection<'a> {
+    /// The packed layers.
+    pub words: &'a [i32],
+    /// Zero point of the projected tensor.
+    pub zero_point: i32,
+}
+
+/// Requantization of a product of two activations: one `HighMul` multiplier and the output zero point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProductRequant {
+    /// `HighMul` multiplier of `s_a·s_b / s_out`.
+    pub mul: i32,
+    /// Output zero point.
+    pub zero_point: i32,
+}
+
+/// The integer parameters of one block (see the module docs).
+#[derive(Clone, Copy, Debug)]
+pub struct MhsaI8<'a> {
+    /// Sizes and layouts.
+    pub shape: MhsaShape,
+    /// Zero point of `x`.
+    pub x_zero_point: i32,
+    /// Query projections (`qk_dim` per head).
+    pub q: HeadProjection<'a>,
+    /// Key projections, or `None` when the keys are `x`.
+    pub k: Option<HeadProjection<'a>>,
+    /// Value projections, or `None` when the values are `x`.
+    pub v: Option<HeadProjection<'a>>,
+    /// `Q·Kᵀ` requantization.
+    pub scores: ProductRequant,
+    /// Softmax over each score row.
+    pub softmax: SoftmaxI8Params<'a>,
+    /// Optional mask of the score rows (e.g. causal).
+    pub mask: Option<RowMask<'a>>,
+    /// `P·V` requantization.
+    pub av: ProductRequant,
+    /// Output projection `[out_dim, heads·v_dim]`.
+    pub out: PackedLinear<'a>,
+    /// Output zero point.
+    pub out_zero_point: i32,
+}
+
+/// Input and output of a call: separate, or one buffer whose input rows the output overwrites.
+enum Io<'x> {
+    Split(&'x [i8], &'x mut [i8]),
+    Shared(&'x mut [i8]),
+}
+
+impl Io<'_> {
+    fn x(&self) -> &[i8] {
+        match self {
+            Io::Split(x, _) => x,
+            Io::Shared(io) => io,
+        }
+    }
+
+    fn out(&mut self) -> &mut [i8] {
+        match self {
+            Io::Split(_, out) => out,
+            Io::Shared(io) => io,
+        }
+    }
+}
+
+/// The block `x [seq, embed] -> out [seq, out_dim]` in `schedule`'s order.
+///
+/// `words` and `bytes` hold at least [`MhsaShape::scratch`]. Errors, before anything is written: a schedule that
+/// does not apply, lengths that disagree with the shape, softmax parameters or mask that [`softmax_i8`] refuses.
+///
+/// [`softmax_i8`]: crate::softmax::softmax_i8
+pub fn mhsa_i8(
+    p: &MhsaI8<'_>,
+    schedule: MhsaSchedule,
+    x: &[i8],
+    out: &mut [i8],
+    words: &mut [i32],
+    bytes: &mut [i8],
+) -> Result<(), KernelError> {
+    run(p, schedule, Io::Split(x, out), words, bytes)
+}
+
+/// [`mhsa_i8`] with the output written over the input in `io` (token overwriting; needs `out_dim == embed`).
+pub fn mhsa_i8_in_place(
+    p: &MhsaI8<'_>,
+    schedule: MhsaSchedule,
+    io: &mut [i8],
+    words: &mut [i32],
+    bytes: &mut [i8],
+) -> Result<(), KernelError> {
+    if p.shape.out_dim != p.shape.embed {
+        return Err(KernelError::ShapeMismatch);
+    }
+    run(p, schedule, Io::Shared(io), words, bytes)
+}
+
+/// Checks every argument of [`mhsa_i8`] against the shape.
+fn check(p: &MhsaI8<'_>, schedule: MhsaSchedule, io: &Io<'_>, words: &[i32], bytes: &[i8]) -> Result<(), KernelError> {
+    let s = &p.shape;
+    let need = s.scratch(schedule).ok_or(KernelError::InvalidParam)?;
+    let proj_ok = |proj: Option<&HeadProjection<'_>>, dim: usize, projected: bool| match proj {
+        Some(h) => projected && Some(h.words.len()) == s.heads.checked_mul(s.proj_layout.words(dim, s.embed)),
+        None => !projected,
+    };
+    let (x_len, out_len) = match io {
+        Io::Split(x, out) => (x.len(), out.len()),
+        Io::Shared(io) => (io.len(), io.len()),
+    };
+    let ok = proj_ok(Some(&p.q), s.qk_dim, true)
+        && proj_ok(p.k.as_ref(), s.qk_dim, s.project_k)
+        && proj_ok(p.v.as_ref(), s.v_dim, s.project_v)
+        && p.out.n() == s.out_dim
+        && p.out.k() == s.concat_dim()
+        && Some(x_len) == s.seq.checked_mul(s.embed)
+        && Some(out_len) == s.seq.checked_mul(s.out_dim)
+        && words.len() >= need.words
+        && bytes.len() >= need.bytes;
+    if !ok {
+        return Err(KernelError::ShapeMismatch);
+    }
+    check_softmax_i8(s.seq, p.mask, &p.softmax)
+}
+
+/// The packed layer of head `h` of `proj` (`dim` outputs).
+fn head<'a>(s: &MhsaShape, proj: &HeadProjection<'a>, dim: usize, h: usize) -> Result<PackedLinear<'a>, KernelError> {
+    let w = s.proj_layout.words(dim, s.embed);
+    let words = proj.words.get(h * w..(h + 1) * w).ok_or(KernelError::ShapeMismatch)?;
+    PackedLinear::new(s.proj_layout, dim, s.embed, words)
+}
+
+/// One packed product (not inlined: one copy of the dispatch serves every product of the block).
+#[inline(never)]
+fn product(
+    x: &[i8],
+    w: &PackedLinear<'_>,
+    m: usize,
+    zero_point: i32,
+    panel: &mut [i32],
+    out: &mut [i8],
+) -> Result<(), KernelError> {
+    linear_packed(x, w, m, zero_point, panel, out)
+}
+
+/// Packs keys `[seq, dim]` (zero point `zk`) as the Dsp16 weights of the score product of queries with zero point
+/// `zq`: weight `(j, c) = key[j, c] - zk`, bias `-zq·Σ_c weight(j, c)`.
+fn pack_keys(keys: &[i8], seq: usize, dim: usize, zk: i32, zq: i32, rq: ProductRequant, out: &mut [i32]) {
+    let weight = |j: usize, c: usize| -> i32 {
+        if j < seq && c < dim {
+            keys.get(j * dim + c).map_or(0, |&v| i32::from(v) - zk)
+        } else {
+            0
+        }
+    };
+    let bias = |j: usize| (0..dim).fold(0i32, |a, c| a.wrapping_add(weight(j, c))).wrapping_mul(zq.wrapping_neg());
+    pack_dsp16(dim, weight, bias, |j| if j < seq { rq.mul } else { 0 }, out);
+}
+
+/// Packs values `[seq, dim]` (zero point `zv`) as the Dsp16 weights `[dim, seq]` of the product with
+/// probabilities of zero point `zp`.
+fn pack_values(values: &[i8], seq: usize, dim: usize, zv: i32, zp: i32, rq: ProductRequant, out: &mut [i32]) {
+    let weight = |j: usize, c: usize| -> i32 {
+        if j < dim && c < seq {
+            values.get(c * dim + j).map_or(0, |&v| i32::from(v) - zv)
+        } else {
+            0
+        }
+    };
+    let bias = |j: usize| (0..seq).fold(0i32, |a, c| a.wrapping_add(weight(j, c))).wrapping_mul(zp.wrapping_neg());
+    pack_dsp16(seq, weight, bias, |j| if j < dim { rq.mul } else { 0 }, out);
+}
+
+/// Splits off the first `n` elements of `buf`.
+fn take<'b, T>(buf: &mut &'b mut [T], n: usize) -> Result<&'b mut [T], KernelError> {
+    let (head, rest) = core::mem::take(buf).split_at_mut_checked(n).ok_or(KernelError::ShapeMismatch)?;
+    *buf = rest;
+    Ok(head)
+}
+
+/// Row-block buffers shared by both schedules.
+struct Block<'b> {
+    q: &'b mut [i8],
+    scores: &'b mut [i8],
+    o: &'b mut [i8],
+}
+
+/// Rows `r0..r0+rows` of head `h`: queries from `x_rows`, scores against `keys`, softmax, values; writes the
+/// head's outputs into columns `h·v_dim..` of `concat` (rows `c0..c0+rows`).
+#[allow(clippy::too_many_arguments)]
+fn head_rows(
+    p: &MhsaI8<'_>,
+    x_rows: &[i8],
+    (r0, rows, h): (usize, usize, usize),
+    keys: &PackedLinear<'_>,
+    values: &PackedLinear<'_>,
+    blk: &mut Block<'_>,
+    panel: &mut [i32],
+    (concat, c0): (&mut [i8], usize),
+) -> Result<(), KernelError> {
+    let s = &p.shape;
+    let (pq, pv, cd) = (s.qk_dim, s.v_dim, s.concat_dim());
+    let q = blk.q.get_mut(..rows * pq).ok_or(KernelError::ShapeMismatch)?;
+    product(x_rows, &head(s, &p.q, pq, h)?, rows, p.q.zero_point, panel, q)?;
+    let scores = blk.scores.get_mut(..rows * s.seq).ok_or(KernelError::ShapeMismatch)?;
+    product(q, keys, rows, p.scores.zero_point, panel, scores)?;
+    softmax_i8_rows(scores, s.seq, p.mask, r0, &p.softmax);
+    let o = blk.o.get_mut(..rows * pv).ok_or(KernelError::ShapeMismatch)?;
+    product(scores, values, rows, p.av.zero_point, panel, o)?;
+    for (r, src) in o.chunks_exact(pv).enumerate() {
+        let at = (c0 + r) * cd + h * pv;
+        concat.get_mut(at..at + pv).ok_or(KernelError::ShapeMismatch)?.copy_from_slice(src);
+    }
+    Ok(())
+}
+
+fn run(
+    p: &MhsaI8<'_>,
+    schedule: MhsaSchedule,
+    mut io: Io<'_>,
+    words: &mut [i32],
+    bytes: &mut [i8],
+) -> Result<(), KernelError> {
+    check(p, schedule, &io, words, bytes)?;
+    let s = p.shape;
+    let b = schedule.block_rows().min(s.seq);
+    let (seq, e, pq, pv, cd) = (s.seq, s.embed, s.qk_dim, s.v_dim, s.concat_dim());
+    let mut words = words;
+    let key_words = take(&mut words, s.key_words())?;
+    let value_words = take(&mut words, s.value_words())?;
+    let panel = take(&mut words, s.panel_words())?;
+    let mut bytes = bytes;
+    let head_major = matches!(schedule, MhsaSchedule::HeadMajor { .. });
+    let projected = if head_major {
+        let k = if s.project_k { pq } else { 0 };
+        let v = if s.project_v { pv } else { 0 };
+        take(&mut bytes, seq * k.max(v))?
+    } else {
+        take(&mut bytes, 0)?
+    };
+    let x_rows = take(&mut bytes, if head_major { 0 } else { b * e })?;
+    let mut blk =
+        Block { q: take(&mut bytes, b * pq)?, scores: take(&mut bytes, b * seq)?, o: take(&mut bytes, b * pv)? };
+    let concat = take(&mut bytes, if head_major { seq * cd } else { b * cd })?;
+    let zp_prob = p.softmax.out_zero_point;
+
+    // Keys and values that are x itself: packed once for every head.
+    if !s.project_k {
+        pack_keys(io.x(), seq, e, p.x_zero_point, p.q.zero_point, p.scores, key_words);
+    }
+    if !s.project_v {
+        pack_values(io.x(), seq, e, p.x_zero_point, zp_prob, p.av, value_words);
+    }
+    if head_major {
+        for h in 0..s.heads {
+            if let Some(k) = &p.k {
+                let keys = projected.get_mut(..seq * pq).ok_or(KernelError::ShapeMismatch)?;
+                product(io.x(), &head(&s, k, pq, h)?, seq, k.zero_point, panel, keys)?;
+                pack_keys(keys, seq, pq, k.zero_point, p.q.zero_point, p.scores, key_words);
+            }
+            if let Some(v) = &p.v {
+                let values = projected.get_mut(..seq * pv).ok_or(KernelError::ShapeMismatch)?;
+                product(io.x(), &head(&s, v, pv, h)?, seq, v.zero_point, panel, values)?;
+                pack_values(values, seq, pv, v.zero_point, zp_prob, p.av, value_words);
+            }
+            let keys = PackedLinear::new(PackedLayout::Dsp16, seq, pq, key_words)?;
+            let values = PackedLinear::new(PackedLayout::Dsp16, pv, seq, value_words)?;
+            for r0 in (0..seq).step_by(b) {
+                let rows = b.min(seq - r0);
+                let x = io.x().get(r0 * e..(r0 + rows) * e).ok_or(KernelError::ShapeMismatch)?;
+                head_rows(p, x, (r0, rows, h), &keys, &values, &mut blk, panel, (concat, r0))?;
+            }
+        }
+        return product(concat, &p.out, seq, p.out_zero_point, panel, io.out());
+    }
+    let keys = PackedLinear::new(PackedLayout::Dsp16, seq, pq, key_words)?;
+    let values = PackedLinear::new(PackedLayout::Dsp16, pv, seq, value_words)?;
+    let od = s.out_dim;
+    for r0 in (0..seq).step_by(b) {
+        let rows = b.min(seq - r0);
+        let x = x_rows.get_mut(..rows * e).ok_or(KernelError::ShapeMismatch)?;
+        x.copy_from_slice(io.x().get(r0 * e..(r0 + rows) * e).ok_or(KernelError::ShapeMismatch)?);
+        for h in 0..s.heads {
+            head_rows(p, x, (r0, rows, h), &keys, &values, &mut blk, panel, (concat, 0))?;
+        }
+        let o = io.out().get_mut(r0 * od..(r0 + rows) * od).ok_or(KernelError::ShapeMismatch)?;
+        let c = concat.get(..rows * cd).ok_or(KernelError::ShapeMismatch)?;
+        product(c, &p.out, rows, p.out_zero_point, panel, o)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::float_arithmetic)]
+mod tests {
+    use super::*;
+    use crate::matmul::{av_requant, linear_requant, BatchedMatmul, MatDims};
+    use crate::packed::{pack_linear, LinearWeights};
+    use crate::requant::{HighMulRequant, Requant};
+    use crate::softmax::softmax_i8;
+    use crate::testutil::Lcg;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// A float-free linear layer of the test: weights `[n, k]`, bias, per-channel multipliers, output zero point.
+    struct Layer {
+        w: Vec<i8>,
+        bias: Vec<i32>,
+        mul: Vec<i32>,
+        zp: i32,
+        n: usize,
+        k: usize,
+    }
+
+    impl Layer {
+        fn random(r: &mut Lcg, n: usize, k: usize) -> Layer {
+            Layer {
+                w: r.vec_i8(n * k),
+                bias: r.vec_i32(n, -5000, 5000),
+                mul: r.vec_i32(n, 1 << 22, 1 << 25),
+                zp: r.i32_in(-20, 20),
+                n,
+                k,
+            }
+        }
+
+        /// The plain reference: `linear_requant` with a `HighMul` requantization.
+        fn apply(&self, x: &[i8], zx: i32) -> Vec<i8> {
+            let m = x.len() / self.k;
+            let rq = Requant::HighMul(HighMulRequant::new(&self.mul, self.zp, -128, 127).unwrap());
+            let mut out = vec![0i8; m * self.n];
+            let d = MatDims { m, k: self.k, n: self.n };
+            linear_requant(x, &self.w, Some(&self.bias), d, -zx, &rq, &mut out).unwrap();
+            out
+        }
+
+        /// Packs rows `h·dim..(h+1)·dim` for every head, one after the other.
+        fn pack_heads(&self, layout: PackedLayout, heads: usize, dim: usize, zx: i32) -> Vec<i32> {
+            let w = layout.words(dim, self.k);
+            let mut out = vec![0i32; heads * w];
+            for h in 0..heads {
+                let rows = h * dim..(h + 1) * dim;
+                let src = LinearWeights {
+                    w: &self.w[rows.start * self.k..rows.end * self.k],
+                    bias: Some(&self.bias[rows.clone()]),
+                    input_offset: -zx,
+                    mul: &self.mul[rows],
+                    n: dim,
+                    k: self.k,
+                };
+                pack_linear(layout, &src, &mut out[h * w..(h + 1) * w]).unwrap();
+            }
+            out
+        }
+    }
+
+    /// `a [m,k] · b [k,n]` (zero points za, zb) requantized by `rq`, with `av_requant`.
+    fn product(a: &[i8], za: i32, b: &[i8], zb: i32, (m, k, n): (usize, usize, usize), rq: ProductRequant) -> Vec<i8> {
+        let p = BatchedMatmul { a_offset: -za, b_offset: -zb, ..BatchedMatmul::packed_nn(1, m, k, n) };
+        let mul = [rq.mul];
+        let r = Requant::HighMul(HighMulRequant::new(&mul, rq.zero_point, -128, 127).unwrap());
+        let mut out = vec![0i8; m * n];
+        av_requant(&p, a, b, &r, &mut out).unwrap();
+        out
+    }
+
+    /// Columns `h·dim..(h+1)·dim` of `t [rows, heads·dim]`.
+    fn head_cols(t: &[i8], heads: usize, dim: usize, h: usize) -> Vec<i8> {
+        t.chunks_exact(heads * dim).flat_map(|r| r[h * dim..(h + 1) * dim].to_vec()).collect()
+    }
+
+    fn transpose(t: &[i8], rows: usize, cols: usize) -> Vec<i8> {
+        (0..cols * rows).map(|i| t[(i % rows) * cols + i / rows]).collect()
+    }
+
+    /// A random block: its layers, requantizations and softmax table.
+    struct Case {
+        shape: MhsaShape,
+        zx: i32,
+        q: Layer,
+        k: Option<Layer>,
+        v: Option<Layer>,
+        scores: ProductRequant,
+        exp: [u16; 256],
+        prob_zp: i32,
+        mask: Option<Vec<bool>>,
+        av: ProductRequant,
+        out: Layer,
+    }
+
+    impl Case {
+        fn random(seed: u64, shape: MhsaShape, causal: bool) -> Case {
+            let mut r = Lcg(seed);
+            let (s, e, h) = (shape.seq, shape.embed, shape.heads);
+            let project = |r: &mut Lcg, yes: bool, dim: usize| yes.then(|| Layer::random(r, h * dim, e));
+            let q = Layer::random(&mut r, h * shape.qk_dim, e);
+            let k = project(&mut r, shape.project_k, shape.qk_dim);
+            let v = project(&mut r, shape.project_v, shape.v_dim);
+            let scale = 0.02 + f64::from(r.i32_in(0, 100)) / 1000.0;
+            Case {
+                shape,
+                zx: r.i32_in(-10, 10),
+                q,
+                k,
+                v,
+                scores: ProductRequant { mul: r.i32_in(1 << 20, 1 << 23), zero_point: r.i32_in(-5, 5) },
+                exp: core::array::from_fn(|d| ((-scale * d as f64).exp() * 32768.0).round() as u16),
+                prob_zp: -128,
+                mask: causal.then(|| (0..s * s).map(|i| i % s <= i / s).collect()),
+                av: ProductRequant { mul: r.i32_in(1 << 20, 1 << 22), zero_point: r.i32_in(-5, 5) },
+                out: Layer::random(&mut r, shape.out_dim, h * shape.v_dim),
+            }
+        }
+
+        fn softmax(&self) -> SoftmaxI8Params<'_> {
+            SoftmaxI8Params { exp: &self.exp, out_recip: 256 << 16, out_zero_point: self.prob_zp }
+        }
+
+        /// The layer-by-layer reference: projections, then per head scores, softmax and values, concatenation
+        /// and the output projection, each with the plain kernels.
+        fn reference(&self, x: &[i8]) -> Vec<i8> {
+            let sh = &self.shape;
+            let (s, hs, pq, pv) = (sh.seq, sh.heads, sh.qk_dim, sh.v_dim);
+            let q = self.q.apply(x, self.zx);
+            let (k, zk) = self.k.as_ref().map_or((x.to_vec(), self.zx), |l| (l.apply(x, self.zx), l.zp));
+            let (v, zv) = self.v.as_ref().map_or((x.to_vec(), self.zx), |l| (l.apply(x, self.zx), l.zp));
+            let (kh, vh) = (if self.k.is_some() { hs } else { 1 }, if self.v.is_some() { hs } else { 1 });
+            let mut concat = vec![0i8; s * hs * pv];
+            for h in 0..hs {
+                let qh = head_cols(&q, hs, pq, h);
+                let kt = transpose(&head_cols(&k, kh, pq, h % kh), s, pq);
+                let sc = product(&qh, self.q.zp, &kt, zk, (s, pq, s), self.scores);
+                let mut pr = vec![0i8; s * s];
+                let mask = self.mask.as_deref().map(|m| RowMask { allowed: m, rows: s });
+                softmax_i8(&sc, s, mask, &self.softmax(), &mut pr).unwrap();
+                let o = product(&pr, self.prob_zp, &head_cols(&v, vh, pv, h % vh), zv, (s, s, pv), self.av);
+                for (r, row) in o.chunks_exact(pv).enumerate() {
+                    concat[r * hs * pv + h * pv..][..pv].copy_from_slice(row);
+                }
+            }
+            self.out.apply(&concat, 0)
+        }
+
+        /// The fused kernel in `schedule`, in place or not.
+        fn fused(&self, x: &[i8], schedule: MhsaSchedule, in_place: bool) -> Result<Vec<i8>, KernelError> {
+            let sh = self.shape;
+            let (hs, pq, pv) = (sh.heads, sh.qk_dim, sh.v_dim);
+            let q = self.q.pack_heads(sh.proj_layout, hs, pq, self.zx);
+            let k = self.k.as_ref().map(|l| l.pack_heads(sh.proj_layout, hs, pq, self.zx));
+            let v = self.v.as_ref().map(|l| l.pack_heads(sh.proj_layout, hs, pv, self.zx));
+            let out_words = self.out.pack_heads(sh.out_layout, 1, sh.out_dim, 0);
+            let mask = self.mask.as_deref().map(|m| RowMask { allowed: m, rows: sh.seq });
+            let p = MhsaI8 {
+                shape: sh,
+                x_zero_point: self.zx,
+                q: HeadProjection { words: &q, zero_point: self.q.zp },
+                k: k.as_deref().map(|w| HeadProjection { words: w, zero_point: self.k.as_ref().unwrap().zp }),
+                v: v.as_deref().map(|w| HeadProjection { words: w, zero_point: self.v.as_ref().unwrap().zp }),
+                scores: self.scores,
+                softmax: self.softmax(),
+                mask,
+                av: self.av,
+                out: PackedLinear::new(sh.out_layout, sh.out_dim, hs * pv, &out_words).unwrap(),
+                out_zero_point: self.out.zp,
+            };
+            let need = sh.scratch(schedule).ok_or(KernelError::InvalidParam)?;
+            let (mut words, mut bytes) = (vec![0i32; need.words], vec![0i8; need.bytes]);
+            if in_place {
+                let mut io = x.to_vec();
+                mhsa_i8_in_place(&p, schedule, &mut io, &mut words, &mut bytes)?;
+                Ok(io)
+            } else {
+                let mut out = vec![0i8; sh.seq * sh.out_dim];
+                mhsa_i8(&p, schedule, x, &mut out, &mut words, &mut bytes)?;
+                Ok(out)
+            }
+        }
+    }
+
+    fn shape(seq: usize, embed: usize, heads: usize, qk: usize, v: usize, projected: bool) -> MhsaShape {
+        MhsaShape {
+            seq,
+            embed,
+            heads,
+            qk_dim: qk,
+            v_dim: v,
+            out_dim: embed,
+            project_k: projected,
+            project_v: projected,
+            proj_layout: PackedLayout::Dsp16,
+            out_layout: PackedLayout::Dsp16,
+        }
+    }
+
+    /// Every schedule, block size, layout, mask and in-place choice gives the layer-by-layer integers.
+    #[test]
+    fn fused_equals_layer_by_layer() {
+        let cases = [
+            (shape(7, 6, 2, 4, 3, true), false),
+            (shape(9, 8, 3, 5, 2, true), true),
+            (shape(7, 6, 2, 6, 6, false), false),
+            (shape(11, 8, 4, 8, 8, false), true),
+        ];
+        let mut checked = 0;
+        for (seed, (base, causal)) in cases.into_iter().enumerate() {
+            for layout in [PackedLayout::Dsp16, PackedLayout::Mve8, PackedLayout::Rv32] {
+                let sh = MhsaShape { proj_layout: layout, out_layout: layout, ..base };
+                let case = Case::random(seed as u64 + 1, sh, causal);
+                let x = Lcg(seed as u64 + 100).vec_i8(sh.seq * sh.embed);
+                let want = case.reference(&x);
+                // Outputs are not all saturated: the comparison sees real values.
+                assert!(want.iter().filter(|&&v| v != 127 && v != -128).count() > want.len() / 2, "{sh:?}");
+                for b in [1, 2, 3, sh.seq] {
+                    let mut schedules = vec![MhsaSchedule::HeadMajor { block_rows: b }];
+                    if !sh.project_k {
+                        schedules.push(MhsaSchedule::RowMajor { block_rows: b });
+                    }
+                    for sched in schedules {
+                        for in_place in [false, true] {
+                            let got = case.fused(&x, sched, in_place).unwrap();
+                            assert_eq!(got, want, "{sh:?} {sched:?} in place {in_place}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 2 * 3 * 4 * 2 + 2 * 3 * 4 * 2 * 2);
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_before_writing() {
+        let sh = shape(5, 4, 2, 4, 4, false);
+        let case = Case::random(7, sh, false);
+        let x = Lcg(3).vec_i8(20);
+        // Row-major needs keys and values that are x.
+        let proj = Case::random(7, shape(5, 4, 2, 4, 4, true), false);
+        assert_eq!(proj.fused(&x, MhsaSchedule::RowMajor { block_rows: 2 }, false), Err(KernelError::InvalidParam));
+        assert_eq!(case.fused(&x, MhsaSchedule::HeadMajor { block_rows: 0 }, false), Err(KernelError::InvalidParam));
+        assert_eq!(
+            case.fused(&x[..19], MhsaSchedule::HeadMajor { block_rows: 2 }, false),
+            Err(KernelError::ShapeMismatch)
+        );
+        // Shared keys need qk_dim == embed.
+        assert_eq!(shape(5, 4, 2, 3, 4, false).scratch(MhsaSchedule::HeadMajor { block_rows: 1 }), None);
+        // The row-major scratch holds one block of rows, the head-major one every row's head outputs.
+        let rm = sh.scratch(MhsaSchedule::RowMajor { block_rows: 2 }).unwrap();
+        let hm = sh.scratch(MhsaSchedule::HeadMajor { block_rows: 2 }).unwrap();
+        assert_eq!(rm.bytes, 2 * 4 + 2 * (4 + 5 + 4) + 2 * 8);
+        assert_eq!(hm.bytes, 2 * (4 + 5 + 4) + 5 * 8);
+        assert_eq!(rm.words, hm.words);
+    }
+}
