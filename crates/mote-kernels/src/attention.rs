@@ -11,8 +11,8 @@
 //! `x` itself (Fused-Weight Self-Attention: `Q_h·K_hᵀ = (x·W_QK,h + u_h)·xᵀ`, and `W_V,h·W_O,h` fused likewise)
 //! they are packed once for all heads.
 //!
-//! Scratch: `i32` words for the packed keys, values and the activation panel, and bytes for the row blocks; see
-//! [`MhsaShape::scratch`]. Alignment: the `i32` scratch is word-aligned by its type; byte slices need none.
+//! Scratch: one `i32` slice, [`MhsaScratch::total_words`] long: words for the packed keys, values and the
+//! activation panel, then bytes for the row blocks (see [`MhsaShape::scratch`]). Alignment: word-aligned by its type.
 //!
 //! [`softmax_i8`]: crate::softmax::softmax_i8
 
@@ -71,7 +71,7 @@ impl MhsaSchedule {
     }
 }
 
-/// Scratch of one call: `words` `i32` and `bytes` `i8`.
+/// Scratch of one call: `words` `i32`, then `bytes` `i8`, in one `i32` slice of [`MhsaScratch::total_words`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MhsaScratch {
     /// `i32` words: packed keys, packed values, activation panel.
@@ -79,6 +79,13 @@ pub struct MhsaScratch {
     /// Bytes: projected keys/values of one head (head-major), the row block's queries, scores, head outputs and
     /// concatenation.
     pub bytes: usize,
+}
+
+impl MhsaScratch {
+    /// Length of the `i32` scratch slice.
+    pub fn total_words(&self) -> usize {
+        self.words + self.bytes.div_ceil(4)
+    }
 }
 
 impl MhsaShape {
@@ -201,8 +208,9 @@ impl Io<'_> {
 
 /// The block `x [seq, embed] -> out [seq, out_dim]` in `schedule`'s order.
 ///
-/// `words` and `bytes` hold at least [`MhsaShape::scratch`]. Errors, before anything is written: a schedule that
-/// does not apply, lengths that disagree with the shape, softmax parameters or mask that [`softmax_i8`] refuses.
+/// `scratch` holds at least [`MhsaScratch::total_words`] of [`MhsaShape::scratch`]. Errors, before anything is
+/// written: a schedule that does not apply, lengths that disagree with the shape, softmax parameters or mask that
+/// [`softmax_i8`] refuses.
 ///
 /// [`softmax_i8`]: crate::softmax::softmax_i8
 pub fn mhsa_i8(
@@ -210,10 +218,9 @@ pub fn mhsa_i8(
     schedule: MhsaSchedule,
     x: &[i8],
     out: &mut [i8],
-    words: &mut [i32],
-    bytes: &mut [i8],
+    scratch: &mut [i32],
 ) -> Result<(), KernelError> {
-    run(p, schedule, Io::Split(x, out), words, bytes)
+    run(p, schedule, Io::Split(x, out), scratch)
 }
 
 /// [`mhsa_i8`] with the output written over the input in `io` (token overwriting; needs `out_dim == embed`).
@@ -221,17 +228,16 @@ pub fn mhsa_i8_in_place(
     p: &MhsaI8<'_>,
     schedule: MhsaSchedule,
     io: &mut [i8],
-    words: &mut [i32],
-    bytes: &mut [i8],
+    scratch: &mut [i32],
 ) -> Result<(), KernelError> {
     if p.shape.out_dim != p.shape.embed {
         return Err(KernelError::ShapeMismatch);
     }
-    run(p, schedule, Io::Shared(io), words, bytes)
+    run(p, schedule, Io::Shared(io), scratch)
 }
 
 /// Checks every argument of [`mhsa_i8`] against the shape.
-fn check(p: &MhsaI8<'_>, schedule: MhsaSchedule, io: &Io<'_>, words: &[i32], bytes: &[i8]) -> Result<(), KernelError> {
+fn check(p: &MhsaI8<'_>, schedule: MhsaSchedule, io: &Io<'_>, scratch: &[i32]) -> Result<MhsaScratch, KernelError> {
     let s = &p.shape;
     let need = s.scratch(schedule).ok_or(KernelError::InvalidParam)?;
     let proj_ok = |proj: Option<&HeadProjection<'_>>, dim: usize, projected: bool| match proj {
@@ -249,12 +255,12 @@ fn check(p: &MhsaI8<'_>, schedule: MhsaSchedule, io: &Io<'_>, words: &[i32], byt
         && p.out.k() == s.concat_dim()
         && Some(x_len) == s.seq.checked_mul(s.embed)
         && Some(out_len) == s.seq.checked_mul(s.out_dim)
-        && words.len() >= need.words
-        && bytes.len() >= need.bytes;
+        && scratch.len() >= need.total_words();
     if !ok {
         return Err(KernelError::ShapeMismatch);
     }
-    check_softmax_i8(s.seq, p.mask, &p.softmax)
+    check_softmax_i8(s.seq, p.mask, &p.softmax)?;
+    Ok(need)
 }
 
 /// The packed layer of head `h` of `proj` (`dim` outputs).
@@ -348,14 +354,10 @@ fn head_rows(
     Ok(())
 }
 
-fn run(
-    p: &MhsaI8<'_>,
-    schedule: MhsaSchedule,
-    mut io: Io<'_>,
-    words: &mut [i32],
-    bytes: &mut [i8],
-) -> Result<(), KernelError> {
-    check(p, schedule, &io, words, bytes)?;
+fn run(p: &MhsaI8<'_>, schedule: MhsaSchedule, mut io: Io<'_>, scratch: &mut [i32]) -> Result<(), KernelError> {
+    let need = check(p, schedule, &io, scratch)?;
+    let (words, bytes) = scratch.split_at_mut_checked(need.words).ok_or(KernelError::ShapeMismatch)?;
+    let bytes: &mut [i8] = bytemuck::cast_slice_mut(bytes);
     let s = p.shape;
     let b = schedule.block_rows().min(s.seq);
     let (seq, e, pq, pv, cd) = (s.seq, s.embed, s.qk_dim, s.v_dim, s.concat_dim());
@@ -598,14 +600,14 @@ mod tests {
                 out_zero_point: self.out.zp,
             };
             let need = sh.scratch(schedule).ok_or(KernelError::InvalidParam)?;
-            let (mut words, mut bytes) = (vec![0i32; need.words], vec![0i8; need.bytes]);
+            let mut scratch = vec![0i32; need.total_words()];
             if in_place {
                 let mut io = x.to_vec();
-                mhsa_i8_in_place(&p, schedule, &mut io, &mut words, &mut bytes)?;
+                mhsa_i8_in_place(&p, schedule, &mut io, &mut scratch)?;
                 Ok(io)
             } else {
                 let mut out = vec![0i8; sh.seq * sh.out_dim];
-                mhsa_i8(&p, schedule, x, &mut out, &mut words, &mut bytes)?;
+                mhsa_i8(&p, schedule, x, &mut out, &mut scratch)?;
                 Ok(out)
             }
         }
