@@ -1,5 +1,6 @@
 //! Graph passes: dead-code removal and pattern fusion, and the storage-type analysis of
 //! exact-integer graphs ([`narrow`]).
+pub mod attention;
 pub mod narrow;
 
 use crate::ops::elementwise::{Binary, BinaryKind, Unary, UnaryKind};

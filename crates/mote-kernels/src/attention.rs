@@ -16,7 +16,7 @@
 //!
 //! [`softmax_i8`]: crate::softmax::softmax_i8
 
-use crate::packed::{linear_packed, pack_dsp16, PackedLayout, PackedLinear};
+use crate::packed::{linear_packed, pack_dsp16, pack_linear, LinearWeights, PackedLayout, PackedLinear};
 use crate::softmax::{check_softmax_i8, softmax_i8_rows, RowMask, SoftmaxI8Params};
 use crate::KernelError;
 
@@ -146,6 +146,35 @@ pub struct HeadProjection<'a> {
     pub words: &'a [i32],
     /// Zero point of the projected tensor.
     pub zero_point: i32,
+}
+
+/// Packs a projection `src` (`[heads·dim, k]`, multipliers per tensor or per channel) as `heads` packed `[dim, k]`
+/// layers one after the other, the form [`HeadProjection`] reads (`heads · layout.words(dim, k)` words).
+///
+/// Errors: `heads` zero or not dividing `src.n`, lengths that disagree with the sizes.
+pub fn pack_heads(
+    layout: PackedLayout,
+    src: &LinearWeights<'_>,
+    heads: usize,
+    out: &mut [i32],
+) -> Result<(), KernelError> {
+    let dim = src.n.checked_div(heads).filter(|&d| d * heads == src.n && d > 0).ok_or(KernelError::ShapeMismatch)?;
+    let per_head = layout.words(dim, src.k);
+    if Some(out.len()) != heads.checked_mul(per_head) || src.w.len() != src.n * src.k {
+        return Err(KernelError::ShapeMismatch);
+    }
+    for (h, words) in out.chunks_exact_mut(per_head).enumerate() {
+        let rows = h * dim..(h + 1) * dim;
+        let mul =
+            if src.mul.len() == 1 { src.mul } else { src.mul.get(rows.clone()).ok_or(KernelError::ShapeMismatch)? };
+        let bias = match src.bias {
+            Some(b) => Some(b.get(rows.clone()).ok_or(KernelError::ShapeMismatch)?),
+            None => None,
+        };
+        let w = src.w.get(rows.start * src.k..rows.end * src.k).ok_or(KernelError::ShapeMismatch)?;
+        pack_linear(layout, &LinearWeights { w, bias, mul, n: dim, ..*src }, words)?;
+    }
+    Ok(())
 }
 
 /// Requantization of a product of two activations: one `HighMul` multiplier and the output zero point.
@@ -431,7 +460,6 @@ fn run(p: &MhsaI8<'_>, schedule: MhsaSchedule, mut io: Io<'_>, scratch: &mut [i3
 mod tests {
     use super::*;
     use crate::matmul::{av_requant, linear_requant, BatchedMatmul, MatDims};
-    use crate::packed::{pack_linear, LinearWeights};
     use crate::requant::{HighMulRequant, Requant};
     use crate::softmax::softmax_i8;
     use crate::testutil::Lcg;
@@ -472,20 +500,16 @@ mod tests {
 
         /// Packs rows `h·dim..(h+1)·dim` for every head, one after the other.
         fn pack_heads(&self, layout: PackedLayout, heads: usize, dim: usize, zx: i32) -> Vec<i32> {
-            let w = layout.words(dim, self.k);
-            let mut out = vec![0i32; heads * w];
-            for h in 0..heads {
-                let rows = h * dim..(h + 1) * dim;
-                let src = LinearWeights {
-                    w: &self.w[rows.start * self.k..rows.end * self.k],
-                    bias: Some(&self.bias[rows.clone()]),
-                    input_offset: -zx,
-                    mul: &self.mul[rows],
-                    n: dim,
-                    k: self.k,
-                };
-                pack_linear(layout, &src, &mut out[h * w..(h + 1) * w]).unwrap();
-            }
+            let mut out = vec![0i32; heads * layout.words(dim, self.k)];
+            let src = LinearWeights {
+                w: &self.w,
+                bias: Some(&self.bias),
+                input_offset: -zx,
+                mul: &self.mul,
+                n: self.n,
+                k: self.k,
+            };
+            pack_heads(layout, &src, heads, &mut out).unwrap();
             out
         }
     }

@@ -4,6 +4,7 @@
 //! ops evaluate in f32 (the float reference); f16 inputs are computed in f32 and
 //! rounded back.
 
+pub mod attention;
 pub mod conv;
 pub mod deeploy;
 pub mod elementwise;

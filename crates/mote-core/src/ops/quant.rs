@@ -16,19 +16,19 @@ use mote_kernels::softmax::{softmax_i8, RowMask, SoftmaxI8Params};
 use mote_kernels::{activation, conv, pool, KernelError};
 use ndarray::IxDyn;
 
-fn kernel_err(op: &str, e: KernelError) -> Error {
+pub(crate) fn kernel_err(op: &str, e: KernelError) -> Error {
     Error::Invalid(format!("{op} kernel refused its arguments: {e}"))
 }
 
 /// The data of an `I8` tensor in logical (row-major) order.
-fn i8_data(t: &Tensor) -> Result<Vec<i8>> {
+pub(crate) fn i8_data(t: &Tensor) -> Result<Vec<i8>> {
     match t {
         Tensor::I8(a) => Ok(a.iter().copied().collect()),
         other => bail!("expected an int8 tensor, got {}", other.dtype()),
     }
 }
 
-fn i32_data(t: &Tensor) -> Result<Vec<i32>> {
+pub(crate) fn i32_data(t: &Tensor) -> Result<Vec<i32>> {
     match t {
         Tensor::I32(a) => Ok(a.iter().copied().collect()),
         other => bail!("expected an int32 tensor, got {}", other.dtype()),
