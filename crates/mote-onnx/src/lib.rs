@@ -2,6 +2,7 @@
 //! `tools/onnx-proto-gen` and checked in), translates each node into a mote op,
 //! and folds exporter shape arithmetic into constants. Knows nothing of kernels.
 
+pub mod attention;
 mod ctx;
 mod import;
 pub mod proto;
