@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use mote_core::quantize::calib::Method;
 use mote_core::tensor::shape_str;
 use mote_core::{Graph, Tensor};
+use mote_onnx::attention::{AttentionBlock, Fwsa};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +19,17 @@ enum CalibMethod {
     Percentile,
     /// The clipped range with the least squared quantization error.
     Mse,
+}
+
+/// `--fwsa` choices.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum FwsaArg {
+    /// Fuse the attention weights (Fused-Weight Self-Attention).
+    On,
+    /// Keep separate Q/K/V/O weights.
+    Off,
+    /// Fuse a block when that takes fewer MACs.
+    Auto,
 }
 
 /// Arguments of `mote quantize`.
@@ -41,6 +53,10 @@ pub struct Args {
     /// Static shape for a graph input, e.g. `--shape x=1x16x64` (repeatable).
     #[arg(long = "shape", value_parser = parse_shape)]
     shapes: Vec<(String, Vec<usize>)>,
+    /// Fused-Weight Self-Attention for the recognised attention blocks, which are rewritten to
+    /// mote's canonical form before calibration either way.
+    #[arg(long, value_enum, default_value_t = FwsaArg::Auto)]
+    fwsa: FwsaArg,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -118,7 +134,15 @@ pub fn main(a: Args) -> Result<ExitCode> {
         CalibMethod::Mse => Method::Mse,
     };
     let opts = mote_onnx::ImportOptions { shapes: a.shapes.iter().cloned().collect(), ..Default::default() };
-    let q = mote_onnx::qdq::quantize(&bytes, &opts, &samples, method)
+    let fwsa = match a.fwsa {
+        FwsaArg::On => Fwsa::On,
+        FwsaArg::Off => Fwsa::Off,
+        FwsaArg::Auto => Fwsa::Auto,
+    };
+    // Before calibration, so the ranges are those of the graph that is quantized.
+    let attn = mote_onnx::attention::rewrite_attention(&bytes, &opts, fwsa)
+        .with_context(|| format!("rewriting the attention blocks of {}", a.model.display()))?;
+    let q = mote_onnx::qdq::quantize(&attn.model, &opts, &samples, method)
         .with_context(|| format!("quantizing {}", a.model.display()))?;
     let names: Vec<String> = q.plan.activations.iter().map(|x| x.name.clone()).collect();
     let report = mote_core::quantize::layer_sqnr(&q.float, &q.int8, &names, &samples)?;
@@ -133,10 +157,32 @@ pub fn main(a: Args) -> Result<ExitCode> {
             "samples": samples.len(),
             "weights": q.plan.weights.len(),
             "activations": q.plan.activations.len(),
+            "attention": attn.blocks.iter().map(|b| serde_json::json!({
+                "output": b.output,
+                "seq": b.seq,
+                "embed": b.embed,
+                "heads": b.heads,
+                "head_dim": b.head_dim,
+                "masked": b.masked,
+                "fwsa": b.fused,
+                "macs_before": b.macs_before(),
+                "macs_after": b.macs_after(),
+                "macs_fused": b.macs_fused,
+            })).collect::<Vec<_>>(),
+            "attention_unchanged": attn.skipped.iter().map(|s| serde_json::json!({
+                "softmax": s.softmax,
+                "reason": s.reason,
+            })).collect::<Vec<_>>(),
             "layers": layers,
         });
         println!("{out}");
     } else {
+        for b in &attn.blocks {
+            println!("{}", block_line(b));
+        }
+        for s in &attn.skipped {
+            println!("attention at Softmax `{}` left unchanged: {}", s.softmax, s.reason);
+        }
         println!(
             "calibrated on {} sample(s), {:?}: {} weight tensors int8 per channel, {} activations int8",
             samples.len(),
@@ -153,6 +199,22 @@ pub fn main(a: Args) -> Result<ExitCode> {
         println!("wrote {}", a.output.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per rewritten attention block.
+fn block_line(b: &AttentionBlock) -> String {
+    format!(
+        "attention {}: S={} E={} H={} P={}{}, FWSA {}, MACs {} -> {}",
+        b.output,
+        b.seq,
+        b.embed,
+        b.heads,
+        b.head_dim,
+        if b.masked { ", masked" } else { "" },
+        if b.fused { "on" } else { "off" },
+        b.macs_before(),
+        b.macs_after()
+    )
 }
 
 /// JSON has no infinity: an exact match reports `null`.

@@ -15,7 +15,9 @@ fn quantize_and_eval(dir: &std::path::Path, method: &str) -> (u64, u64, u64) {
     let calib = example("digits", "calib.npz");
     let report = json(&mote(&["quantize", &float, "--calib", &calib, "-o", q, "--method", method, "--json"]));
     assert_eq!(report["samples"], 64);
-    assert_eq!(report["weights"], 10, "every Linear/attention weight is int8");
+    // 14: embed, head, 2 x (fc1, fc2) and, per attention block rewritten to the canonical form (FWSA off
+    // under the default `auto`), separate q, k, v and output projections.
+    assert_eq!(report["weights"], 14, "every Linear/attention weight is int8");
     let layers = report["layers"].as_array().unwrap();
     let out = layers.iter().find(|l| l["tensor"] == "output logits").expect("output SQNR");
     assert!(out["sqnr_db"].as_f64().unwrap() > 30.0, "{out}");
@@ -200,7 +202,11 @@ fn causal_attention_mask_stays_inside_the_int8_softmax() {
     let layers = report["layers"].as_array().unwrap();
     let out = layers.iter().find(|l| l["tensor"] == "output y").unwrap()["sqnr_db"].as_f64().unwrap();
     assert!(out > 30.0, "output SQNR {out} dB");
-    assert!(!layers.iter().any(|l| l["tensor"] == "/attn/Add_2_output_0"), "the masked scores are not quantized");
+    // The attention is rewritten to the canonical form first: the masked scores are `<out>/mhsa/scores_masked`.
+    assert_eq!(report["attention"][0]["masked"], true, "{report}");
+    let masked = "/attn/Gemm_output_0/mhsa/scores_masked";
+    assert!(!layers.iter().any(|l| l["tensor"] == masked), "the masked scores are not quantized");
+    assert!(layers.iter().any(|l| l["tensor"] == "/attn/Gemm_output_0/mhsa/scores"), "the scores are");
     let inspect = stdout(&mote(&["inspect", q.to_str().unwrap()]));
     assert!(inspect.contains("QSoftmax"), "{inspect}");
     let io = |f: &str| example("torch-encoder", f);
