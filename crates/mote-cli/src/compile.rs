@@ -2,6 +2,7 @@
 //! header and a `staticlib`), refused before anything is written when it does not fit the board.
 use crate::io::{load_model, parse_shape};
 use anyhow::{bail, Result};
+use mote_core::passes::attention::{fuse_attention, FusedAttention, SchedulePolicy};
 use mote_core::{DType, Graph};
 use mote_deploy::Strategy;
 use mote_deploy::{
@@ -80,6 +81,23 @@ pub struct BuildArgs {
     /// SMLAD/Helium assembly): for comparisons, or to save the packed weights' flash.
     #[arg(long)]
     pub portable_kernels: bool,
+    /// Self-attention blocks: one fused kernel per block, computed in row blocks planned for the board's SRAM
+    /// (`fused`), or layer by layer with the whole attention map (`layers`).
+    #[arg(long, value_enum, default_value_t)]
+    pub attention: AttentionMode,
+    /// Query rows per block of fused attention, instead of the planner's choice.
+    #[arg(long, value_name = "ROWS")]
+    pub attention_rows: Option<usize>,
+}
+
+/// How `--attention` runs self-attention blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttentionMode {
+    /// One fused kernel per block (depth-first: a block of score rows alive at a time).
+    #[default]
+    Fused,
+    /// The layer-by-layer ops, with the whole attention map.
+    Layers,
 }
 
 impl BuildArgs {
@@ -91,6 +109,8 @@ impl BuildArgs {
             shapes: shapes.to_vec(),
             input_types: Vec::new(),
             portable_kernels: false,
+            attention: AttentionMode::default(),
+            attention_rows: None,
         }
     }
 }
@@ -122,9 +142,9 @@ pub struct ForBoard {
     pub opts: CompileOptions,
     /// mote's paths (kernels, runtime, target dir).
     pub paths: Paths,
-    /// What the user should know about how it was compiled (e.g. plain weights instead of packed ones), to print
-    /// once the model is known to fit.
-    pub note: Option<String>,
+    /// What the user should know about how it was compiled (fused attention blocks, plain weights instead of packed
+    /// ones), to print once the model is known to fit.
+    pub notes: Vec<String>,
 }
 
 /// Checks a crate name: what cargo accepts as a package name.
@@ -149,7 +169,14 @@ pub fn compile_for_board(
     let crate_name = name.map_or_else(|| crate_name_for(model), str::to_string);
     check_crate_name(&crate_name)?;
     let paths = Paths::locate()?;
-    let graph = load_model(model, &build.shapes)?;
+    let mut graph = load_model(model, &build.shapes)?;
+    let mut notes = Vec::new();
+    if build.attention == AttentionMode::Fused {
+        let policy = SchedulePolicy { budget_bytes: board.sram_bytes as usize, block_rows: build.attention_rows };
+        let fused = fuse_attention(&mut graph, &policy)
+            .map_err(|e| anyhow::anyhow!("{}: fusing attention: {e}", model.display()))?;
+        notes.extend(fused.iter().map(attention_note));
+    }
     let mut opts = CompileOptions::new(crate_name.clone(), paths.kernels.clone());
     opts.strategy = build.strategy.into();
     opts.c_abi = c_abi;
@@ -160,13 +187,12 @@ pub fn compile_for_board(
             .map_err(|e| anyhow::anyhow!("{}: cannot compile for the MCU: {e}", model.display()))
     };
     let mut compiled = compile(&opts)?;
-    let mut note = None;
     // Packed (16-bit) weights are faster but larger: when they leave less than twice the code estimate of the
     // flash free (the code and its tables are only known after linking), plain weights are used instead.
     let flash_needed = compiled.weight_bytes as u64 + 2 * mote_deploy::CODE_ESTIMATE_BYTES;
     if let Some(layout) = opts.packed_layout.filter(|_| flash_needed > board.flash_bytes) {
         let plain = compile(&CompileOptions { packed_layout: None, ..opts.clone() })?;
-        note = Some(format!(
+        notes.push(format!(
             "note: weights packed for {}'s fast kernels ({layout:?}) take {} B, too much of its {} B of flash; \
              using plain weights ({} B) and the portable kernels",
             board.name,
@@ -177,7 +203,24 @@ pub fn compile_for_board(
         opts.packed_layout = None;
         compiled = plain;
     }
-    Ok(ForBoard { board, graph, compiled, crate_name, opts, paths, note })
+    Ok(ForBoard { board, graph, compiled, crate_name, opts, paths, notes })
+}
+
+/// One line about a fused attention block.
+fn attention_note(f: &FusedAttention) -> String {
+    let s = &f.shape;
+    let kv = if s.project_k || s.project_v { "projected keys/values" } else { "keys/values = x (fused weights)" };
+    format!(
+        "attention `{}`: fused, {} tokens x {}, {} heads ({}/{} wide), {kv}; {:?}, scratch {} B",
+        f.output,
+        s.seq,
+        s.embed,
+        s.heads,
+        s.qk_dim,
+        s.v_dim,
+        f.schedule,
+        group(4 * f.scratch.total_words() as u64)
+    )
 }
 
 /// One line saying how the model fits the board.
@@ -203,7 +246,7 @@ pub fn fit_line(board: &Board, fit: &Fit) -> String {
 pub fn main(a: Args) -> Result<ExitCode> {
     let fb = compile_for_board(&a.model, &a.board, &a.build, a.name.as_deref(), a.c_abi)?;
     let fit = check_fit(&fb.board, &fb.compiled, a.build.stack, 0)?;
-    if let Some(note) = &fb.note {
+    for note in &fb.notes {
         eprintln!("{note}");
     }
     let mut files = fb.compiled.files.clone();

@@ -65,7 +65,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
         })?;
     let input_bytes: u64 = device_inputs.iter().map(|v| v.len() as u64).sum();
     let fit = check_fit(board, &fb.compiled, a.build.stack, input_bytes)?;
-    if let Some(note) = &fb.note {
+    for note in &fb.notes {
         eprintln!("{note}");
     }
     // Progress output, like the spinners: only on a terminal.

@@ -1,6 +1,7 @@
 //! Rust source for each layer (one `mote-kernels` call) and the crate around them.
 use crate::fuse::{Fusion, Layer};
 use crate::{ArenaReport, CompileOptions, IoInfo, LayerInfo, Place, ARENA_TYPES};
+use mote_core::ops::attention::{QAttention, QProjection};
 use mote_core::ops::conv::{Conv, MaxPool};
 use mote_core::ops::deeploy::{
     IGelu, IHardswish, ILayerNorm, IRmsNorm, ISoftmax, IntegerMean, ItaMax, RequantShift, TrueIntegerDiv,
@@ -14,6 +15,7 @@ use mote_core::ops::shape::{Concat, Gather, Slice, Split, Transpose};
 use mote_core::passes::narrow::Narrowing;
 use mote_core::quantize::exact::QLinearThreshold;
 use mote_core::{bail, DType, Graph, Node, Result, TensorId};
+use mote_kernels::attention::pack_heads;
 use mote_kernels::packed::{pack_linear, LinearWeights, PackedLayout, PackedMatmul};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -304,6 +306,11 @@ impl<'a> Emitter<'a> {
         let macs: u64 = layer.nodes.iter().map(|&n| g.node_macs(&g.nodes[n])).sum();
         let _ = writeln!(self.body, "    // layer {id}: {} ({}, {macs} MACs)", names.join(" + "), ops.join("+"));
         let _ = writeln!(self.body, "    mark({id});");
+        if let Some(q) = node.op.as_any().downcast_ref::<QAttention>() {
+            let [out] = outs.as_slice() else { bail!("{} outputs", outs.len()) };
+            let call = self.attention_call(id, node, q, layer.in_place, place, *out)?;
+            return self.block(*out, &call);
+        }
         if layer.in_place {
             let [out] = outs.as_slice() else { bail!("{} outputs", outs.len()) };
             if place(g.nodes[layer.nodes[0]].inputs[0]) != place(node.outputs[0]) {
@@ -876,6 +883,102 @@ impl<'a> Emitter<'a> {
         Ok(format!("{rq}{call}"))
     }
 
+    /// The call of a fused self-attention block (`mote_kernels::attention`): projections packed per head for the
+    /// board's layout, keys and values packed at run time into the planned scratch; in place when planned so.
+    fn attention_call(
+        &mut self,
+        id: u32,
+        node: &Node,
+        q: &QAttention,
+        in_place: bool,
+        place: &dyn Fn(TensorId) -> Place,
+        out: Out,
+    ) -> Result<String> {
+        let g = self.g;
+        let Some(&(at, len)) = self.scratch.get(&id) else { bail!("no scratch planned for attention layer {id}") };
+        let layout = attention_layout(self.packed);
+        let slots = q.input_slots();
+        let data = |t: TensorId| g.values[t].konst.as_ref().map(|c| c.to_i64_vec()).unwrap_or_default();
+        let pack = |e: &mut Self, name: &str, w: Option<usize>, b: Option<usize>, p: &QProjection, heads: usize| {
+            let (Some(w), Some(b)) = (w, b) else { bail!("attention layer {id} lacks its {name} weights") };
+            let (wt, bt) = (node.inputs[w], node.inputs[b]);
+            let (n, k) = (g.values[wt].ty.shape[0], g.values[wt].ty.shape[1]);
+            let wd: Vec<i8> = data(wt).into_iter().map(|v| v as i8).collect();
+            let bd: Vec<i32> = data(bt).into_iter().map(|v| v as i32).collect();
+            let src = LinearWeights { w: &wd, bias: Some(&bd), input_offset: -p.x_zero_point, mul: &p.mul, n, k };
+            let mut words = vec![0i32; heads * layout.words(n / heads, k)];
+            pack_heads(layout, &src, heads, &mut words)
+                .map_err(|e| mote_core::Error::Invalid(format!("packing attention layer {id}: {e}")))?;
+            let doc = format!("`{}` {name} projection packed per head for {layout:?}", node.name);
+            Ok(e.static_array(format!("L{id}_{}", name.to_uppercase()), "i32", &words, 4 * words.len(), &doc))
+        };
+        let wq = pack(self, "query", slots[0], slots[1], &q.q, q.heads)?;
+        let optional = |e: &mut Self, name: &str, w, b, p: &Option<QProjection>| -> Result<String> {
+            Ok(match p {
+                Some(p) => format!(
+                    "Some(attention::HeadProjection {{ words: &{}, zero_point: {} }})",
+                    pack(e, name, w, b, p, q.heads)?,
+                    p.y_zero_point
+                ),
+                None => "None".into(),
+            })
+        };
+        let wk = optional(self, "key", slots[2], slots[3], &q.k)?;
+        let wv = optional(self, "value", slots[4], slots[5], &q.v)?;
+        let wo = pack(self, "output", slots[6], slots[7], &q.out, 1)?;
+        let exp = self.static_array(format!("L{id}_EXP"), "u16", &q.softmax.exp[..], 512, "2^15·exp(-s·d)");
+        let mask = match &q.softmax.mask {
+            Some((m, rows)) => {
+                let name = self.static_array(format!("L{id}_MASK"), "bool", m, m.len(), "allowed positions");
+                format!("Some(RowMask {{ allowed: &{name}, rows: {rows} }})")
+            }
+            None => "None".into(),
+        };
+        let x_shape = shape_of(g, node.inputs[0]);
+        let out_dim = shape_of(g, node.outputs[0])[1];
+        let s = q.shape(&x_shape, out_dim, layout, layout);
+        let call = if in_place {
+            "attention::mhsa_i8_in_place(&p, schedule, out, scratch)?;".to_string()
+        } else {
+            format!("attention::mhsa_i8(&p, schedule, {}, out, scratch)?;", self.arg(node, 0, place, out)?)
+        };
+        Ok(format!(
+            "let p = attention::MhsaI8 {{\n            \
+             shape: attention::MhsaShape {{ seq: {}, embed: {}, heads: {}, qk_dim: {}, v_dim: {}, out_dim: {}, project_k: {}, project_v: {}, proj_layout: PackedLayout::{layout:?}, out_layout: PackedLayout::{layout:?} }},\n            \
+             x_zero_point: {},\n            \
+             q: attention::HeadProjection {{ words: &{wq}, zero_point: {} }},\n            \
+             k: {wk},\n            v: {wv},\n            \
+             scores: attention::ProductRequant {{ mul: {}, zero_point: {} }},\n            \
+             softmax: SoftmaxI8Params {{ exp: &{exp}, out_recip: {}, out_zero_point: {} }},\n            \
+             mask: {mask},\n            \
+             av: attention::ProductRequant {{ mul: {}, zero_point: {} }},\n            \
+             out: PackedLinear::new(PackedLayout::{layout:?}, {out_dim}, {}, &{wo})?,\n            \
+             out_zero_point: {},\n        }};\n        \
+             let schedule = attention::MhsaSchedule::{:?};\n        \
+             let scratch = arena.i32.get_mut({at}..{}).ok_or(Error::Layout)?;\n        {call}",
+            s.seq,
+            s.embed,
+            s.heads,
+            s.qk_dim,
+            s.v_dim,
+            s.out_dim,
+            s.project_k,
+            s.project_v,
+            q.q.x_zero_point,
+            q.q.y_zero_point,
+            q.scores.mul,
+            q.scores.zero_point,
+            q.softmax.out_recip,
+            q.softmax.out_zero_point,
+            q.av.mul,
+            q.av.zero_point,
+            q.heads * q.v_dim,
+            q.out.y_zero_point,
+            q.schedule,
+            at + len,
+        ))
+    }
+
     /// The call of a `QMatMul` on the packed kernel ([`packed_matmul`]), `b` packed into its planned scratch.
     fn matmul_packed_call(
         &mut self,
@@ -1011,7 +1114,7 @@ impl<'a> Emitter<'a> {
              use mote_kernels::packed::{{self, PackedLayout, PackedLinear}};\n\
              use mote_kernels::requant::{{FixedPointRequant, HighMulRequant, Requant, ShiftRequant, ThresholdRequant}};\n\
              use mote_kernels::softmax::{{ISoftmaxParams, RowMask, SoftmaxI8Params}};\n\
-             use mote_kernels::{{activation, conv, elementwise, layout, matmul, norm, pool, requant, softmax}};\n\
+             use mote_kernels::{{activation, attention, conv, elementwise, layout, matmul, norm, pool, requant, softmax}};\n\
              pub use mote_kernels::KernelError;\n\n\
              mod weights;\nuse weights::*;\n\n",
             arena.best,
@@ -1117,6 +1220,21 @@ impl<'a> Emitter<'a> {
         debug_assert_eq!(ARENA_TYPES.len(), arena.by_type.len());
         Ok(files)
     }
+}
+
+/// The packed layout of a fused attention block's projections: the board's, else Dsp16 (run by the portable
+/// kernel on builds without DSP instructions).
+pub(crate) fn attention_layout(packed: Option<PackedLayout>) -> PackedLayout {
+    packed.unwrap_or(PackedLayout::Dsp16)
+}
+
+/// `i32` scratch words of a layer that is a fused attention block, for the board's layout.
+pub(crate) fn attention_scratch(g: &Graph, layer: &Layer, packed: Option<PackedLayout>) -> Option<usize> {
+    let node = &g.nodes[layer.nodes[0]];
+    let q = node.op.as_any().downcast_ref::<QAttention>()?;
+    let layout = attention_layout(packed);
+    let shape = q.shape(&shape_of(g, node.inputs[0]), shape_of(g, node.outputs[0])[1], layout, layout);
+    Some(shape.scratch(q.schedule)?.total_words())
 }
 
 /// The packed product of a `QMatMul` layer (two int8 activations, per-tensor `HighMul` rescale) on a core with a

@@ -72,6 +72,14 @@ pub fn element_wise(g: &Graph, layer: &Layer) -> bool {
     }
 }
 
+/// The layer is a fused attention block whose output may overwrite its input (token overwriting): the kernel
+/// reads every input row it needs before writing over it, so this holds whenever the widths agree.
+pub fn attention_in_place(g: &Graph, layer: &Layer) -> bool {
+    let n = &g.nodes[layer.nodes[0]];
+    n.op.as_any().is::<mote_core::ops::attention::QAttention>()
+        && g.values[n.inputs[0]].ty.shape == g.values[n.outputs[0]].ty.shape
+}
+
 /// Groups `nodes` (in schedule order) into layers; a fused group runs where its first node is.
 pub fn layers(g: &Graph, nw: &Narrowing, nodes: &[NodeId]) -> Vec<Layer> {
     let uses = g.use_counts();

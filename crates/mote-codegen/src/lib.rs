@@ -378,7 +378,7 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     // has the input's type and length (output buffer -> input buffer).
     let mut in_place: HashMap<usize, usize> = HashMap::new();
     for (step, layer) in layer_groups.iter_mut().enumerate() {
-        if !fuse::element_wise(g, layer) {
+        if !fuse::element_wise(g, layer) && !fuse::attention_in_place(g, layer) {
             continue;
         }
         let x = root_of(g.nodes[layer.nodes[0]].inputs[0]);
@@ -397,6 +397,9 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         .iter()
         .enumerate()
         .filter_map(|(step, l)| {
+            if let Some(words) = emit::attention_scratch(g, l, opts.packed_layout) {
+                return Some((step, words));
+            }
             if let Some(mm) = emit::packed_matmul(g, l, opts.packed_layout) {
                 return Some((step, mm.scratch_words()));
             }

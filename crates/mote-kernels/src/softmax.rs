@@ -169,6 +169,10 @@ pub(crate) fn softmax_i8_rows(
 ) {
     let zp = p.out_zero_point;
     for (r, xs) in buf.chunks_exact_mut(row_len).enumerate() {
+        if mask.is_none() {
+            softmax_i8_row(xs, p);
+            continue;
+        }
         let allowed: &[bool] = match mask {
             Some(m) => {
                 let start = ((first_row + r) % m.rows) * row_len;
@@ -200,6 +204,29 @@ pub(crate) fn softmax_i8_rows(
             let y = i64::try_from(q).unwrap_or(i64::MAX).saturating_add(i64::from(zp));
             *o = i8::try_from(y.max(-128).min(127)).unwrap_or(0);
         }
+    }
+}
+
+/// One unmasked row of [`softmax_i8_rows`]: the same integers with 32-bit sums and products where they cannot
+/// overflow (the attention map's rows are the hot loop of every transformer).
+#[inline]
+fn softmax_i8_row(xs: &mut [i8], p: &SoftmaxI8Params<'_>) {
+    let max = i32::from(xs.iter().copied().fold(i8::MIN, i8::max));
+    // max - v is in 0..=255: the mask keeps the index in the table without changing it.
+    let e = |v: i8| -> u32 { u32::from(p.exp.get(((max - i32::from(v)) & 0xFF) as usize).copied().unwrap_or(0)) };
+    // Each e <= 2^16 - 1, so up to 2^16 of them sum in u32.
+    let sum: u64 = if xs.len() <= 1 << 16 {
+        u64::from(xs.iter().map(|&v| e(v)).fold(0u32, u32::wrapping_add))
+    } else {
+        xs.iter().map(|&v| u64::from(e(v))).sum()
+    };
+    // sum >= exp[0] > 0 (the max entry contributes exp[0]); k < 2^48 and e·k + 2^31 < 2^64.
+    let Some(sum) = NonZeroU64::new(sum) else { return };
+    let k = (u64::from(p.out_recip) << 16) / sum;
+    for o in xs.iter_mut() {
+        let q = (u64::from(e(*o)) * k + (1 << 31)) >> 32;
+        let y = i32::try_from(q).unwrap_or(i32::MAX).saturating_add(p.out_zero_point);
+        *o = y.max(-128).min(127) as i8;
     }
 }
 
