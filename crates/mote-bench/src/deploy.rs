@@ -57,7 +57,7 @@ const CASES: [Case; 8] = [
     },
 ];
 
-fn run(cmd: &mut Command) -> Result<(bool, String, String)> {
+pub fn run(cmd: &mut Command) -> Result<(bool, String, String)> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     Ok((
         out.status.success(),

@@ -2,13 +2,14 @@
 //!
 //! `cargo run --release -p mote-bench -- quant` writes `docs/quantization.md`;
 //! `cargo build --release -p mote-cli && cargo run --release -p mote-bench -- deploy` writes `docs/deploy.md`;
-//! `cargo run --release -p mote-bench -- gemm` writes `docs/gemm.md`.
+//! `cargo run --release -p mote-bench -- gemm` writes `docs/gemm.md`;
+//! `cargo build --release -p mote-cli && cargo run --release -p mote-bench -- attention` writes `docs/attention.md`.
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[allow(dead_code)] // until the attention benchmark command calls `attention_enn::measure`
+mod attention;
 mod attention_enn;
 mod deploy;
 mod gemm;
@@ -47,6 +48,12 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// The attention ablation: naive / FWSA / depth-first / all, and embedded-nn, on Cortex-M4 and M7 (QEMU).
+    Attention {
+        /// The `mote` binary (build it with `cargo build --release -p mote-cli`).
+        #[arg(long, default_value = "target/release/mote")]
+        mote: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -54,5 +61,6 @@ fn main() -> Result<()> {
         Command::Quant { peer_models, out } => quant::run(peer_models, &out),
         Command::Deploy { peer_models, mote } => deploy::run_table(&quant::peer_dir(peer_models), &mote),
         Command::Gemm { timeout } => gemm::run_table(Duration::from_secs(timeout)),
+        Command::Attention { mote } => attention::run_table(&mote),
     }
 }
