@@ -16,9 +16,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The blocks: (name in the table, example file stem, embedded-nn model name).
-const MODELS: [(&str, &str, &str); 2] =
-    [("eegformer-mhsa", "eegformer_mhsa", "eegformer_mhsa"), ("ecgformer-mhsa", "ecgformer_mhsa", "ecgformer_mhsa")];
+/// The blocks: (name in the table, example file stem, embedded-nn model name, int8 input bytes S·E).
+const MODELS: [(&str, &str, &str, u64); 2] = [
+    ("eegformer-mhsa", "eegformer_mhsa", "eegformer_mhsa", 81 * 32),
+    ("ecgformer-mhsa", "ecgformer_mhsa", "ecgformer_mhsa", 66 * 16),
+];
 
 /// The boards: (board, core).
 const BOARDS: [(&str, Core); 2] = [("stm32l4r5", Core::CortexM4), ("stm32f746", Core::CortexM7)];
@@ -39,6 +41,9 @@ struct Row {
     board: &'static str,
     variant: String,
     arena: u64,
+    /// Activation bytes live at the peak including the int8 input, which mote reads in place from the caller's
+    /// buffer (outside its arena) and embedded-nn keeps in its arena.
+    peak: u64,
     flash: u64,
     instructions: u64,
     bit_exact: bool,
@@ -54,6 +59,7 @@ impl Row {
             "board": self.board,
             "variant": self.variant,
             "arena_bytes": self.arena,
+            "peak_bytes_with_input": self.peak,
             "flash_bytes": self.flash,
             "instructions": self.instructions,
             "bit_exact": self.bit_exact,
@@ -139,7 +145,7 @@ fn field(v: &Value, path: &[&str]) -> Result<u64> {
 /// Measures every row (slow: 16 firmware builds and runs, plus embedded-nn's).
 fn measure(mote: &Path, work: &Path) -> Result<(Vec<Row>, Vec<EnnRow>)> {
     let mut rows = Vec::new();
-    for (model, stem, _) in MODELS {
+    for (model, stem, _, input) in MODELS {
         let mut quantized = Vec::new();
         for fwsa in ["on", "off", "auto"] {
             quantized.push((fwsa, quantize(mote, stem, fwsa, work)?));
@@ -154,6 +160,7 @@ fn measure(mote: &Path, work: &Path) -> Result<(Vec<Row>, Vec<EnnRow>)> {
                     board,
                     variant: variant.to_string(),
                     arena: field(&v, &["arena", "best"])?,
+                    peak: field(&v, &["arena", "best"])? + input,
                     flash: field(&v, &["flash", "bytes"])?,
                     instructions: field(&v, &["instructions", "inference"])?,
                     bit_exact: v.get("bit_exact").and_then(Value::as_bool) == Some(true),
@@ -178,7 +185,7 @@ pub fn run_table(mote: &Path) -> Result<()> {
     std::fs::create_dir_all(&work)?;
     let (mut rows, enn) = measure(mote, &work)?;
     for e in &enn {
-        let Some((model, _, _)) = MODELS.iter().find(|m| e.model.strip_suffix("_unfused").unwrap_or(e.model) == m.2)
+        let Some((model, ..)) = MODELS.iter().find(|m| e.model.strip_suffix("_unfused").unwrap_or(e.model) == m.2)
         else {
             continue;
         };
@@ -189,6 +196,7 @@ pub fn run_table(mote: &Path) -> Result<()> {
             board,
             variant: variant.into(),
             arena: e.arena_bytes as u64,
+            peak: e.arena_bytes as u64,
             flash: e.flash_bytes,
             instructions: e.instructions,
             bit_exact: e.bit_exact,
@@ -216,8 +224,9 @@ fn markdown(rows: &[Row]) -> Result<String> {
          this file and `bench/attention.jsonl`, ~10 minutes). The blocks are `examples/attention` (exported by \
          PyTorch, untrained weights, calibrated on 64 random inputs); every mote row is `mote quantize --fwsa F` then \
          `mote deploy --attention A --json` on QEMU with the example's input, bit-exact against the host reference of \
-         the same variant. Instructions are QEMU's exact counts of the inference; arena is the planned activation \
-         memory (the int8 input is read in place from the caller's buffer; the output is in the arena).\n"
+         the same variant. Instructions are QEMU's exact counts of the inference; arena is mote's planned activation \
+         memory (the output is in it; the int8 input is read in place from the caller's buffer, so `peak with input` \
+         adds its S·E bytes, which embedded-nn's arena holds).\n"
     )?;
     writeln!(
         md,
@@ -229,19 +238,20 @@ fn markdown(rows: &[Row]) -> Result<String> {
          (`fully_connected_s8` + its fused `scaled_dot_product_attention_s8`), `embedded-nn-ops` = op by op \
          (`batch_matmul_s8`, `softmax_s8`, transposes). Output SQNR is against the float model (dB).\n"
     )?;
-    for (model, _, _) in MODELS {
+    for (model, ..) in MODELS {
         writeln!(md, "## {model}\n")?;
-        writeln!(md, "| board | variant | bit-exact | instructions | arena (B) | flash (B) | FWSA | output SQNR (dB) | schedule |")?;
-        writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
+        writeln!(md, "| board | variant | bit-exact | instructions | arena (B) | peak with input (B) | flash (B) | FWSA | output SQNR (dB) | schedule |")?;
+        writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
         for r in rows.iter().filter(|r| r.model == model) {
             writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.board,
                 r.variant,
                 if r.bit_exact { "yes" } else { "**no**" },
                 group(r.instructions),
                 group(r.arena),
+                group(r.peak),
                 group(r.flash),
                 if r.fwsa { "yes" } else { "no" },
                 r.sqnr_db.map_or_else(|| "—".to_string(), |s| format!("{s:.2}")),
@@ -291,6 +301,13 @@ fn markdown(rows: &[Row]) -> Result<String> {
             } else {
                 String::new()
             }
+        )?;
+        writeln!(
+            md,
+            "| activation peak with the int8 input (B) | {} | {} | {:.2}x smaller | | the input is the caller's buffer |",
+            group(peak),
+            group(all.peak),
+            peak as f64 / all.peak as f64
         )?;
         writeln!(
             md,
