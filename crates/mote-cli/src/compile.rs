@@ -246,9 +246,6 @@ pub fn fit_line(board: &Board, fit: &Fit) -> String {
 pub fn main(a: Args) -> Result<ExitCode> {
     let fb = compile_for_board(&a.model, &a.board, &a.build, a.name.as_deref(), a.c_abi)?;
     let fit = check_fit(&fb.board, &fb.compiled, a.build.stack, 0)?;
-    for note in &fb.notes {
-        eprintln!("{note}");
-    }
     let mut files = fb.compiled.files.clone();
     if a.c_abi {
         let header_name = format!("{}.h", fb.crate_name.replace('-', "_"));
@@ -256,6 +253,9 @@ pub fn main(a: Args) -> Result<ExitCode> {
         files.push((PathBuf::from(header_name), c_header(&fb.crate_name, &model, &fb.compiled)));
     }
     write_crate_dir(&a.output, &files, a.force)?;
+    for note in &fb.notes {
+        eprintln!("{note}");
+    }
     let c = &fb.compiled;
     println!(
         "wrote {} (crate `{}`, {} layers{}): arena {} B ({} plan; greedy {} B, lower bound {} B), weights {} B",

@@ -65,9 +65,6 @@ pub fn main(a: Args) -> Result<ExitCode> {
         })?;
     let input_bytes: u64 = device_inputs.iter().map(|v| v.len() as u64).sum();
     let fit = check_fit(board, &fb.compiled, a.build.stack, input_bytes)?;
-    for note in &fb.notes {
-        eprintln!("{note}");
-    }
     // Progress output, like the spinners: only on a terminal.
     let progress = !quiet && std::io::stderr().is_terminal();
     if progress {
@@ -77,6 +74,9 @@ pub fn main(a: Args) -> Result<ExitCode> {
     // Tools first: a missing emulator or target is reported before a long build.
     mote_qemu::check_qemu(board.core)?;
     mote_qemu::check_target(board.core)?;
+    for note in &fb.notes {
+        eprintln!("{note}");
+    }
 
     let spec =
         FirmwareSpec { board, compiled: &fb.compiled, model_crate: &fb.crate_name, inputs: &device_inputs, limits };

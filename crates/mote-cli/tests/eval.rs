@@ -326,8 +326,8 @@ fn rv32_board_with_a_limit() {
 #[test]
 fn little_flash_splits_the_samples_into_equal_firmwares_or_refuses() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Plain weights 23,976 B (the 16-bit packed ones would crowd these parts: mote falls back) + code estimate
-    // 32,768 B; 25,736 B more leave a budget of 12,868 B: 201 samples of 64 B per firmware, so 450 samples run as
+    // Plain weights 23,960 B (the 16-bit packed ones would crowd these parts: mote falls back) + code estimate
+    // 32,768 B; 25,752 B more leave a budget of 12,876 B: 201 samples of 64 B per firmware, so 450 samples run as
     // 3 firmwares of 150.
     let small = dir.path().join("small.toml");
     std::fs::write(

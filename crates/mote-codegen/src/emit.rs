@@ -1222,10 +1222,10 @@ impl<'a> Emitter<'a> {
     }
 }
 
-/// The packed layout of a fused attention block's projections: the board's, else Dsp16 (run by the portable
-/// kernel on builds without DSP instructions).
+/// The packed layout of a fused attention block's projections: the board's, else Rv32 (int8 weights, as compact
+/// as plain ones, read by a portable scalar kernel).
 pub(crate) fn attention_layout(packed: Option<PackedLayout>) -> PackedLayout {
-    packed.unwrap_or(PackedLayout::Dsp16)
+    packed.unwrap_or(PackedLayout::Rv32)
 }
 
 /// `i32` scratch words of a layer that is a fused attention block, for the board's layout.
