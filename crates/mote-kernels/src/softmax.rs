@@ -223,9 +223,18 @@ fn softmax_i8_row(xs: &mut [i8], p: &SoftmaxI8Params<'_>) {
     // sum >= exp[0] > 0 (the max entry contributes exp[0]); k < 2^48 and e·k + 2^31 < 2^64.
     let Some(sum) = NonZeroU64::new(sum) else { return };
     let k = (u64::from(p.out_recip) << 16) / sum;
+    let zp = p.out_zero_point;
+    if let Ok(k) = u32::try_from(k) {
+        // The usual case (k < 2^32): one 32x32 -> 64-bit multiply per element, and q < 2^16.
+        for o in xs.iter_mut() {
+            let q = (u64::from(e(*o)) * u64::from(k) + (1 << 31)) >> 32;
+            *o = (q as i32).saturating_add(zp).max(-128).min(127) as i8;
+        }
+        return;
+    }
     for o in xs.iter_mut() {
         let q = (u64::from(e(*o)) * k + (1 << 31)) >> 32;
-        let y = i32::try_from(q).unwrap_or(i32::MAX).saturating_add(p.out_zero_point);
+        let y = i32::try_from(q).unwrap_or(i32::MAX).saturating_add(zp);
         *o = y.max(-128).min(127) as i8;
     }
 }
