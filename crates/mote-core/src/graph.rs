@@ -130,6 +130,24 @@ impl Graph {
         uses
     }
 
+    /// The node producing each value (`None` for graph inputs and constants).
+    pub fn producers(&self) -> Vec<Option<NodeId>> {
+        let mut producer = vec![None; self.values.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            n.outputs.iter().for_each(|&o| producer[o] = Some(i));
+        }
+        producer
+    }
+
+    /// The nodes reading each value, in node order (a node reading a value twice is listed twice).
+    pub fn consumers(&self) -> Vec<Vec<NodeId>> {
+        let mut consumers = vec![Vec::new(); self.values.len()];
+        for (i, n) in self.nodes.iter().enumerate() {
+            n.inputs.iter().for_each(|&x| consumers[x].push(i));
+        }
+        consumers
+    }
+
     /// Runs the graph on the given inputs (one per [`Graph::inputs`], in order) and
     /// returns the outputs. Checks the type of every input first.
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>> {

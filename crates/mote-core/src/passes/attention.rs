@@ -99,17 +99,6 @@ pub fn plan_schedule(s: &MhsaShape, policy: &SchedulePolicy) -> Option<(MhsaSche
         .min_by_key(|c| (4 * c.1.total_words(), c.2))
 }
 
-/// The producer of every value.
-fn producers(g: &Graph) -> Vec<Option<NodeId>> {
-    let mut p = vec![None; g.values.len()];
-    for (i, n) in g.nodes.iter().enumerate() {
-        for &o in &n.outputs {
-            p[o] = Some(i);
-        }
-    }
-    p
-}
-
 /// Everything a match found.
 struct Block {
     x: TensorId,
@@ -129,14 +118,14 @@ struct Block {
 struct Matcher<'g> {
     g: &'g Graph,
     producer: Vec<Option<NodeId>>,
-    uses: Vec<usize>,
+    consumers: Vec<Vec<NodeId>>,
 }
 
 impl Matcher<'_> {
     /// The node producing `t` when `t` has exactly one reader, downcast to `T`.
     fn single<T: 'static>(&self, t: TensorId) -> Option<(NodeId, &T)> {
         let n = self.producer[t]?;
-        (self.uses[t] == 1).then_some(())?;
+        self.reader(t)?;
         Some((n, self.g.nodes[n].op.as_any().downcast_ref::<T>()?))
     }
 
@@ -152,8 +141,10 @@ impl Matcher<'_> {
 
     /// The one node reading `t`, when `t` has exactly one reader (and is no graph output).
     fn reader(&self, t: TensorId) -> Option<NodeId> {
-        (self.uses[t] == 1).then_some(())?;
-        self.g.nodes.iter().position(|n| n.inputs.contains(&t))
+        match self.consumers[t].as_slice() {
+            [n] if !self.g.outputs.contains(&t) => Some(*n),
+            _ => None,
+        }
     }
 
     fn linear_input(&self, n: NodeId) -> TensorId {
@@ -278,7 +269,7 @@ fn bias_of(g: &mut Graph, n: NodeId) -> TensorId {
 pub fn fuse_attention(g: &mut Graph, policy: &SchedulePolicy) -> Result<Vec<FusedAttention>> {
     let mut fused = Vec::new();
     loop {
-        let m = Matcher { g, producer: producers(g), uses: g.use_counts() };
+        let m = Matcher { g, producer: g.producers(), consumers: g.consumers() };
         let found = (0..g.nodes.len()).filter(|&n| g.nodes[n].op.as_any().is::<QSoftmax>()).find_map(|sm| {
             let b = m.block(sm)?;
             let op = attention_op(g, &b)?;

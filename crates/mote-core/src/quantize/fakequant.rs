@@ -15,7 +15,7 @@
 use super::Affine;
 use crate::ops::elementwise::{Binary, BinaryKind, Unary, UnaryKind};
 use crate::ops::matmul::{Gemm, MatMul};
-use crate::{Graph, Node, NodeId, TensorId};
+use crate::{Graph, Node, TensorId};
 use std::collections::{HashMap, HashSet};
 
 /// What [`analyse`] found.
@@ -76,12 +76,7 @@ fn integral_i8(v: f64) -> Option<i32> {
 
 /// Finds the quantizer chains, dequantizers and accumulators of `g`; see the module docs.
 pub fn analyse(g: &Graph) -> FakeQuant {
-    let mut consumers: Vec<Vec<NodeId>> = vec![Vec::new(); g.values.len()];
-    let mut producer: Vec<Option<NodeId>> = vec![None; g.values.len()];
-    for (i, n) in g.nodes.iter().enumerate() {
-        n.inputs.iter().for_each(|&x| consumers[x].push(i));
-        n.outputs.iter().for_each(|&o| producer[o] = Some(i));
-    }
+    let (consumers, producer) = (g.consumers(), g.producers());
     // The only consumer of an intermediate tensor.
     let only = |t: TensorId| match consumers[t].as_slice() {
         [c] if !g.outputs.contains(&t) => Some(&g.nodes[*c]),

@@ -120,12 +120,7 @@ impl Island<'_> {
 /// Lowers a QDQ graph to int8 ops; see the module docs.
 pub fn lower_qdq(g: &Graph) -> Result<Graph> {
     let kinds: Vec<Kind> = g.nodes.iter().map(kind).collect();
-    let mut producer: Vec<Option<NodeId>> = vec![None; g.values.len()];
-    let mut consumers: Vec<Vec<NodeId>> = vec![Vec::new(); g.values.len()];
-    for (i, n) in g.nodes.iter().enumerate() {
-        n.outputs.iter().for_each(|&o| producer[o] = Some(i));
-        n.inputs.iter().for_each(|&x| consumers[x].push(i));
-    }
+    let (producer, consumers) = (g.producers(), g.consumers());
     let is_output: Vec<bool> = (0..g.values.len()).map(|v| g.outputs.contains(&v)).collect();
 
     // Islands: connected float nodes (union-find over shared tensors).
