@@ -16,7 +16,7 @@
 //!
 //! [`softmax_i8`]: crate::softmax::softmax_i8
 
-use crate::packed::{linear_packed, pack_dsp16, pack_linear, LinearWeights, PackedLayout, PackedLinear};
+use crate::packed::{linear_packed, pack_activations, pack_linear, LinearWeights, PackedLayout, PackedLinear};
 use crate::softmax::{check_softmax_i8, softmax_i8_rows, RowMask, SoftmaxI8Params};
 use crate::KernelError;
 
@@ -312,32 +312,16 @@ fn product(
     linear_packed(x, w, m, zero_point, panel, out)
 }
 
-/// Packs keys `[seq, dim]` (zero point `zk`) as the Dsp16 weights of the score product of queries with zero point
-/// `zq`: weight `(j, c) = key[j, c] - zk`, bias `-zq·Σ_c weight(j, c)`.
+/// Packs keys `[seq, dim]` (zero point `zk`) as the Dsp16 weights `[seq, dim]` of the score product of queries
+/// with zero point `zq`.
 fn pack_keys(keys: &[i8], seq: usize, dim: usize, zk: i32, zq: i32, rq: ProductRequant, out: &mut [i32]) {
-    let weight = |j: usize, c: usize| -> i32 {
-        if j < seq && c < dim {
-            keys.get(j * dim + c).map_or(0, |&v| i32::from(v) - zk)
-        } else {
-            0
-        }
-    };
-    let bias = |j: usize| (0..dim).fold(0i32, |a, c| a.wrapping_add(weight(j, c))).wrapping_mul(zq.wrapping_neg());
-    pack_dsp16(dim, weight, bias, |j| if j < seq { rq.mul } else { 0 }, out);
+    pack_activations::<true>(keys, (dim, seq), (zq.wrapping_neg(), zk.wrapping_neg()), rq.mul, out);
 }
 
 /// Packs values `[seq, dim]` (zero point `zv`) as the Dsp16 weights `[dim, seq]` of the product with
 /// probabilities of zero point `zp`.
 fn pack_values(values: &[i8], seq: usize, dim: usize, zv: i32, zp: i32, rq: ProductRequant, out: &mut [i32]) {
-    let weight = |j: usize, c: usize| -> i32 {
-        if j < dim && c < seq {
-            values.get(c * dim + j).map_or(0, |&v| i32::from(v) - zv)
-        } else {
-            0
-        }
-    };
-    let bias = |j: usize| (0..seq).fold(0i32, |a, c| a.wrapping_add(weight(j, c))).wrapping_mul(zp.wrapping_neg());
-    pack_dsp16(seq, weight, bias, |j| if j < dim { rq.mul } else { 0 }, out);
+    pack_activations::<false>(values, (seq, dim), (zp.wrapping_neg(), zv.wrapping_neg()), rq.mul, out);
 }
 
 /// Splits off the first `n` elements of `buf`.

@@ -245,7 +245,7 @@ pub fn pack_linear(layout: PackedLayout, src: &LinearWeights<'_>, out: &mut [i32
 
 /// Fills the Dsp16 blocks of `out` from channel accessors (weights as `i16`; zero past `n` and `k`). Generic, so
 /// that the accessors inline: [`matmul_packed`] runs this on the MCU for every `b`.
-pub(crate) fn pack_dsp16(
+fn pack_dsp16(
     k: usize,
     weight: impl Fn(usize, usize) -> i32,
     bias: impl Fn(usize) -> i32,
@@ -277,6 +277,28 @@ pub(crate) fn pack_dsp16(
             *slot = v;
         }
     }
+}
+
+/// Packs an activation matrix as the Dsp16 weights of a product `(a + a_offset)·(b + b_offset)` (`offsets` =
+/// `(a_offset, b_offset)`): weight `(j, c)` is `b[c, j] + b_offset` of `b [k, n]` (of `b [n, k]`, i.e. `b[j, c]`,
+/// when `TRANSPOSED`), bias `a_offset·Σ_c weight(j, c)`, multiplier `mul` (zero for the padding channel).
+pub(crate) fn pack_activations<const TRANSPOSED: bool>(
+    b: &[i8],
+    (k, n): (usize, usize),
+    (a_offset, b_offset): (i32, i32),
+    mul: i32,
+    out: &mut [i32],
+) {
+    let weight = |j: usize, c: usize| -> i32 {
+        if j < n && c < k {
+            let at = if TRANSPOSED { j * k + c } else { c * n + j };
+            b.get(at).map_or(0, |&v| i32::from(v) + b_offset)
+        } else {
+            0
+        }
+    };
+    let bias = |j: usize| a_offset.wrapping_mul((0..k).fold(0i32, |s, c| s.wrapping_add(weight(j, c))));
+    pack_dsp16(k, weight, bias, |j| if j < n { mul } else { 0 }, out);
 }
 
 /// Fills the Mve8 tiles of `out` from the channel accessors of [`pack_linear`] (zero past `n` and `k`).
@@ -578,19 +600,7 @@ pub fn matmul_packed(
     for (beta, (a_mat, out_mat)) in a.chunks_exact(m * k).zip(out.chunks_exact_mut(m * n)).enumerate() {
         if beta == 0 || !b_broadcast {
             let b_mat = b.get(beta * k * n..(beta + 1) * k * n).unwrap_or(&[]);
-            let weight = |j: usize, c: usize| -> i32 {
-                if j < n && c < k {
-                    b_mat.get(c * n + j).map_or(0, |&v| i32::from(v) + b_offset)
-                } else {
-                    0
-                }
-            };
-            let bias = |j: usize| -> i32 {
-                let sum = (0..k).fold(0i32, |s, c| s.wrapping_add(weight(j, c)));
-                a_offset.wrapping_mul(sum)
-            };
-            let multiplier = |j: usize| if j < n { mul } else { 0 };
-            pack_dsp16(k, weight, bias, multiplier, packed);
+            pack_activations::<false>(b_mat, (k, n), (a_offset, b_offset), mul, packed);
         }
         let lin = PackedLinear::new(PackedLayout::Dsp16, n, k, packed)?;
         linear_packed(a_mat, &lin, m, zero_point, panel, out_mat)?;
