@@ -167,73 +167,55 @@ pub(crate) fn softmax_i8_rows(
     first_row: usize,
     p: &SoftmaxI8Params<'_>,
 ) {
-    let zp = p.out_zero_point;
     for (r, xs) in buf.chunks_exact_mut(row_len).enumerate() {
-        if mask.is_none() {
-            softmax_i8_row(xs, p);
-            continue;
-        }
-        let allowed: &[bool] = match mask {
+        match mask {
+            // Monomorphized without the mask test: the attention map's rows are every transformer's hot loop.
+            None => softmax_i8_row(xs, p, |_| true),
             Some(m) => {
                 let start = ((first_row + r) % m.rows) * row_len;
-                m.allowed.get(start..start + row_len).unwrap_or(&[])
+                let allowed = m.allowed.get(start..start + row_len).unwrap_or(&[]);
+                softmax_i8_row(xs, p, |j| allowed.get(j).copied().unwrap_or(false));
             }
-            None => &[],
-        };
-        let ok = |j: usize| mask.is_none() || allowed.get(j).copied().unwrap_or(false);
-        let max = xs.iter().enumerate().filter(|&(j, _)| ok(j)).map(|(_, &v)| i32::from(v)).max();
-        let Some(max) = max else {
-            xs.fill(i8::try_from(zp.max(-128).min(127)).unwrap_or(0));
-            continue;
-        };
-        // max - v is in 0..=255 for allowed entries.
-        let e = |j: usize, v: i8| -> u64 {
-            if ok(j) {
-                let d = usize::try_from(max - i32::from(v)).unwrap_or(0);
-                u64::from(p.exp.get(d).copied().unwrap_or(0))
-            } else {
-                0
-            }
-        };
-        // S <= row_len · 2^16 and S >= exp[0] > 0 (the max entry contributes exp[0]).
-        let sum: u64 = xs.iter().enumerate().map(|(j, &v)| e(j, v)).sum();
-        let Some(sum) = NonZeroU64::new(sum) else { continue };
-        let k = (u64::from(p.out_recip) << 16) / sum;
-        for (j, o) in xs.iter_mut().enumerate() {
-            let q = (e(j, *o) * k + (1 << 31)) >> 32;
-            let y = i64::try_from(q).unwrap_or(i64::MAX).saturating_add(i64::from(zp));
-            *o = i8::try_from(y.max(-128).min(127)).unwrap_or(0);
         }
     }
 }
 
-/// One unmasked row of [`softmax_i8_rows`]: the same integers with 32-bit sums and products where they cannot
-/// overflow (the attention map's rows are the hot loop of every transformer).
+/// One row of [`softmax_i8_rows`], `ok(j)` saying whether entry `j` takes part; 32-bit sums and products where
+/// they cannot overflow.
 #[inline]
-fn softmax_i8_row(xs: &mut [i8], p: &SoftmaxI8Params<'_>) {
-    let max = i32::from(xs.iter().copied().fold(i8::MIN, i8::max));
-    // max - v is in 0..=255: the mask keeps the index in the table without changing it.
-    let e = |v: i8| -> u32 { u32::from(p.exp.get(((max - i32::from(v)) & 0xFF) as usize).copied().unwrap_or(0)) };
+fn softmax_i8_row(xs: &mut [i8], p: &SoftmaxI8Params<'_>, ok: impl Fn(usize) -> bool) {
+    let zp = p.out_zero_point;
+    let Some(max) = xs.iter().enumerate().filter(|&(j, _)| ok(j)).map(|(_, &v)| i32::from(v)).max() else {
+        xs.fill(zp.max(-128).min(127) as i8);
+        return;
+    };
+    // max - v is in 0..=255 for allowed entries: the mask keeps the index in the table without changing it.
+    let e = |j: usize, v: i8| -> u32 {
+        if ok(j) {
+            u32::from(p.exp.get(((max - i32::from(v)) & 0xFF) as usize).copied().unwrap_or(0))
+        } else {
+            0
+        }
+    };
     // Each e <= 2^16 - 1, so up to 2^16 of them sum in u32.
     let sum: u64 = if xs.len() <= 1 << 16 {
-        u64::from(xs.iter().map(|&v| e(v)).fold(0u32, u32::wrapping_add))
+        u64::from(xs.iter().enumerate().map(|(j, &v)| e(j, v)).fold(0u32, u32::wrapping_add))
     } else {
-        xs.iter().map(|&v| u64::from(e(v))).sum()
+        xs.iter().enumerate().map(|(j, &v)| u64::from(e(j, v))).sum()
     };
     // sum >= exp[0] > 0 (the max entry contributes exp[0]); k < 2^48 and e·k + 2^31 < 2^64.
     let Some(sum) = NonZeroU64::new(sum) else { return };
     let k = (u64::from(p.out_recip) << 16) / sum;
-    let zp = p.out_zero_point;
     if let Ok(k) = u32::try_from(k) {
         // The usual case (k < 2^32): one 32x32 -> 64-bit multiply per element, and q < 2^16.
-        for o in xs.iter_mut() {
-            let q = (u64::from(e(*o)) * u64::from(k) + (1 << 31)) >> 32;
+        for (j, o) in xs.iter_mut().enumerate() {
+            let q = (u64::from(e(j, *o)) * u64::from(k) + (1 << 31)) >> 32;
             *o = (q as i32).saturating_add(zp).max(-128).min(127) as i8;
         }
         return;
     }
-    for o in xs.iter_mut() {
-        let q = (u64::from(e(*o)) * k + (1 << 31)) >> 32;
+    for (j, o) in xs.iter_mut().enumerate() {
+        let q = (u64::from(e(j, *o)) * k + (1 << 31)) >> 32;
         let y = i32::try_from(q).unwrap_or(i32::MAX).saturating_add(zp);
         *o = y.max(-128).min(127) as i8;
     }
