@@ -10,6 +10,7 @@ use crate::attention_enn::{self, EnnRow};
 use crate::deploy::run;
 use crate::quant::repo_root;
 use anyhow::{bail, ensure, Context, Result};
+use mote_deploy::group;
 use mote_qemu::Core;
 use serde_json::{json, Value};
 use std::fmt::Write as _;
@@ -123,19 +124,6 @@ fn deploy(mote: &Path, q: &Quantized, stem: &str, board: &str, attention: &str) 
         .find_map(|l| l.strip_prefix("attention ").and_then(|l| l.split("; ").nth(1)))
         .map_or_else(|| "layer by layer".to_string(), |s| s.to_string());
     Ok((v, schedule))
-}
-
-/// `n` with thousands separators.
-fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 fn field(v: &Value, path: &[&str]) -> Result<u64> {
