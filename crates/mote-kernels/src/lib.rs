@@ -31,6 +31,7 @@ mod error;
 pub mod activation;
 pub mod attention;
 pub mod conv;
+pub mod decoder;
 pub mod elementwise;
 pub mod gather;
 pub mod layout;

@@ -286,6 +286,45 @@ fn read_file(path: &Path) -> Result<(Vec<u8>, String)> {
 }
 
 impl Checkpoint {
+    /// A checkpoint of shape `config` with seeded pseudo-random weights (uniform, variance `1/fan_in` for the
+    /// matrices, norms near 1): for tests and benchmarks of a shape. Errors: an invalid `config`.
+    pub fn random(config: Config, seed: u64) -> Result<Checkpoint> {
+        config.validate("<random>")?;
+        let mut state = seed;
+        let mut next = move || {
+            // An LCG step (Knuth's MMIX constants); the top 24 bits give a uniform value in [-1, 1).
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        };
+        let (d, h, l, v, kv) = (config.dim, config.hidden_dim, config.n_layers, config.vocab_size, config.kv_dim());
+        let mut mat = |n: usize, k: usize| {
+            let a = (3.0 / k as f32).sqrt();
+            Array3::from_shape_simple_fn((l, n, k), || a * next())
+        };
+        let (wq, wk, wv, wo) = (mat(d, d), mat(kv, d), mat(kv, d), mat(d, d));
+        let (w1, w2, w3) = (mat(h, d), mat(d, h), mat(h, d));
+        let token_embedding_table = Array2::from_shape_simple_fn((v, d), &mut next);
+        let mut norm = |shape: (usize, usize)| Array2::from_shape_simple_fn(shape, || 1.0 + 0.2 * next());
+        let (rms_att_weight, rms_ffn_weight) = (norm((l, d)), norm((l, d)));
+        let rms_final_weight = norm((1, d)).row(0).to_owned();
+        let wcls = (!config.shared_classifier).then(|| Array2::from_shape_simple_fn((v, d), || 0.5 * next()));
+        let weights = Weights {
+            token_embedding_table,
+            rms_att_weight,
+            wq,
+            wk,
+            wv,
+            wo,
+            rms_ffn_weight,
+            w1,
+            w2,
+            w3,
+            rms_final_weight,
+            wcls,
+        };
+        Ok(Checkpoint { config, format: Format::Legacy, weights })
+    }
+
     /// Reads a llama2.c checkpoint (version 0 as `run.c` reads it, or version 1) from a file.
     pub fn read(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let (bytes, file) = read_file(path.as_ref())?;

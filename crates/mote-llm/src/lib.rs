@@ -22,12 +22,15 @@
 //! assert_eq!(tok.decode_text(&ids).unwrap(), b"hi!");
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod checkpoint;
 mod error;
+pub mod float;
+pub mod generate;
+pub mod quant;
 mod tokenizer;
 
 pub use checkpoint::{Checkpoint, Config, Format, Weights};

@@ -1,0 +1,390 @@
+//! One decoding step of an int8 Llama-style decoder (token embedding, RMSNorm, rotary positions, causal
+//! grouped-query attention over a KV cache, SwiGLU MLP, classifier), and token sampling from its logits.
+//!
+//! Everything lives in caller-owned memory: the weights ([`Decoder`], statics in generated code), the KV cache
+//! (`[layer][key|value][position][kv_dim]` int8, [`DecoderShape::cache_bytes`]) and one `i32` scratch slice
+//! ([`DecoderShape::scratch_words`]: the linear layers' activation panel, then the step's byte buffers).
+//! Alignment: word-aligned by the types; the cache and logits are plain bytes.
+//!
+//! The arithmetic is that of the plain kernels it calls ([`layernorm_i8`], [`linear_packed`], [`softmax_i8`],
+//! [`add_shift_in_place`], [`mul_requant_in_place`], [`lut_i8_in_place`]) plus two small integer pieces written
+//! here: rotary embedding `a' = sat8(⌊(a·cos − b·sin + 2^13) / 2^14⌋)`, `b' = sat8(⌊(a·sin + b·cos + 2^13) / 2^14⌋)`
+//! with Q14 tables, and attention rows `score_t = sat8(high_mul(q·k_t, score_mul))` over positions `0..=pos`,
+//! softmax, `o = sat8(high_mul(Σ_t (p_t − zp_p)·v_t, value_mul))`. Queries, keys, values, scores and attention
+//! outputs are symmetric (zero point 0); the cache holds keys after rotation.
+
+use crate::activation::lut_i8_in_place;
+use crate::elementwise::{add_shift_in_place, mul_requant_in_place, AddShift, MulRequant};
+use crate::norm::{layernorm_i8, LayerNormI8Params};
+use crate::packed::{linear_packed, PackedLayout, PackedLinear};
+use crate::requant::high_mul;
+use crate::softmax::{softmax_i8, SoftmaxI8Params};
+use crate::KernelError;
+
+/// Dimensions of a decoder and its compiled context length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecoderShape {
+    /// Residual stream width.
+    pub dim: usize,
+    /// SwiGLU hidden width.
+    pub hidden: usize,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (divides `heads`; fewer for grouped-query attention).
+    pub kv_heads: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Positions the KV cache holds (the longest prompt plus generated tokens).
+    pub context: usize,
+}
+
+impl DecoderShape {
+    /// Width of one head (`dim / heads`, 0 without heads).
+    pub const fn head_size(&self) -> usize {
+        match self.dim.checked_div(self.heads) {
+            Some(h) => h,
+            None => 0,
+        }
+    }
+
+    /// Width of the key and value projections.
+    pub const fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_size()
+    }
+
+    /// Bytes of the KV cache: keys and values of every layer and position.
+    pub const fn cache_bytes(&self) -> usize {
+        2 * self.layers * self.context * self.kv_dim()
+    }
+
+    /// Entries of the rotary table: `[context, head_size / 2, (cos, sin)]`.
+    pub const fn rope_len(&self) -> usize {
+        self.context * self.head_size()
+    }
+
+    /// Rows of the fused query/key/value projection.
+    pub const fn qkv_rows(&self) -> usize {
+        self.dim + 2 * self.kv_dim()
+    }
+
+    /// Bytes of the step's activation buffers (see [`decoder_step`]).
+    const fn buffer_bytes(&self) -> usize {
+        // h, normed x, q|k|v, attention output, projection output, gate|up, scores, probabilities
+        3 * self.dim + self.qkv_rows() + self.dim + 2 * self.hidden + 2 * self.context
+    }
+
+    /// `i32` words of scratch [`decoder_step`] needs with weights packed for `layout`.
+    pub const fn scratch_words(&self, layout: PackedLayout) -> usize {
+        let k = if self.hidden > self.dim { self.hidden } else { self.dim };
+        layout.scratch_words(k) + self.head_size() + self.buffer_bytes().div_ceil(4)
+    }
+
+    fn is_valid(&self) -> bool {
+        let hs = self.head_size();
+        self.dim > 0
+            && self.hidden > 0
+            && self.layers > 0
+            && self.vocab > 0
+            && self.context > 0
+            && self.kv_heads > 0
+            && hs > 0
+            && hs % 2 == 0
+            && hs * self.heads == self.dim
+            && self.heads % self.kv_heads == 0
+    }
+}
+
+/// One transformer block's integer parameters. Linear weights are packed for [`Decoder::layout`] by
+/// [`crate::packed::pack_linear`] (rows = output channels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecoderLayer<'a> {
+    /// RMSNorm before attention (`rms_zero_point` = the residual's zero point).
+    pub attn_norm: LayerNormI8Params<'a>,
+    /// `[dim + 2·kv_dim, dim]`: query rows, then key rows, then value rows; outputs symmetric.
+    pub qkv: &'a [i32],
+    /// `HighMul` multiplier from `q·k` to int8 scores (`s_q·s_k / (√head_size · s_score)`).
+    pub score_mul: i32,
+    /// Softmax of the score rows (its output zero point is the probabilities' `zp_p`).
+    pub softmax: SoftmaxI8Params<'a>,
+    /// `HighMul` multiplier from `Σ_t (p_t − zp_p)·v_t` to the int8 attention output.
+    pub value_mul: i32,
+    /// Output projection `[dim, dim]`.
+    pub wo: &'a [i32],
+    /// Zero point of the output projection's result.
+    pub wo_zero_point: i32,
+    /// Residual add after attention: `h ← h + wo(o)`.
+    pub attn_add: AddShift,
+    /// RMSNorm before the MLP.
+    pub ffn_norm: LayerNormI8Params<'a>,
+    /// `[2·hidden, dim]`: gate rows, then up rows; outputs symmetric.
+    pub w13: &'a [i32],
+    /// SiLU of the gate, as a table.
+    pub silu: &'a [i8; 256],
+    /// `silu(gate) · up`.
+    pub gate_mul: MulRequant,
+    /// Down projection `[dim, hidden]`.
+    pub w2: &'a [i32],
+    /// Zero point of the down projection's result.
+    pub w2_zero_point: i32,
+    /// Residual add after the MLP: `h ← h + w2(m)`.
+    pub ffn_add: AddShift,
+}
+
+/// An int8 decoder: its shape, weights and requantization parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decoder<'a> {
+    /// Dimensions and context length.
+    pub shape: DecoderShape,
+    /// How the linear weights are packed.
+    pub layout: PackedLayout,
+    /// Token embedding `[vocab, dim]`, already at the residual stream's first scale.
+    pub embedding: &'a [i8],
+    /// Rotary table `[context, head_size/2, 2]`: `round(2^14·cos θ)`, `round(2^14·sin θ)`.
+    pub rope: &'a [i16],
+    /// The transformer blocks.
+    pub layers: &'a [DecoderLayer<'a>],
+    /// RMSNorm before the classifier.
+    pub final_norm: LayerNormI8Params<'a>,
+    /// Classifier `[vocab, dim]`.
+    pub classifier: &'a [i32],
+    /// Zero point of the logits.
+    pub logits_zero_point: i32,
+}
+
+impl Decoder<'_> {
+    /// Checks every length against the shape (no kernel can then refuse its arguments mid-step).
+    fn check(&self) -> Result<(), KernelError> {
+        let s = &self.shape;
+        let words = |n: usize, k: usize| self.layout.words(n, k);
+        let norm_ok = |p: &LayerNormI8Params<'_>| p.gamma.len() == s.dim && p.beta.len() == s.dim;
+        let layer_ok = |l: &DecoderLayer<'_>| {
+            norm_ok(&l.attn_norm)
+                && norm_ok(&l.ffn_norm)
+                && l.qkv.len() == words(s.qkv_rows(), s.dim)
+                && l.wo.len() == words(s.dim, s.dim)
+                && l.w13.len() == words(2 * s.hidden, s.dim)
+                && l.w2.len() == words(s.dim, s.hidden)
+        };
+        let ok = s.is_valid()
+            && self.embedding.len() == s.vocab * s.dim
+            && self.rope.len() == s.rope_len()
+            && self.layers.len() == s.layers
+            && self.layers.iter().all(layer_ok)
+            && norm_ok(&self.final_norm)
+            && self.classifier.len() == words(s.vocab, s.dim);
+        if ok {
+            Ok(())
+        } else {
+            Err(KernelError::ShapeMismatch)
+        }
+    }
+}
+
+/// Splits `n` items off the front of `rest`.
+fn take<'a, T>(rest: &mut &'a mut [T], n: usize) -> Result<&'a mut [T], KernelError> {
+    let (head, tail) = core::mem::take(rest).split_at_mut_checked(n).ok_or(KernelError::ShapeMismatch)?;
+    *rest = tail;
+    Ok(head)
+}
+
+#[inline]
+fn sat8(v: i32) -> i8 {
+    v.max(-128).min(127) as i8
+}
+
+/// Rotates each pair `(x[2i], x[2i+1])` of every head by the angles in `table` (`[head_size/2, 2]` Q14).
+fn rope(x: &mut [i8], head_size: usize, table: &[i16]) {
+    for head in x.chunks_exact_mut(head_size) {
+        for (pair, cs) in head.chunks_exact_mut(2).zip(table.chunks_exact(2)) {
+            if let ([a, b], [c, s]) = (pair, cs) {
+                let (x0, x1, c, s) = (i32::from(*a), i32::from(*b), i32::from(*c), i32::from(*s));
+                *a = sat8((x0 * c - x1 * s + (1 << 13)) >> 14);
+                *b = sat8((x0 * s + x1 * c + (1 << 13)) >> 14);
+            }
+        }
+    }
+}
+
+/// Runs token `token` at position `pos` through the decoder: writes its keys and values into `cache` at
+/// `pos`, attends over positions `0..=pos`, and writes the int8 logits of the next token.
+///
+/// `cache` is [`DecoderShape::cache_bytes`] long (positions below `pos` must hold earlier steps), `scratch`
+/// at least [`DecoderShape::scratch_words`] words, `logits` `vocab` bytes. Errors, before anything is
+/// written: lengths or a shape that disagree (`ShapeMismatch`), `token ≥ vocab` or `pos ≥ context`
+/// (`IndexOutOfRange`), parameters a kernel refuses (`InvalidParam`, checked on the first layer's use).
+pub fn decoder_step(
+    d: &Decoder<'_>,
+    cache: &mut [i8],
+    scratch: &mut [i32],
+    token: usize,
+    pos: usize,
+    logits: &mut [i8],
+) -> Result<(), KernelError> {
+    d.check()?;
+    let s = d.shape;
+    if cache.len() != s.cache_bytes() || scratch.len() < s.scratch_words(d.layout) || logits.len() != s.vocab {
+        return Err(KernelError::ShapeMismatch);
+    }
+    if token >= s.vocab || pos >= s.context {
+        return Err(KernelError::IndexOutOfRange);
+    }
+    let (dim, hs, kv) = (s.dim, s.head_size(), s.kv_dim());
+    let linear = |words, n, k| PackedLinear::new(d.layout, n, k, words);
+
+    let mut words = scratch;
+    let panel = take(&mut words, d.layout.scratch_words(s.hidden.max(dim)))?;
+    let acc = take(&mut words, hs)?;
+    let mut bytes: &mut [i8] = bytemuck::cast_slice_mut(words);
+    let h = take(&mut bytes, dim)?;
+    let xn = take(&mut bytes, dim)?;
+    let qkv = take(&mut bytes, s.qkv_rows())?;
+    let att = take(&mut bytes, dim)?;
+    let proj = take(&mut bytes, dim)?;
+    let gu = take(&mut bytes, 2 * s.hidden)?;
+    let scores = take(&mut bytes, s.context)?;
+    let probs = take(&mut bytes, s.context)?;
+
+    h.copy_from_slice(d.embedding.get(token * dim..(token + 1) * dim).ok_or(KernelError::ShapeMismatch)?);
+    let table = d.rope.get(pos * hs..(pos + 1) * hs).ok_or(KernelError::ShapeMismatch)?;
+    let layer_cache = s.context * kv;
+    let group = s.heads / s.kv_heads;
+    let n = pos + 1;
+    for (l, layer_kv) in d.layers.iter().zip(cache.chunks_exact_mut(2 * layer_cache)) {
+        layernorm_i8(h, dim, &l.attn_norm, xn)?;
+        linear_packed(xn, &linear(l.qkv, s.qkv_rows(), dim)?, 1, 0, panel, qkv)?;
+        let (q, kvnew) = qkv.split_at_mut(dim);
+        let (k_new, v_new) = kvnew.split_at_mut(kv);
+        rope(q, hs, table);
+        rope(k_new, hs, table);
+        let (keys, values) = layer_kv.split_at_mut(layer_cache);
+        keys.get_mut(pos * kv..n * kv).ok_or(KernelError::ShapeMismatch)?.copy_from_slice(k_new);
+        values.get_mut(pos * kv..n * kv).ok_or(KernelError::ShapeMismatch)?.copy_from_slice(v_new);
+        let keys = keys.get(..n * kv).ok_or(KernelError::ShapeMismatch)?;
+        let values = values.get(..n * kv).ok_or(KernelError::ShapeMismatch)?;
+        let scores = scores.get_mut(..n).ok_or(KernelError::ShapeMismatch)?;
+        let probs = probs.get_mut(..n).ok_or(KernelError::ShapeMismatch)?;
+        for (head, (qh, out)) in q.chunks_exact(hs).zip(att.chunks_exact_mut(hs)).enumerate() {
+            let off = (head / group) * hs;
+            for (sc, key) in scores.iter_mut().zip(keys.chunks_exact(kv)) {
+                let dot = qh
+                    .iter()
+                    .zip(key.iter().skip(off))
+                    .fold(0i32, |a, (&x, &y)| a.wrapping_add(i32::from(x) * i32::from(y)));
+                *sc = sat8(high_mul(dot, l.score_mul, 0));
+            }
+            softmax_i8(scores, n, None, &l.softmax, probs)?;
+            acc.fill(0);
+            let zp = l.softmax.out_zero_point;
+            for (&p, value) in probs.iter().zip(values.chunks_exact(kv)) {
+                let p = i32::from(p) - zp;
+                for (a, &v) in acc.iter_mut().zip(value.iter().skip(off)) {
+                    *a = a.wrapping_add(p * i32::from(v));
+                }
+            }
+            for (o, &a) in out.iter_mut().zip(acc.iter()) {
+                *o = sat8(high_mul(a, l.value_mul, 0));
+            }
+        }
+        linear_packed(att, &linear(l.wo, dim, dim)?, 1, l.wo_zero_point, panel, proj)?;
+        add_shift_in_place(h, proj, 1, &l.attn_add)?;
+
+        layernorm_i8(h, dim, &l.ffn_norm, xn)?;
+        linear_packed(xn, &linear(l.w13, 2 * s.hidden, dim)?, 1, 0, panel, gu)?;
+        let (gate, up) = gu.split_at_mut(s.hidden);
+        lut_i8_in_place(gate, l.silu)?;
+        mul_requant_in_place(gate, up, 1, &l.gate_mul)?;
+        linear_packed(gate, &linear(l.w2, dim, s.hidden)?, 1, l.w2_zero_point, panel, proj)?;
+        add_shift_in_place(h, proj, 1, &l.ffn_add)?;
+    }
+    layernorm_i8(h, dim, &d.final_norm, xn)?;
+    linear_packed(xn, &linear(d.classifier, s.vocab, dim)?, 1, d.logits_zero_point, panel, logits)
+}
+
+/// The first index of the largest logit (greedy decoding). `None` for no logits.
+pub fn argmax(logits: &[i8]) -> Option<usize> {
+    let mut best: Option<(usize, i8)> = None;
+    for (i, &v) in logits.iter().enumerate() {
+        if best.is_none_or(|(_, b)| v > b) {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// The next state and output of the xorshift32 generator (Marsaglia's 13/17/5), from a non-zero state.
+pub fn xorshift32(state: &mut u32) -> u32 {
+    let mut x = *state;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    x
+}
+
+/// Top-k sampling with a temperature, in integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopK<'a> {
+    /// Candidates: the `k` largest logits (ties broken by the lower index); 0 means all.
+    pub k: usize,
+    /// `weight[d] = round(2^15 · exp(−d · s_logit / temperature))` for `d = max − logit` in `0..=255`.
+    pub weight: &'a [u16; 256],
+}
+
+/// Samples a token from int8 logits: candidates are the top `k`; candidate `j` has weight
+/// `p.weight[max − logit_j]`; with `W` their sum and `r = xorshift32(rng) mod W`, the token is the first
+/// candidate (in index order) whose running weight sum exceeds `r`. `None` when no candidate has weight.
+pub fn sample_top_k(logits: &[i8], p: &TopK<'_>, rng: &mut u32) -> Option<usize> {
+    let max = logits.iter().copied().max()?;
+    let weight = |v: i8| u32::from(p.weight.get((i32::from(max) - i32::from(v)) as usize).copied().unwrap_or(0));
+    let (cut, ties) = kth_largest(logits, p.k, max);
+    let total = candidates(logits, cut, ties).fold(0u32, |t, (_, v)| t.saturating_add(weight(v)));
+    if total == 0 {
+        return None;
+    }
+    let r = xorshift32(rng) % total;
+    let mut sum = 0u32;
+    candidates(logits, cut, ties).find_map(|(i, v)| {
+        sum = sum.saturating_add(weight(v));
+        (sum > r).then_some(i)
+    })
+}
+
+/// The `k`-th largest of `logits` (all of them when `k` is 0 or too large) and how many of the values equal to
+/// it are among the top `k`, by a histogram of the 256 values.
+fn kth_largest(logits: &[i8], k: usize, max: i8) -> (i8, usize) {
+    if k == 0 || k >= logits.len() {
+        return (i8::MIN, logits.len());
+    }
+    let mut counts = [0usize; 256];
+    for &v in logits {
+        if let Some(c) = counts.get_mut(usize::from(v as u8 ^ 0x80)) {
+            *c += 1;
+        }
+    }
+    let mut above = 0usize;
+    for v in (i8::MIN..=max).rev() {
+        let c = counts.get(usize::from(v as u8 ^ 0x80)).copied().unwrap_or(0);
+        if above + c >= k {
+            return (v, k - above);
+        }
+        above += c;
+    }
+    (i8::MIN, logits.len())
+}
+
+/// The candidates of [`sample_top_k`] in index order: values above `cut`, and the first `ties` equal to it.
+fn candidates(logits: &[i8], cut: i8, ties: usize) -> impl Iterator<Item = (usize, i8)> + '_ {
+    let mut left = ties;
+    logits.iter().copied().enumerate().filter(move |&(_, v)| {
+        if v > cut {
+            true
+        } else if v == cut && left > 0 {
+            left -= 1;
+            true
+        } else {
+            false
+        }
+    })
+}
