@@ -45,7 +45,7 @@ fn list<T: std::fmt::Display>(v: &[T]) -> String {
 }
 
 /// `[a, b, c]` with line breaks every 32 values, for readable arrays.
-fn array<T: std::fmt::Display>(v: &[T]) -> String {
+pub(crate) fn array<T: std::fmt::Display>(v: &[T]) -> String {
     let rows: Vec<String> = v.chunks(32).map(list).collect();
     format!("[\n    {}\n]", rows.join(",\n    "))
 }

@@ -29,6 +29,7 @@
 //! Device I/O is bytes (`&[i8]`): an 8-bit tensor is its elements (a `u8` tensor passes the same
 //! bytes, `v as i8`); a wider one is its elements in little-endian order ([`IoInfo::dtype`] says
 //! which; [`IoInfo::len`] counts bytes).
+pub mod decoder;
 mod emit;
 mod fuse;
 

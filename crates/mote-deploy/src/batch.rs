@@ -117,7 +117,7 @@ pub fn write_batch_firmware(paths: &Paths, spec: &BatchSpec<'_>) -> Result<Firmw
     for data in spec.inputs {
         h.bytes(&data.iter().map(|&v| v as u8).collect::<Vec<u8>>());
     }
-    write_work(paths, spec.board, c, spec.model_crate, spec.limits, &batch_main_rs(spec), h)
+    write_work(paths, spec.board, &c.files, spec.model_crate, spec.limits, &batch_main_rs(spec), h)
 }
 
 /// The batch firmware's `src/main.rs`.

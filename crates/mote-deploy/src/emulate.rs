@@ -101,6 +101,35 @@ pub(crate) fn run_and_parse<X>(
     plugin_dir: &Path,
     parse: impl FnOnce(&str) -> Result<(Vec<Vec<i8>>, X), String>,
 ) -> Result<(Emulation, X)> {
+    let (out, counts) = run_counted(board, elf, timeout, plugin_dir)?;
+    let fail = |what: String| firmware_error(board, &out.stdout, what);
+    let (outputs, extra) = parse(&out.stdout).map_err(fail)?;
+    let regions = counts.regions();
+    let ids: Vec<u32> = regions.iter().map(|r| r.id).collect();
+    let expected: Vec<u32> = (0..layers as u32).collect();
+    if ids != expected {
+        return Err(fail(format!("expected one mark per layer (ids 0..{layers}) then MARK_END, got regions {ids:?}")));
+    }
+    let stack = out.stack().ok_or_else(|| fail("no `mote: stack` line".into()))?;
+    let sizes = elf_sizes(elf)?;
+    let run = Emulation {
+        outputs,
+        layers: regions.iter().map(|r| (r.id, r.instructions)).collect(),
+        total_instructions: counts.total,
+        stack,
+        sizes,
+    };
+    Ok((run, extra))
+}
+
+/// Runs `elf` on `board`'s emulated core with instruction counting and checks that it exited cleanly with counts:
+/// the run's output, and an error builder that quotes what the firmware printed.
+pub(crate) fn run_counted(
+    board: &Board,
+    elf: &Path,
+    timeout: Duration,
+    plugin_dir: &Path,
+) -> Result<(mote_qemu::RunOutput, mote_qemu::InstructionCounts)> {
     let machine = board.core.qemu_machine();
     let opts = RunOptions { timeout, count_instructions: true, plugin_dir: Some(plugin_dir.to_owned()) };
     let out = match run_elf(board.core, elf, &opts) {
@@ -118,10 +147,7 @@ pub(crate) fn run_and_parse<X>(
         }
         Err(e) => return Err(e.into()),
     };
-    let fail = |what: String| DeployError::Firmware {
-        machine,
-        message: format!("{what}; it printed:\n{}", quote(&out.stdout)),
-    };
+    let fail = |what: String| firmware_error(board, &out.stdout, what);
     if out.exit_code != 0 {
         let why = match out.exit_code {
             1 => "the generated model code returned an error".to_string(),
@@ -131,24 +157,16 @@ pub(crate) fn run_and_parse<X>(
         };
         return Err(fail(format!("the firmware failed ({why}, exit code {})", out.exit_code)));
     }
-    let (outputs, extra) = parse(&out.stdout).map_err(fail)?;
     let counts = out.instructions.clone().ok_or_else(|| fail("no instruction counts".into()))?;
-    let regions = counts.regions();
-    let ids: Vec<u32> = regions.iter().map(|r| r.id).collect();
-    let expected: Vec<u32> = (0..layers as u32).collect();
-    if ids != expected {
-        return Err(fail(format!("expected one mark per layer (ids 0..{layers}) then MARK_END, got regions {ids:?}")));
+    Ok((out, counts))
+}
+
+/// The error of a firmware on `board` that printed `stdout`.
+pub(crate) fn firmware_error(board: &Board, stdout: &str, what: String) -> DeployError {
+    DeployError::Firmware {
+        machine: board.core.qemu_machine(),
+        message: format!("{what}; it printed:\n{}", quote(stdout)),
     }
-    let stack = out.stack().ok_or_else(|| fail("no `mote: stack` line".into()))?;
-    let sizes = elf_sizes(elf)?;
-    let run = Emulation {
-        outputs,
-        layers: regions.iter().map(|r| (r.id, r.instructions)).collect(),
-        total_instructions: counts.total,
-        stack,
-        sizes,
-    };
-    Ok((run, extra))
 }
 
 #[cfg(test)]

@@ -308,7 +308,7 @@ pub fn write_firmware(paths: &Paths, spec: &FirmwareSpec<'_>) -> Result<Firmware
     for data in spec.inputs {
         h.bytes(&data.iter().map(|&v| v as u8).collect::<Vec<u8>>());
     }
-    write_work(paths, spec.board, c, spec.model_crate, spec.limits, &main_rs(spec), h)
+    write_work(paths, spec.board, &c.files, spec.model_crate, spec.limits, &main_rs(spec), h)
 }
 
 /// Writes the model crate and a firmware crate with `main` as its `src/main.rs` into a work directory named by
@@ -317,13 +317,13 @@ pub fn write_firmware(paths: &Paths, spec: &FirmwareSpec<'_>) -> Result<Firmware
 pub(crate) fn write_work(
     paths: &Paths,
     board: &Board,
-    c: &Compiled,
+    files: &[(PathBuf, String)],
     model_crate: &str,
     l: MemoryLimits,
     main: &str,
     mut h: Fnv,
 ) -> Result<FirmwareDir> {
-    for (path, text) in &c.files {
+    for (path, text) in files {
         h.bytes(path.to_string_lossy().as_bytes()).bytes(text.as_bytes());
     }
     h.bytes(board.core.name().as_bytes()).bytes(model_crate.as_bytes());
@@ -332,7 +332,7 @@ pub(crate) fn write_work(
     let package = format!("fw-{}-{:016x}", package_part(&board.name), h.0);
     let work = paths.target_dir.join("work").join(&package);
 
-    for (rel, text) in &c.files {
+    for (rel, text) in files {
         if rel.is_absolute() || rel.components().any(|p| matches!(p, std::path::Component::ParentDir)) {
             return Err(DeployError::Usage(format!("the generated crate names a file outside it: {}", rel.display())));
         }

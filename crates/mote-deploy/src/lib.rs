@@ -22,6 +22,7 @@ mod emulate;
 mod error;
 mod firmware;
 mod fit;
+mod generation;
 mod header;
 mod html;
 mod report;
@@ -37,6 +38,10 @@ pub use emulate::{emulate, parse_outputs, Emulation};
 pub use error::{DeployError, Result};
 pub use firmware::{build, write_firmware, FirmwareDir, FirmwareSpec, MemoryLimits, Paths, OUTPUT_PREFIX};
 pub use fit::{check_fit, group, Fit, CODE_ESTIMATE_BYTES, DEFAULT_STACK_BYTES};
+pub use generation::{
+    emulate_generation, parse_tokens, run_generation, write_generation_firmware, DeployedGeneration, GenerationJob,
+    GenerationRun, GenerationSpec, TOKEN_PREFIX,
+};
 pub use header::{c_header, ARENA_ALIGN, C_RUN_SYMBOL};
 pub use html::{memory_svg, peak};
 pub use report::{compare, mismatch_phrase, LayerRow, Mismatch, Report, LATENCY_ASSUMPTION};

@@ -18,9 +18,11 @@ use ndarray::{s, ArrayView1, ArrayView2};
 use crate::float::{forward, rope_angle, FloatCache, Point, RMS_EPS};
 use crate::{Checkpoint, Error, Result};
 
-/// Softmax probabilities: scale 1/256, zero point −128 (0 ↦ −128, 255/256 ↦ 127).
-pub(crate) const PROB_SCALE: f64 = 1.0 / 256.0;
-pub(crate) const PROB_ZERO_POINT: i32 = -128;
+// Softmax probabilities: scale 1/256, zero point −128 (0 ↦ −128, 255/256 ↦ 127).
+/// Scale of the softmax probabilities.
+pub const PROB_SCALE: f64 = 1.0 / 256.0;
+/// Zero point of the softmax probabilities.
+pub const PROB_ZERO_POINT: i32 = -128;
 
 /// Observed `[min, max]` of every [`Point`] over the calibration tokens.
 #[derive(Clone, Debug, Default)]
