@@ -5,6 +5,7 @@ use std::process::ExitCode;
 mod compile;
 mod deploy;
 mod eval;
+mod generate;
 mod inspect;
 mod io;
 mod quantize;
@@ -36,6 +37,8 @@ enum Command {
     Compile(compile::Args),
     /// Compile, build and run a model on a board's emulated core: bit-exact check, memory, instructions, latency.
     Deploy(deploy::Args),
+    /// Generate text with an int8 decoder (llama2.c model.bin) on a board's emulated core, checked against the host.
+    Generate(generate::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Quantize(a) => quantize::main(a),
         Command::Compile(a) => compile::main(a),
         Command::Deploy(a) => deploy::main(a),
+        Command::Generate(a) => generate::main(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,235 @@
+//! `mote generate`: quantize a llama2.c decoder (model.bin) to int8 on calibration text, generate from a prompt
+//! on the host reference, then compile it for a board, run the same generation on the board's emulated core and
+//! check that the token sequences are identical.
+//! Exit 0 when identical, 1 when they differ, 2 on errors.
+use crate::io::spinner;
+use crate::EXIT_MISMATCH;
+use anyhow::{bail, Context, Result};
+use mote_deploy::{group, run_generation, Board, GenerationJob, Paths, DEFAULT_STACK_BYTES};
+use mote_llm::generate::{generate, PackedDecoder, Sampling};
+use mote_llm::quant::{calibrate, quantize};
+use mote_llm::{Checkpoint, Tokenizer, BOS};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `mote generate`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The decoder: a llama2.c checkpoint (model.bin, version 0 or 1, float32).
+    model: PathBuf,
+    /// Board to run on (as `mote deploy` takes it).
+    #[arg(long)]
+    board: String,
+    /// The prompt text (encoded with BOS first, as llama2.c's run.c does).
+    #[arg(long, conflicts_with = "prompt_ids")]
+    prompt: Option<String>,
+    /// The prompt as raw token ids, e.g. `1,403,77` (no tokenizer needed to run; BOS is not added).
+    #[arg(long, value_delimiter = ',')]
+    prompt_ids: Vec<u32>,
+    /// Tokens to generate at most (generation also stops at BOS or EOS).
+    #[arg(short = 'n', long, default_value_t = 64)]
+    steps: usize,
+    /// The tokenizer (llama2.c tokenizer.bin); default: tokenizer.bin beside the model.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Calibration text (UTF-8): paragraphs (separated by empty lines or lines holding only `%`) are encoded
+    /// with BOS and run through the float decoder to choose every int8 scale.
+    #[arg(long)]
+    calib: PathBuf,
+    /// Calibration paragraphs used at most.
+    #[arg(long, default_value_t = 64)]
+    calib_limit: usize,
+    /// Positions the KV cache holds (prompt + generated tokens); default: the model's seq_len.
+    #[arg(long)]
+    context: Option<usize>,
+    /// Sampling temperature; 0 (default) is greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f64,
+    /// Top-k candidates when sampling (0: all).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Seed of the sampler's xorshift32 generator.
+    #[arg(long, default_value_t = 42)]
+    seed: u32,
+    /// Stack reserve in bytes.
+    #[arg(long, default_value_t = DEFAULT_STACK_BYTES)]
+    stack: u64,
+    /// Stop the emulation after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    timeout: f64,
+    /// Print one JSON object (tokens, text, instructions per step, sizes) instead of the text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Calibration token sequences: paragraphs of `text`, each encoded with BOS, truncated to `context`.
+fn calibration_sequences(tok: &Tokenizer, text: &str, limit: usize, context: usize) -> Result<Vec<Vec<u32>>> {
+    let mut seqs = Vec::new();
+    let mut para = String::new();
+    let flush = |para: &mut String, seqs: &mut Vec<Vec<u32>>| -> Result<()> {
+        let t = para.trim();
+        if !t.is_empty() && seqs.len() < limit {
+            let mut ids = tok.encode(t, true, false)?;
+            ids.truncate(context);
+            seqs.push(ids);
+        }
+        para.clear();
+        Ok(())
+    };
+    for line in text.lines() {
+        if line.trim().is_empty() || line.trim() == "%" {
+            flush(&mut para, &mut seqs)?;
+        } else {
+            para.push_str(line);
+            para.push('\n');
+        }
+    }
+    flush(&mut para, &mut seqs)?;
+    Ok(seqs)
+}
+
+fn tokenizer_path(a: &Args) -> PathBuf {
+    a.tokenizer.clone().unwrap_or_else(|| a.model.parent().unwrap_or(Path::new(".")).join("tokenizer.bin"))
+}
+
+/// Runs `mote generate`.
+pub fn main(a: Args) -> Result<ExitCode> {
+    if !(a.timeout.is_finite() && a.timeout > 0.0) {
+        bail!("--timeout {}: must be a positive number of seconds", a.timeout);
+    }
+    if !(a.temperature >= 0.0 && a.temperature.is_finite()) {
+        bail!("--temperature {}: must be 0 (greedy) or a positive number", a.temperature);
+    }
+    let board = Board::resolve(&a.board)?;
+    let layout = board
+        .packed_layout()
+        .with_context(|| format!("board `{}` ({}) has no packed kernel layout for decoders", board.name, board.core))?;
+    let ck = Checkpoint::read(&a.model)?;
+    let config = ck.config;
+    let tok_path = tokenizer_path(&a);
+    let tok = Tokenizer::read(&tok_path, config.vocab_size)
+        .with_context(|| format!("the tokenizer (give it with --tokenizer) for {}", a.model.display()))?;
+    let prompt: Vec<u32> = match (&a.prompt, a.prompt_ids.is_empty()) {
+        (Some(text), _) => tok.encode(text, true, false)?,
+        (None, false) => a.prompt_ids.clone(),
+        (None, true) => bail!("give the prompt with --prompt TEXT or --prompt-ids 1,2,3"),
+    };
+    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= config.vocab_size) {
+        bail!("--prompt-ids: token {bad} is outside the vocabulary of {}", config.vocab_size);
+    }
+    let context = a.context.unwrap_or(config.seq_len);
+    if prompt.len() + a.steps > context + 1 {
+        bail!(
+            "the prompt of {} tokens plus {} generated tokens needs {} positions, more than the context of {context} \
+             (raise --context up to the model's seq_len {}, or lower -n)",
+            prompt.len(),
+            a.steps,
+            prompt.len() + a.steps - 1,
+            config.seq_len
+        );
+    }
+    let text = std::fs::read_to_string(&a.calib).with_context(|| format!("reading {}", a.calib.display()))?;
+    let seqs = calibration_sequences(&tok, &text, a.calib_limit, context)?;
+    if seqs.is_empty() {
+        bail!("{}: no calibration text (paragraphs separated by empty lines)", a.calib.display());
+    }
+    let sampling = if a.temperature == 0.0 {
+        Sampling::Greedy
+    } else {
+        Sampling::TopK { k: a.top_k, temperature: a.temperature, seed: a.seed }
+    };
+
+    let step = spinner(a.json, format!("calibrating on {} paragraph(s) of {}", seqs.len(), a.calib.display()));
+    let q = calibrate(&ck, &seqs, context).and_then(|r| quantize(&ck, &r, context));
+    step.finish_and_clear();
+    let q = q.with_context(|| format!("quantizing {}", a.model.display()))?;
+    let dec = PackedDecoder::new(&q, layout)?;
+
+    // The host reference, printed as it is generated.
+    let out = std::io::stdout();
+    let mut prev = *prompt.last().unwrap_or(&BOS);
+    if !a.json {
+        let shown = tok.decode_text(&prompt)?;
+        let mut o = out.lock();
+        o.write_all(&shown)?;
+        o.flush()?;
+    }
+    let host = generate(&dec, &prompt, a.steps, sampling, &mut |t| {
+        if !a.json {
+            let mut o = out.lock();
+            if let Ok(piece) = tok.decode(prev, t) {
+                let _ = o.write_all(piece);
+            }
+            let _ = o.flush();
+        }
+        prev = t;
+    })?;
+    if !a.json {
+        println!();
+    }
+
+    let paths = Paths::locate()?;
+    let step = spinner(a.json, format!("building and emulating on {} ({})", board.name, board.core));
+    let job = GenerationJob {
+        prompt: &prompt,
+        steps: a.steps,
+        sampling,
+        stack: a.stack,
+        timeout: Duration::from_secs_f64(a.timeout),
+    };
+    let dep = run_generation(&paths, &board, &dec, &job);
+    step.finish_and_clear();
+    let dep = dep?;
+    let identical = dep.run.tokens == host;
+    let steps = &dep.run.step_instructions;
+    let last = steps.last().copied().unwrap_or(0);
+    let mean = steps.iter().sum::<u64>() / steps.len().max(1) as u64;
+    let per_s = |instr: u64| board.clock_hz as f64 / instr.max(1) as f64;
+    if a.json {
+        let v = serde_json::json!({
+            "model": a.model.display().to_string(),
+            "board": board.name,
+            "core": board.core.to_string(),
+            "prompt_ids": prompt,
+            "tokens": dep.run.tokens,
+            "host_tokens": host,
+            "identical": identical,
+            "text": String::from_utf8_lossy(&tok.decode_text(&dep.run.tokens)?),
+            "step_instructions": steps,
+            "tokens_per_s_last": per_s(last),
+            "cache_bytes": dep.sizes.cache_bytes,
+            "state_bytes": dep.sizes.state_bytes(),
+            "weight_bytes": dep.sizes.weight_bytes,
+            "context": context,
+        });
+        println!("{v}");
+    } else {
+        println!(
+            "{} on QEMU: {} token(s), {}; instructions per decoder step: {} at position 0, {} at position {} \
+             (mean {}), {:.0} tokens/s at {} MHz",
+            board.name,
+            dep.run.tokens.len(),
+            if identical { "identical to the host reference" } else { "DIFFERENT from the host reference" },
+            group(steps.first().copied().unwrap_or(0)),
+            group(last),
+            steps.len().saturating_sub(1),
+            group(mean),
+            per_s(last),
+            board.clock_hz / 1_000_000
+        );
+        println!(
+            "memory: KV cache {} B (context {context}), state {} B, weights {} B ({layout:?})",
+            group(dep.sizes.cache_bytes as u64),
+            group(dep.sizes.state_bytes() as u64),
+            group(dep.sizes.weight_bytes as u64),
+        );
+    }
+    if identical {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: QEMU generated {:?}, the host reference {:?}", dep.run.tokens, host);
+        Ok(ExitCode::from(EXIT_MISMATCH))
+    }
+}
