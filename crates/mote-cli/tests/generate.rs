@@ -1,0 +1,68 @@
+//! `mote generate` on our own decoder (examples/fortunes, llama2.c format): the host reference and QEMU produce
+//! the same tokens on Cortex-M4 and M7, and bad input gets a clear error.
+
+mod common;
+use common::{assert_error, emulation_available, example, json, mote, write};
+
+fn fortunes(f: &str) -> String {
+    example("fortunes", f)
+}
+
+fn generate_identical(board: &str, core: &str, extra: &[&str]) -> serde_json::Value {
+    let (model, calib) = (fortunes("model.bin"), fortunes("calib.txt"));
+    let mut args = vec!["generate", &model, "--board", board, "--calib", &calib, "--context", "64", "--json"];
+    args.extend_from_slice(extra);
+    let v = json(&mote(&args));
+    assert_eq!(v["core"], core);
+    assert_eq!(v["identical"], true, "{v}");
+    assert_eq!(v["tokens"], v["host_tokens"]);
+    let tokens = v["tokens"].as_array().unwrap();
+    assert!(!tokens.is_empty());
+    let prompt = v["prompt_ids"].as_array().unwrap().len();
+    assert_eq!(v["step_instructions"].as_array().unwrap().len(), prompt - 1 + tokens.len());
+    // KV cache: 2 (keys, values) · 8 layers · 64 positions · 64.
+    assert_eq!(v["cache_bytes"], 2 * 8 * 64 * 64);
+    v
+}
+
+#[test]
+fn greedy_text_on_cortex_m4() {
+    if !emulation_available("cortex-m4") {
+        return;
+    }
+    let v = generate_identical("stm32l4r5", "cortex-m4", &["--prompt", "Once upon a time", "-n", "16"]);
+    assert_eq!(v["prompt_ids"][0], 1, "BOS first");
+    assert!(v["text"].as_str().unwrap().len() > 4, "{v}");
+}
+
+#[test]
+fn sampled_prompt_ids_on_cortex_m7() {
+    if !emulation_available("cortex-m7") {
+        return;
+    }
+    let extra = ["--prompt-ids", "1,261,308", "-n", "12", "--temperature", "0.8", "--top-k", "20", "--seed", "9"];
+    generate_identical("stm32h743", "cortex-m7", &extra);
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let (model, calib) = (fortunes("model.bin"), fortunes("calib.txt"));
+    let base = ["generate", model.as_str(), "--board", "stm32l4r5", "--calib", calib.as_str()];
+    let run = |extra: &[&str]| mote(&[&base[..], extra].concat());
+    assert_error(
+        &run(&["--prompt", "Hello", "-n", "40", "--context", "16"]),
+        &["needs", "more than the context of 16"],
+    );
+    assert_error(&run(&["--prompt-ids", "1,9999"]), &["token 9999 is outside the vocabulary of 512"]);
+    assert_error(&run(&[]), &["--prompt TEXT or --prompt-ids"]);
+    assert_error(&run(&["--prompt", "x", "--temperature=-1"]), &["--temperature -1"]);
+    // A checkpoint whose header disagrees with its size.
+    let dir = std::env::temp_dir().join(format!("mote-generate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut bytes = std::fs::read(&model).unwrap();
+    bytes.truncate(bytes.len() - 100);
+    let cut = write(&dir, "model.bin", &bytes);
+    let out = mote(&["generate", &cut, "--board", "stm32l4r5", "--calib", &calib, "--prompt", "x"]);
+    assert_error(&out, &["model.bin", "the header implies", "bytes"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
