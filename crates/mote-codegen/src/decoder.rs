@@ -96,7 +96,7 @@ pub fn compile_decoder(
         let attn_norm = st.norm(&format!("{p}_ATTN_NORM"), &ql.attn_norm, &format!("Layer {l} attention RMSNorm"));
         let qkv = st.linear(&format!("{p}_QKV"), &ql.qkv, qkv, &format!("Layer {l} query/key/value projection"));
         let exp =
-            st.array(&format!("{p}_SOFTMAX_EXP"), "u16", &ql.softmax_exp[..], &format!("Layer {l} softmax table."));
+            st.array(&format!("{p}_EXP"), "u16", &ql.exp[..], &format!("Layer {l} attention exponential table (Q14)."));
         let wo = st.linear(&format!("{p}_WO"), &ql.wo, wo, &format!("Layer {l} output projection"));
         let ffn_norm = st.norm(&format!("{p}_FFN_NORM"), &ql.ffn_norm, &format!("Layer {l} MLP RMSNorm"));
         let w13 = st.linear(&format!("{p}_W13"), &ql.w13, w13, &format!("Layer {l} gate/up projection"));
@@ -111,14 +111,12 @@ pub fn compile_decoder(
         };
         layers.push(format!(
             "    DecoderLayer {{\n        attn_norm: {attn_norm},\n        qkv: {qkv},\n        score_mul: {},\n        \
-             softmax: SoftmaxI8Params {{ exp: &weights::{exp}, out_recip: {}, out_zero_point: {} }},\n        value_mul: {},\n        \
+             exp: &weights::{exp},\n        value_mul: {},\n        \
              wo: {wo},\n        wo_zero_point: {},\n        attn_add: {},\n        ffn_norm: {ffn_norm},\n        w13: {w13},\n        \
              silu: &weights::{silu},\n        gate_mul: MulRequant {{ input1_offset: {}, input2_offset: {}, output_multiplier: {}, \
              output_shift: {}, output_offset: {}, act_min: {}, act_max: {} }},\n        w2: {w2},\n        w2_zero_point: {},\n        \
              ffn_add: {},\n    }},",
             ql.score_mul,
-            ql.softmax_out_recip,
-            mote_llm::quant::PROB_ZERO_POINT,
             ql.value_mul,
             ql.wo_zero_point,
             add(a),
@@ -169,7 +167,6 @@ use mote_kernels::decoder::{{argmax, decoder_step, sample_top_k, xorshift32, Dec
 use mote_kernels::elementwise::{{AddShift, MulRequant}};
 use mote_kernels::norm::LayerNormI8Params;
 use mote_kernels::packed::PackedLayout;
-use mote_kernels::softmax::SoftmaxI8Params;
 pub use mote_kernels::KernelError;
 
 /// The decoder's dimensions and compiled context.

@@ -9,17 +9,20 @@
 //! The arithmetic is that of the plain kernels it calls ([`layernorm_i8`], [`linear_packed`], [`softmax_i8`],
 //! [`add_shift_in_place`], [`mul_requant_in_place`], [`lut_i8_in_place`]) plus two small integer pieces written
 //! here: rotary embedding `a' = sat8(⌊(a·cos − b·sin + 2^13) / 2^14⌋)`, `b' = sat8(⌊(a·sin + b·cos + 2^13) / 2^14⌋)`
-//! with Q14 tables, and attention rows `score_t = sat8(high_mul(q·k_t, score_mul))` over positions `0..=pos`,
-//! softmax, `o = sat8(high_mul(Σ_t (p_t − zp_p)·v_t, value_mul))`. Queries, keys, values, scores and attention
-//! outputs are symmetric (zero point 0); the cache holds keys after rotation.
+//! with Q14 tables, and attention per head over positions `t` in `0..=pos` (see [`DecoderLayer::score_mul`]):
+//! `s_t = q·k_t`, `e_t = exp[min(255, ⌊(max_t s_t − s_t)·score_mul / 2^32⌋)]`, `S = Σ e_t`,
+//! `o = sat8(⌊(Σ_t e_t·v_t · ⌊value_mul·2^16 / S⌋ + 2^45) / 2^46⌋)` — the softmax weights stay unnormalized
+//! 15-bit integers and one division per head normalizes the output. Queries, keys, values and attention outputs
+//! are symmetric (zero point 0); the cache holds keys after rotation.
 
 use crate::activation::lut_i8_in_place;
 use crate::elementwise::{add_shift_in_place, mul_requant_in_place, AddShift, MulRequant};
 use crate::norm::{layernorm_i8, LayerNormI8Params};
 use crate::packed::{linear_packed, PackedLayout, PackedLinear};
-use crate::requant::high_mul;
-use crate::softmax::{softmax_i8, SoftmaxI8Params};
 use crate::KernelError;
+
+/// The longest context: `Σ_t e_t·v_t` must fit `i32` (`e_t ≤ 2^14`, `|v| ≤ 2^7`).
+pub const MAX_CONTEXT: usize = 1023;
 
 /// Dimensions of a decoder and its compiled context length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,14 +74,15 @@ impl DecoderShape {
 
     /// Bytes of the step's activation buffers (see [`decoder_step`]).
     const fn buffer_bytes(&self) -> usize {
-        // h, normed x, q|k|v, attention output, projection output, gate|up, scores, probabilities
-        3 * self.dim + self.qkv_rows() + self.dim + 2 * self.hidden + 2 * self.context
+        // h, normed x, q|k|v, attention output, projection output, gate|up
+        3 * self.dim + self.qkv_rows() + self.dim + 2 * self.hidden
     }
 
-    /// `i32` words of scratch [`decoder_step`] needs with weights packed for `layout`.
+    /// `i32` words of scratch [`decoder_step`] needs with weights packed for `layout`: the linear layers'
+    /// panel, one head's accumulators and scores over the context, then the byte buffers.
     pub const fn scratch_words(&self, layout: PackedLayout) -> usize {
         let k = if self.hidden > self.dim { self.hidden } else { self.dim };
-        layout.scratch_words(k) + self.head_size() + self.buffer_bytes().div_ceil(4)
+        layout.scratch_words(k) + self.head_size() + self.context + self.buffer_bytes().div_ceil(4)
     }
 
     fn is_valid(&self) -> bool {
@@ -93,6 +97,7 @@ impl DecoderShape {
             && hs % 2 == 0
             && hs * self.heads == self.dim
             && self.heads % self.kv_heads == 0
+            && self.context <= MAX_CONTEXT
     }
 }
 
@@ -104,12 +109,12 @@ pub struct DecoderLayer<'a> {
     pub attn_norm: LayerNormI8Params<'a>,
     /// `[dim + 2·kv_dim, dim]`: query rows, then key rows, then value rows; outputs symmetric.
     pub qkv: &'a [i32],
-    /// `HighMul` multiplier from `q·k` to int8 scores (`s_q·s_k / (√head_size · s_score)`).
-    pub score_mul: i32,
-    /// Softmax of the score rows (its output zero point is the probabilities' `zp_p`).
-    pub softmax: SoftmaxI8Params<'a>,
-    /// `HighMul` multiplier from `Σ_t (p_t − zp_p)·v_t` to the int8 attention output.
-    pub value_mul: i32,
+    /// `round(2^32 · s_q·s_k / (√head_size · s_exp))`, below 2^32: a score difference in table steps.
+    pub score_mul: u32,
+    /// `exp[i] = round(2^14 · exp(−i · s_exp))`, non-increasing, `exp[0] = 2^14`.
+    pub exp: &'a [u16; 256],
+    /// `round(2^30 · s_v / s_o)`: values to the attention output's scale.
+    pub value_mul: u32,
     /// Output projection `[dim, dim]`.
     pub wo: &'a [i32],
     /// Zero point of the output projection's result.
@@ -236,6 +241,7 @@ pub fn decoder_step(
     let mut words = scratch;
     let panel = take(&mut words, d.layout.scratch_words(s.hidden.max(dim)))?;
     let acc = take(&mut words, hs)?;
+    let scores = take(&mut words, s.context)?;
     let mut bytes: &mut [i8] = bytemuck::cast_slice_mut(words);
     let h = take(&mut bytes, dim)?;
     let xn = take(&mut bytes, dim)?;
@@ -243,13 +249,10 @@ pub fn decoder_step(
     let att = take(&mut bytes, dim)?;
     let proj = take(&mut bytes, dim)?;
     let gu = take(&mut bytes, 2 * s.hidden)?;
-    let scores = take(&mut bytes, s.context)?;
-    let probs = take(&mut bytes, s.context)?;
 
     h.copy_from_slice(d.embedding.get(token * dim..(token + 1) * dim).ok_or(KernelError::ShapeMismatch)?);
     let table = d.rope.get(pos * hs..(pos + 1) * hs).ok_or(KernelError::ShapeMismatch)?;
     let layer_cache = s.context * kv;
-    let group = s.heads / s.kv_heads;
     let n = pos + 1;
     for (l, layer_kv) in d.layers.iter().zip(cache.chunks_exact_mut(2 * layer_cache)) {
         layernorm_i8(h, dim, &l.attn_norm, xn)?;
@@ -263,29 +266,15 @@ pub fn decoder_step(
         values.get_mut(pos * kv..n * kv).ok_or(KernelError::ShapeMismatch)?.copy_from_slice(v_new);
         let keys = keys.get(..n * kv).ok_or(KernelError::ShapeMismatch)?;
         let values = values.get(..n * kv).ok_or(KernelError::ShapeMismatch)?;
-        let scores = scores.get_mut(..n).ok_or(KernelError::ShapeMismatch)?;
-        let probs = probs.get_mut(..n).ok_or(KernelError::ShapeMismatch)?;
-        for (head, (qh, out)) in q.chunks_exact(hs).zip(att.chunks_exact_mut(hs)).enumerate() {
-            let off = (head / group) * hs;
-            for (sc, key) in scores.iter_mut().zip(keys.chunks_exact(kv)) {
-                let dot = qh
-                    .iter()
-                    .zip(key.iter().skip(off))
-                    .fold(0i32, |a, (&x, &y)| a.wrapping_add(i32::from(x) * i32::from(y)));
-                *sc = sat8(high_mul(dot, l.score_mul, 0));
-            }
-            softmax_i8(scores, n, None, &l.softmax, probs)?;
-            acc.fill(0);
-            let zp = l.softmax.out_zero_point;
-            for (&p, value) in probs.iter().zip(values.chunks_exact(kv)) {
-                let p = i32::from(p) - zp;
-                for (a, &v) in acc.iter_mut().zip(value.iter().skip(off)) {
-                    *a = a.wrapping_add(p * i32::from(v));
-                }
-            }
-            for (o, &a) in out.iter_mut().zip(acc.iter()) {
-                *o = sat8(high_mul(a, l.value_mul, 0));
-            }
+        let cached = Cached { keys, values, kv_dim: kv, group: s.heads / s.kv_heads, n };
+        // A compile-time head size for the common ones, so that the per-head loops unroll.
+        match hs {
+            4 => attend::<4>(q, &cached, l, hs, scores, acc, att),
+            8 => attend::<8>(q, &cached, l, hs, scores, acc, att),
+            16 => attend::<16>(q, &cached, l, hs, scores, acc, att),
+            32 => attend::<32>(q, &cached, l, hs, scores, acc, att),
+            64 => attend::<64>(q, &cached, l, hs, scores, acc, att),
+            _ => attend::<0>(q, &cached, l, hs, scores, acc, att),
         }
         linear_packed(att, &linear(l.wo, dim, dim)?, 1, l.wo_zero_point, panel, proj)?;
         add_shift_in_place(h, proj, 1, &l.attn_add)?;
@@ -300,6 +289,62 @@ pub fn decoder_step(
     }
     layernorm_i8(h, dim, &d.final_norm, xn)?;
     linear_packed(xn, &linear(d.classifier, s.vocab, dim)?, 1, d.logits_zero_point, panel, logits)
+}
+
+/// One layer's KV cache up to the current position.
+struct Cached<'a> {
+    keys: &'a [i8],
+    values: &'a [i8],
+    kv_dim: usize,
+    /// Query heads per key/value head.
+    group: usize,
+    /// Positions `0..n` attended.
+    n: usize,
+}
+
+/// Attention of every query head over the cache (the arithmetic of the module doc), into `out` (`heads·hs`),
+/// head by head: the head's query stays in registers while its scores run down the cached keys. `scores` holds
+/// at least `n` words, `acc` `hs` words. `HS` is the head size when known at compile time (0: `hs`).
+fn attend<const HS: usize>(
+    q: &[i8],
+    c: &Cached<'_>,
+    l: &DecoderLayer<'_>,
+    hs: usize,
+    scores: &mut [i32],
+    acc: &mut [i32],
+    out: &mut [i8],
+) {
+    let hs = if HS == 0 { hs } else { HS };
+    let row = scores.get_mut(..c.n).unwrap_or_default();
+    for (head, (qh, o)) in q.chunks_exact(hs).zip(out.chunks_exact_mut(hs)).enumerate() {
+        let off = (head / c.group) * hs;
+        let mut max = i32::MIN;
+        for (sc, key) in row.iter_mut().zip(c.keys.chunks_exact(c.kv_dim)) {
+            let kh = key.get(off..off + hs).unwrap_or_default();
+            let dot = qh.iter().zip(kh).fold(0i32, |a, (&x, &y)| a.wrapping_add(i32::from(x) * i32::from(y)));
+            max = max.max(dot);
+            *sc = dot;
+        }
+        let mut sum = 0u32;
+        for s in row.iter_mut() {
+            let steps = (u64::from(max.wrapping_sub(*s) as u32) * u64::from(l.score_mul)) >> 32;
+            let e = l.exp.get(steps.min(255) as usize).copied().unwrap_or(0);
+            sum = sum.wrapping_add(u32::from(e));
+            *s = i32::from(e);
+        }
+        acc.fill(0);
+        for (&e, value) in row.iter().zip(c.values.chunks_exact(c.kv_dim)) {
+            let vh = value.get(off..off + hs).unwrap_or_default();
+            for (a, &v) in acc.iter_mut().zip(vh) {
+                *a = a.wrapping_add(e.wrapping_mul(i32::from(v)));
+            }
+        }
+        // sum ≥ exp[0] > 0: the largest score has difference 0.
+        let k = (u64::from(l.value_mul) << 16) / u64::from(sum.max(1));
+        for (o, &a) in o.iter_mut().zip(acc.iter()) {
+            *o = sat8(((i64::from(a) * k as i64 + (1 << 45)) >> 46) as i32);
+        }
+    }
 }
 
 /// The first index of the largest logit (greedy decoding). `None` for no logits.
@@ -387,4 +432,109 @@ fn candidates(logits: &[i8], cut: i8, ties: usize) -> impl Iterator<Item = (usiz
             false
         }
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testutil::Lcg;
+
+    /// The attention of the module doc, written out in `i64` per head and position.
+    fn naive(
+        q: &[i8],
+        c: &Cached<'_>,
+        score_mul: u32,
+        exp: &[u16; 256],
+        value_mul: u32,
+        hs: usize,
+    ) -> std::vec::Vec<i8> {
+        let mut out = std::vec::Vec::new();
+        for (head, qh) in q.chunks_exact(hs).enumerate() {
+            let off = (head / c.group) * hs;
+            let s: std::vec::Vec<i64> = (0..c.n)
+                .map(|t| (0..hs).map(|d| i64::from(qh[d]) * i64::from(c.keys[t * c.kv_dim + off + d])).sum())
+                .collect();
+            let max = *s.iter().max().unwrap();
+            let e: std::vec::Vec<i64> = s
+                .iter()
+                .map(|&x| i64::from(exp[(((max - x) * i64::from(score_mul)) >> 32).min(255) as usize]))
+                .collect();
+            let sum: i64 = e.iter().sum();
+            let k = (i64::from(value_mul) << 16) / sum;
+            for d in 0..hs {
+                let a: i64 = (0..c.n).map(|t| e[t] * i64::from(c.values[t * c.kv_dim + off + d])).sum();
+                out.push(((a * k + (1 << 45)) >> 46).clamp(-128, 127) as i8);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn attention_equals_its_formula() {
+        let mut rng = Lcg(3);
+        let exp: [u16; 256] = core::array::from_fn(|i| (16384.0 * (-(i as f64) * 0.07).exp()).round() as u16);
+        for (heads, kv_heads, hs, n) in [(16, 16, 4, 1), (16, 16, 4, 37), (4, 2, 8, 20), (2, 1, 6, 9), (2, 2, 64, 300)]
+        {
+            let (kv, context) = (kv_heads * hs, n + 3);
+            let q = rng.vec_i8(heads * hs);
+            let keys = rng.vec_i8(n * kv);
+            let values = rng.vec_i8(n * kv);
+            let c = Cached { keys: &keys, values: &values, kv_dim: kv, group: heads / kv_heads, n };
+            for (score_mul, value_mul) in [(9_000_000u32, 1u32 << 30), (u32::MAX, 3 << 30), (12_345, 200_000_000)] {
+                let norm = [0i32; 1];
+                let l = DecoderLayer {
+                    attn_norm: LayerNormI8Params {
+                        gamma: &norm,
+                        beta: &norm,
+                        frac_bits: 0,
+                        eps: 0,
+                        out_zero_point: 0,
+                        rms_zero_point: None,
+                    },
+                    qkv: &[],
+                    score_mul,
+                    exp: &exp,
+                    value_mul,
+                    wo: &[],
+                    wo_zero_point: 0,
+                    attn_add: AddShift { a_mul: 0, b_mul: 0, offset: 0, shift: 0, act_min: 0, act_max: 0 },
+                    ffn_norm: LayerNormI8Params {
+                        gamma: &norm,
+                        beta: &norm,
+                        frac_bits: 0,
+                        eps: 0,
+                        out_zero_point: 0,
+                        rms_zero_point: None,
+                    },
+                    w13: &[],
+                    silu: &[0; 256],
+                    gate_mul: MulRequant {
+                        input1_offset: 0,
+                        input2_offset: 0,
+                        output_multiplier: 0,
+                        output_shift: 0,
+                        output_offset: 0,
+                        act_min: 0,
+                        act_max: 0,
+                    },
+                    w2: &[],
+                    w2_zero_point: 0,
+                    ffn_add: AddShift { a_mul: 0, b_mul: 0, offset: 0, shift: 0, act_min: 0, act_max: 0 },
+                };
+                let mut scores = std::vec![0i32; context];
+                let mut acc = std::vec![0i32; hs];
+                let mut out = std::vec![0i8; heads * hs];
+                match hs {
+                    4 => attend::<4>(&q, &c, &l, hs, &mut scores, &mut acc, &mut out),
+                    _ => attend::<0>(&q, &c, &l, hs, &mut scores, &mut acc, &mut out),
+                }
+                assert_eq!(
+                    out,
+                    naive(&q, &c, score_mul, &exp, value_mul, hs),
+                    "heads {heads}/{kv_heads} hs {hs} n {n}"
+                );
+            }
+        }
+    }
 }

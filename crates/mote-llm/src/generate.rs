@@ -3,7 +3,6 @@
 
 use mote_kernels::decoder::{argmax, decoder_step, sample_top_k, Decoder, DecoderLayer, TopK};
 use mote_kernels::packed::PackedLayout;
-use mote_kernels::softmax::SoftmaxI8Params;
 
 use crate::quant::QuantDecoder;
 use crate::{Error, Result, BOS, EOS};
@@ -89,11 +88,7 @@ impl<'q> PackedDecoder<'q> {
                 attn_norm: l.attn_norm.params(),
                 qkv,
                 score_mul: l.score_mul,
-                softmax: SoftmaxI8Params {
-                    exp: &l.softmax_exp,
-                    out_recip: l.softmax_out_recip,
-                    out_zero_point: crate::quant::PROB_ZERO_POINT,
-                },
+                exp: &l.exp,
                 value_mul: l.value_mul,
                 wo,
                 wo_zero_point: l.wo_zero_point,

@@ -8,8 +8,7 @@ use mote_core::quantize::quantize_symmetric;
 use mote_kernels::decoder::DecoderShape;
 use mote_kernels::elementwise::{AddShift, MulRequant};
 use mote_kernels::host::{
-    add_shift_params, build_lut_i8, high_mul_multiplier, layernorm_i8_params, quantize_multiplier, softmax_exp_table,
-    softmax_out_recip,
+    add_shift_params, build_lut_i8, high_mul_multiplier, layernorm_i8_params, quantize_multiplier,
 };
 use mote_kernels::norm::LayerNormI8Params;
 use mote_kernels::packed::{pack_linear, LinearWeights, PackedLayout};
@@ -18,11 +17,8 @@ use ndarray::{s, ArrayView1, ArrayView2};
 use crate::float::{forward, rope_angle, FloatCache, Point, RMS_EPS};
 use crate::{Checkpoint, Error, Result};
 
-// Softmax probabilities: scale 1/256, zero point −128 (0 ↦ −128, 255/256 ↦ 127).
-/// Scale of the softmax probabilities.
-pub const PROB_SCALE: f64 = 1.0 / 256.0;
-/// Zero point of the softmax probabilities.
-pub const PROB_ZERO_POINT: i32 = -128;
+/// Real range of the attention's exponential table: `exp(-x)` for `x` in `[0, EXP_RANGE]` (below it, 0).
+const EXP_RANGE: f64 = 16.0;
 
 /// Observed `[min, max]` of every [`Point`] over the calibration tokens.
 #[derive(Clone, Debug, Default)]
@@ -144,14 +140,12 @@ pub struct QuantLayer {
     pub attn_norm: QuantNorm,
     /// Query, key and value projections, stacked.
     pub qkv: QuantLinear,
-    /// `q·k` to int8 scores.
-    pub score_mul: i32,
-    /// Softmax exponential table of the scores.
-    pub softmax_exp: Box<[u16; 256]>,
-    /// Softmax output reciprocal (probabilities at 1/256).
-    pub softmax_out_recip: u32,
-    /// `Σ (p − zp_p)·v` to the int8 attention output.
-    pub value_mul: i32,
+    /// Score differences to steps of the exponential table.
+    pub score_mul: u32,
+    /// The exponential table (Q14).
+    pub exp: Box<[u16; 256]>,
+    /// Values to the attention output's scale (Q30).
+    pub value_mul: u32,
     /// Output projection.
     pub wo: QuantLinear,
     /// Its output zero point.
@@ -277,14 +271,15 @@ pub fn quantize(ck: &Checkpoint, ranges: &Ranges, context: usize) -> Result<Quan
             k: c.dim,
             input_offset: -xa.1,
         };
+        // One table step is at least EXP_RANGE/255 (the table then reaches e^-EXP_RANGE), and at least one
+        // score unit, so that score_mul < 2^32.
         let score_real = sq * sk / (hs as f64).sqrt();
-        let s_score = ranges.sym(Point::Score(l))?.max(2.0 * score_real * (1.0 + 1e-6));
-        let score_mul = high_mul_multiplier(score_real / s_score)
-            .ok_or_else(|| Error::Invalid(what("attention score multiplier out of range")))?;
-        let value_real = sv * PROB_SCALE;
-        let s_att = ranges.sym(Point::AttnOut(l))?.max(2.0 * value_real * (1.0 + 1e-6));
-        let value_mul = high_mul_multiplier(value_real / s_att)
-            .ok_or_else(|| Error::Invalid(what("attention value multiplier out of range")))?;
+        let s_exp = (EXP_RANGE / 255.0).max(score_real * (1.0 + 1e-9));
+        let score_mul = (score_real / s_exp * 2f64.powi(32)).round().min(f64::from(u32::MAX)) as u32;
+        let exp = Box::new(std::array::from_fn(|i| ((-(i as f64) * s_exp).exp() * 16384.0).round() as u16));
+        // The output is a convex combination of values: its scale stays within 4× of theirs (value_mul < 2^32).
+        let s_att = ranges.sym(Point::AttnOut(l))?.max(sv / 3.99);
+        let value_mul = (sv / s_att * 2f64.powi(30)).round() as u32;
         let (wo_q, wo_s) = quantize_rows(w.wo.slice(s![l, .., ..]));
         let (s_ao, z_ao) = ranges.asym(Point::AttnProj(l))?;
         let s_ao = fit_high_mul(s_ao, s_att, &wo_s);
@@ -345,9 +340,7 @@ pub fn quantize(ck: &Checkpoint, ranges: &Ranges, context: usize) -> Result<Quan
             attn_norm,
             qkv,
             score_mul,
-            softmax_exp: Box::new(softmax_exp_table(s_score)),
-            softmax_out_recip: softmax_out_recip(PROB_SCALE)
-                .ok_or_else(|| Error::Invalid("softmax output scale".into()))?,
+            exp,
             value_mul,
             wo,
             wo_zero_point: z_ao,
