@@ -3,7 +3,8 @@
 //! `cargo run --release -p mote-bench -- quant` writes `docs/quantization.md`;
 //! `cargo build --release -p mote-cli && cargo run --release -p mote-bench -- deploy` writes `docs/deploy.md`;
 //! `cargo run --release -p mote-bench -- gemm` writes `docs/gemm.md`;
-//! `cargo build --release -p mote-cli && cargo run --release -p mote-bench -- attention` writes `docs/attention.md`.
+//! `cargo build --release -p mote-cli && cargo run --release -p mote-bench -- attention` writes `docs/attention.md`;
+//! `cargo run --release -p mote-bench -- decode` writes `docs/decode.md`.
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 mod attention;
 mod attention_enn;
+mod decode;
 mod deploy;
 mod gemm;
 mod quant;
@@ -54,6 +56,15 @@ enum Command {
         #[arg(long, default_value = "target/release/mote")]
         mote: PathBuf,
     },
+    /// Int8 Llama decoders token by token on M4, M7, M55 and RV32 (QEMU): instructions per token by context.
+    Decode {
+        /// Emulation time limit per firmware, in seconds.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+        /// The boards, in table order.
+        #[arg(long, value_delimiter = ',', default_values_t = decode::BOARDS.map(String::from))]
+        boards: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -62,5 +73,6 @@ fn main() -> Result<()> {
         Command::Deploy { peer_models, mote } => deploy::run_table(&quant::peer_dir(peer_models), &mote),
         Command::Gemm { timeout } => gemm::run_table(Duration::from_secs(timeout)),
         Command::Attention { mote } => attention::run_table(&mote),
+        Command::Decode { timeout, boards } => decode::run_table(Duration::from_secs(timeout), &boards),
     }
 }
