@@ -7,8 +7,8 @@ use crate::EXIT_MISMATCH;
 use anyhow::{bail, Context, Result};
 use mote_deploy::{group, run_generation, Board, GenerationJob, Paths, DEFAULT_STACK_BYTES};
 use mote_llm::generate::{generate, PackedDecoder, Sampling};
-use mote_llm::quant::{calibrate, quantize};
-use mote_llm::{Checkpoint, Tokenizer, BOS};
+use mote_llm::quant::{calibrate, quantize, text_sequences, QuantDecoder};
+use mote_llm::{Checkpoint, Tokenizer, BOS, EOS};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,7 +17,8 @@ use std::time::Duration;
 /// Arguments of `mote generate`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The decoder: a llama2.c checkpoint (model.bin, version 0 or 1, float32).
+    /// The decoder: a llama2.c checkpoint (model.bin, version 0 or 1, float32), or a decoder quantized by
+    /// `mote quantize` (.npz).
     model: PathBuf,
     /// Board to run on (as `mote deploy` takes it).
     #[arg(long)]
@@ -34,10 +35,10 @@ pub struct Args {
     /// The tokenizer (llama2.c tokenizer.bin); default: tokenizer.bin beside the model.
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// Calibration text (UTF-8): paragraphs (separated by empty lines or lines holding only `%`) are encoded
-    /// with BOS and run through the float decoder to choose every int8 scale.
+    /// Calibration text (UTF-8) for a llama2.c checkpoint: paragraphs (separated by empty lines or lines holding
+    /// only `%`) are encoded with BOS and run through the float decoder to choose every int8 scale.
     #[arg(long)]
-    calib: PathBuf,
+    calib: Option<PathBuf>,
     /// Calibration paragraphs used at most.
     #[arg(long, default_value_t = 64)]
     calib_limit: usize,
@@ -64,34 +65,19 @@ pub struct Args {
     json: bool,
 }
 
-/// Calibration token sequences: paragraphs of `text`, each encoded with BOS, truncated to `context`.
-fn calibration_sequences(tok: &Tokenizer, text: &str, limit: usize, context: usize) -> Result<Vec<Vec<u32>>> {
-    let mut seqs = Vec::new();
-    let mut para = String::new();
-    let flush = |para: &mut String, seqs: &mut Vec<Vec<u32>>| -> Result<()> {
-        let t = para.trim();
-        if !t.is_empty() && seqs.len() < limit {
-            let mut ids = tok.encode(t, true, false)?;
-            ids.truncate(context);
-            seqs.push(ids);
-        }
-        para.clear();
-        Ok(())
-    };
-    for line in text.lines() {
-        if line.trim().is_empty() || line.trim() == "%" {
-            flush(&mut para, &mut seqs)?;
-        } else {
-            para.push_str(line);
-            para.push('\n');
-        }
-    }
-    flush(&mut para, &mut seqs)?;
-    Ok(seqs)
+/// A decoder file from `mote quantize` (`.npz`), not a llama2.c checkpoint.
+pub fn is_quantized(model: &Path) -> bool {
+    model.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
 }
 
+/// The tokenizer: `--tokenizer`, else tokenizer.bin beside the model.
 fn tokenizer_path(a: &Args) -> PathBuf {
-    a.tokenizer.clone().unwrap_or_else(|| a.model.parent().unwrap_or(Path::new(".")).join("tokenizer.bin"))
+    beside(&a.model, a.tokenizer.as_deref())
+}
+
+/// `given`, else `tokenizer.bin` in the model's directory.
+pub fn beside(model: &Path, given: Option<&Path>) -> PathBuf {
+    given.map(Path::to_path_buf).unwrap_or_else(|| model.parent().unwrap_or(Path::new(".")).join("tokenizer.bin"))
 }
 
 /// Runs `mote generate`.
@@ -106,45 +92,70 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let layout = board
         .packed_layout()
         .with_context(|| format!("board `{}` ({}) has no packed kernel layout for decoders", board.name, board.core))?;
-    let ck = Checkpoint::read(&a.model)?;
-    let config = ck.config;
+    // A llama2.c checkpoint is quantized here; a `.npz` from `mote quantize` already is.
+    let (ck, quantized) = if is_quantized(&a.model) {
+        (None, Some(QuantDecoder::read(&a.model)?))
+    } else {
+        (Some(Checkpoint::read(&a.model)?), None)
+    };
+    let (vocab, max_context) = match (&ck, &quantized) {
+        (Some(ck), _) => (ck.config.vocab_size, ck.config.seq_len),
+        (None, Some(q)) => (q.shape.vocab, q.shape.context),
+        (None, None) => unreachable!("one of them is read"),
+    };
     let tok_path = tokenizer_path(&a);
-    let tok = Tokenizer::read(&tok_path, config.vocab_size)
+    let tok = Tokenizer::read(&tok_path, vocab)
         .with_context(|| format!("the tokenizer (give it with --tokenizer) for {}", a.model.display()))?;
     let prompt: Vec<u32> = match (&a.prompt, a.prompt_ids.is_empty()) {
         (Some(text), _) => tok.encode(text, true, false)?,
         (None, false) => a.prompt_ids.clone(),
         (None, true) => bail!("give the prompt with --prompt TEXT or --prompt-ids 1,2,3"),
     };
-    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= config.vocab_size) {
-        bail!("--prompt-ids: token {bad} is outside the vocabulary of {}", config.vocab_size);
+    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+        bail!("--prompt-ids: token {bad} is outside the vocabulary of {vocab}");
     }
-    let context = a.context.unwrap_or(config.seq_len);
+    let context = match (&quantized, a.context) {
+        (Some(_), Some(c)) if c != max_context => {
+            bail!("{} was quantized for a context of {max_context}; --context {c} cannot change it", a.model.display())
+        }
+        (Some(_), _) => max_context,
+        (None, c) => c.unwrap_or(max_context),
+    };
     if prompt.len() + a.steps > context + 1 {
         bail!(
             "the prompt of {} tokens plus {} generated tokens needs {} positions, more than the context of {context} \
-             (raise --context up to the model's seq_len {}, or lower -n)",
+             (the model allows up to {max_context}: change --context, or lower -n)",
             prompt.len(),
             a.steps,
             prompt.len() + a.steps - 1,
-            config.seq_len
         );
-    }
-    let text = std::fs::read_to_string(&a.calib).with_context(|| format!("reading {}", a.calib.display()))?;
-    let seqs = calibration_sequences(&tok, &text, a.calib_limit, context)?;
-    if seqs.is_empty() {
-        bail!("{}: no calibration text (paragraphs separated by empty lines)", a.calib.display());
     }
     let sampling = if a.temperature == 0.0 {
         Sampling::Greedy
     } else {
         Sampling::TopK { k: a.top_k, temperature: a.temperature, seed: a.seed }
     };
-
-    let step = spinner(a.json, format!("calibrating on {} paragraph(s) of {}", seqs.len(), a.calib.display()));
-    let q = calibrate(&ck, &seqs, context).and_then(|r| quantize(&ck, &r, context));
-    step.finish_and_clear();
-    let q = q.with_context(|| format!("quantizing {}", a.model.display()))?;
+    let q = match (quantized, ck) {
+        (Some(q), _) => q,
+        (None, Some(ck)) => {
+            let Some(calib) = &a.calib else {
+                bail!(
+                    "--calib TEXT is needed to quantize {} (or give a decoder from `mote quantize`)",
+                    a.model.display()
+                )
+            };
+            let text = std::fs::read_to_string(calib).with_context(|| format!("reading {}", calib.display()))?;
+            let seqs = text_sequences(&tok, &text, a.calib_limit, context)?;
+            if seqs.is_empty() {
+                bail!("{}: no calibration text (paragraphs separated by empty lines)", calib.display());
+            }
+            let step = spinner(a.json, format!("calibrating on {} paragraph(s) of {}", seqs.len(), calib.display()));
+            let q = calibrate(&ck, &seqs, context).and_then(|r| quantize(&ck, &r, context));
+            step.finish_and_clear();
+            q.with_context(|| format!("quantizing {}", a.model.display()))?
+        }
+        (None, None) => unreachable!("one of them is read"),
+    };
     let dec = PackedDecoder::new(&q, layout)?;
 
     // The host reference, printed as it is generated.
@@ -157,7 +168,8 @@ pub fn main(a: Args) -> Result<ExitCode> {
         o.flush()?;
     }
     let host = generate(&dec, &prompt, a.steps, sampling, &mut |t| {
-        if !a.json {
+        // BOS and EOS end the text; they are not part of it.
+        if !a.json && t != BOS && t != EOS {
             let mut o = out.lock();
             if let Ok(piece) = tok.decode(prev, t) {
                 let _ = o.write_all(piece);

@@ -45,6 +45,42 @@ fn sampled_prompt_ids_on_cortex_m7() {
 }
 
 #[test]
+fn quantize_writes_a_decoder_that_generate_runs() {
+    let dir = std::env::temp_dir().join(format!("mote-quantize-decoder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("fortunes.int8.npz").to_string_lossy().into_owned();
+    let (model, calib) = (fortunes("model.bin"), fortunes("calib.txt"));
+    let v = json(&mote(&[
+        "quantize",
+        &model,
+        "--calib",
+        &calib,
+        "-o",
+        &out,
+        "--context",
+        "48",
+        "--calib-limit",
+        "24",
+        "--json",
+    ]));
+    assert_eq!(v["context"], 48);
+    assert_eq!(v["calibration_sequences"], 24);
+    // Stated tolerances for our model: int8 logits within 20 dB of float, the same greedy token at 80% of positions.
+    assert!(v["logits_sqnr_db"].as_f64().unwrap() > 20.0, "{v}");
+    assert!(v["top1_agreement"].as_f64().unwrap() > 0.8, "{v}");
+    let tok = fortunes("tokenizer.bin");
+    let base = ["generate", out.as_str(), "--tokenizer", tok.as_str(), "--board", "stm32l4r5"];
+    let e = mote(&[&base[..], &["--prompt", "x", "--context", "64"]].concat());
+    assert_error(&e, &["quantized for a context of 48", "--context 64"]);
+    if emulation_available("cortex-m4") {
+        let v = json(&mote(&[&base[..], &["--prompt", "The best way to", "-n", "12", "--json"]].concat()));
+        assert_eq!(v["identical"], true, "{v}");
+        assert_eq!(v["cache_bytes"], 2 * 8 * 48 * 64);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bad_input_is_a_clear_error() {
     let (model, calib) = (fortunes("model.bin"), fortunes("calib.txt"));
     let base = ["generate", model.as_str(), "--board", "stm32l4r5", "--calib", calib.as_str()];
@@ -55,6 +91,8 @@ fn bad_input_is_a_clear_error() {
     );
     assert_error(&run(&["--prompt-ids", "1,9999"]), &["token 9999 is outside the vocabulary of 512"]);
     assert_error(&run(&[]), &["--prompt TEXT or --prompt-ids"]);
+    let no_calib = mote(&["generate", &model, "--board", "stm32l4r5", "--prompt", "x"]);
+    assert_error(&no_calib, &["--calib TEXT is needed"]);
     assert_error(&run(&["--prompt", "x", "--temperature=-1"]), &["--temperature -1"]);
     // A checkpoint whose header disagrees with its size.
     let dir = std::env::temp_dir().join(format!("mote-generate-{}", std::process::id()));

@@ -178,7 +178,7 @@ pub fn run_generation(
     if ram > board.sram_bytes || flash > board.flash_bytes {
         return Err(DeployError::DoesNotFit(format!(
             "the decoder does not fit board `{}` ({}): RAM needs {} B (KV cache {} + scratch {} + logits {} + stack {}) of {} B, \
-             flash needs {} B (weights {} + code estimate {}) of {} B; a shorter --context shrinks the KV cache",
+             flash needs {} B (weights {} + code estimate {}) of {} B{}",
             board.name,
             board.source,
             crate::group(ram),
@@ -191,6 +191,7 @@ pub fn run_generation(
             crate::group(sizes.weight_bytes as u64),
             crate::group(crate::CODE_ESTIMATE_BYTES),
             crate::group(board.flash_bytes),
+            if ram > board.sram_bytes { "; a shorter --context shrinks the KV cache" } else { "" },
         )));
     }
     let limits = MemoryLimits::for_board(board, stack)?;

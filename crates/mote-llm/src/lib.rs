@@ -31,6 +31,7 @@ mod error;
 pub mod float;
 pub mod generate;
 pub mod quant;
+mod store;
 mod tokenizer;
 
 pub use checkpoint::{Checkpoint, Config, Format, Weights};

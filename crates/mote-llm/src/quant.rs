@@ -55,6 +55,65 @@ impl Ranges {
     }
 }
 
+/// Calibration token sequences from text: paragraphs (separated by empty lines or lines holding only `%`, as in
+/// fortune files), each encoded with BOS, truncated to `context`; at most `limit` of them.
+pub fn text_sequences(tok: &crate::Tokenizer, text: &str, limit: usize, context: usize) -> Result<Vec<Vec<u32>>> {
+    let mut seqs = Vec::new();
+    let mut para = String::new();
+    for line in text.lines().chain(std::iter::once("")) {
+        if line.trim().is_empty() || line.trim() == "%" {
+            let t = para.trim();
+            if !t.is_empty() && seqs.len() < limit {
+                let mut ids = tok.encode(t, true, false)?;
+                ids.truncate(context);
+                seqs.push(ids);
+            }
+            para.clear();
+        } else {
+            para.push_str(line);
+            para.push('\n');
+        }
+    }
+    Ok(seqs)
+}
+
+/// How the int8 decoder follows the float one over token sequences.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Agreement {
+    /// SQNR (dB) of the dequantized int8 logits against the float logits, over every position.
+    pub logits_sqnr_db: f64,
+    /// Positions where both pick the same next token (greedy).
+    pub top1_same: usize,
+    /// Positions compared.
+    pub positions: usize,
+}
+
+/// Runs `seqs` through the float decoder and the int8 one (on the host, weights packed for `layout`) side by
+/// side and compares their logits.
+pub fn agreement(ck: &Checkpoint, q: &QuantDecoder, layout: PackedLayout, seqs: &[Vec<u32>]) -> Result<Agreement> {
+    let dec = crate::generate::PackedDecoder::new(q, layout)?;
+    let (mut signal, mut noise, mut same, mut positions) = (0f64, 0f64, 0usize, 0usize);
+    let (s, z) = q.logits;
+    for seq in seqs {
+        let mut cache = FloatCache::new(&ck.config, q.shape.context);
+        let mut session = crate::generate::Session::new(&dec);
+        for (pos, &t) in seq.iter().take(q.shape.context).enumerate() {
+            let f = forward(ck, &mut cache, t as usize, pos, &mut |_, _| {})?;
+            let i = session.step(t)?;
+            for (&a, &b) in f.iter().zip(i) {
+                let b = (f64::from(b) - f64::from(z)) * s;
+                signal += f64::from(a).powi(2);
+                noise += (f64::from(a) - b).powi(2);
+            }
+            let fa = f.iter().enumerate().fold((0, f32::MIN), |m, (k, &v)| if v > m.1 { (k, v) } else { m }).0;
+            same += usize::from(mote_kernels::decoder::argmax(i) == Some(fa));
+            positions += 1;
+        }
+    }
+    let logits_sqnr_db = if noise == 0.0 { f64::INFINITY } else { 10.0 * (signal / noise).log10() };
+    Ok(Agreement { logits_sqnr_db, top1_same: same, positions })
+}
+
 /// Runs every sequence (token ids, at most `context` long) through the float decoder and records the range
 /// of every [`Point`].
 pub fn calibrate(ck: &Checkpoint, sequences: &[Vec<u32>], context: usize) -> Result<Ranges> {

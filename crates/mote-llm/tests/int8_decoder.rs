@@ -114,3 +114,20 @@ fn generation_errors_name_the_problem() {
     let e = generate(&packed, &[1], 2, hot, &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("temperature 0"), "{e}");
 }
+
+#[test]
+fn quantized_decoder_file_round_trips() {
+    let (_, q) = model(2);
+    let dir = std::env::temp_dir().join(format!("mote-llm-store-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("d.npz");
+    q.write(&path).unwrap();
+    assert_eq!(QuantDecoder::read(&path).unwrap(), q);
+    // A file without the decoder's arrays names the file and the first missing one.
+    let other = dir.join("other.npz");
+    mote_core::npz::write(&other, &[("x".to_string(), mote_core::Tensor::from_vec(&[1], vec![1i32]).unwrap())])
+        .unwrap();
+    let e = QuantDecoder::read(&other).unwrap_err().to_string();
+    assert!(e.contains("other.npz") && e.contains("no array `config`"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
