@@ -236,7 +236,7 @@ pub fn decoder_step(
         return Err(KernelError::IndexOutOfRange);
     }
     let (dim, hs, kv) = (s.dim, s.head_size(), s.kv_dim());
-    let linear = |words, n, k| PackedLinear::new(d.layout, n, k, words);
+    let layout = d.layout;
 
     let mut words = scratch;
     let panel = take(&mut words, d.layout.scratch_words(s.hidden.max(dim)))?;
@@ -256,7 +256,7 @@ pub fn decoder_step(
     let n = pos + 1;
     for (l, layer_kv) in d.layers.iter().zip(cache.chunks_exact_mut(2 * layer_cache)) {
         layernorm_i8(h, dim, &l.attn_norm, xn)?;
-        linear_packed(xn, &linear(l.qkv, s.qkv_rows(), dim)?, 1, 0, panel, qkv)?;
+        project(layout, xn, l.qkv, (s.qkv_rows(), dim), 0, panel, qkv)?;
         let (q, kvnew) = qkv.split_at_mut(dim);
         let (k_new, v_new) = kvnew.split_at_mut(kv);
         rope(q, hs, table);
@@ -276,19 +276,33 @@ pub fn decoder_step(
             64 => attend::<64>(q, &cached, l, hs, scores, acc, att),
             _ => attend::<0>(q, &cached, l, hs, scores, acc, att),
         }
-        linear_packed(att, &linear(l.wo, dim, dim)?, 1, l.wo_zero_point, panel, proj)?;
+        project(layout, att, l.wo, (dim, dim), l.wo_zero_point, panel, proj)?;
         add_shift_in_place(h, proj, 1, &l.attn_add)?;
 
         layernorm_i8(h, dim, &l.ffn_norm, xn)?;
-        linear_packed(xn, &linear(l.w13, 2 * s.hidden, dim)?, 1, 0, panel, gu)?;
+        project(layout, xn, l.w13, (2 * s.hidden, dim), 0, panel, gu)?;
         let (gate, up) = gu.split_at_mut(s.hidden);
         lut_i8_in_place(gate, l.silu)?;
         mul_requant_in_place(gate, up, 1, &l.gate_mul)?;
-        linear_packed(gate, &linear(l.w2, dim, s.hidden)?, 1, l.w2_zero_point, panel, proj)?;
+        project(layout, gate, l.w2, (dim, s.hidden), l.w2_zero_point, panel, proj)?;
         add_shift_in_place(h, proj, 1, &l.ffn_add)?;
     }
     layernorm_i8(h, dim, &d.final_norm, xn)?;
-    linear_packed(xn, &linear(d.classifier, s.vocab, dim)?, 1, d.logits_zero_point, panel, logits)
+    project(layout, xn, d.classifier, (s.vocab, dim), d.logits_zero_point, panel, logits)
+}
+
+/// A linear layer of one row `x [k] -> out [n]` over `words` packed for `layout`.
+#[inline(always)]
+fn project(
+    layout: PackedLayout,
+    x: &[i8],
+    words: &[i32],
+    (n, k): (usize, usize),
+    zero_point: i32,
+    panel: &mut [i32],
+    out: &mut [i8],
+) -> Result<(), KernelError> {
+    linear_packed(x, &PackedLinear::new(layout, n, k, words)?, 1, zero_point, panel, out)
 }
 
 /// One layer's KV cache up to the current position.

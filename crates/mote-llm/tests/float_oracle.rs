@@ -18,7 +18,8 @@ fn ids(v: &serde_json::Value) -> Vec<usize> {
 fn float_forward_matches_torch() {
     let ck = Checkpoint::read(example("model.bin")).unwrap();
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(example("reference.json")).unwrap()).unwrap();
-    let want_logits: Vec<f32> = r["last_logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+    let want_logits: Vec<f32> =
+        r["last_logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
     for (k, p) in r["prompts"].as_array().unwrap().iter().enumerate() {
         let (prompt, greedy) = (ids(&p["prompt_ids"]), ids(&p["greedy_ids"]));
         let mut cache = FloatCache::new(&ck.config, prompt.len() + greedy.len());
