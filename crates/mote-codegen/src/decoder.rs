@@ -110,8 +110,7 @@ pub fn compile_decoder(
             )
         };
         layers.push(format!(
-            "    DecoderLayer {{\n        attn_norm: {attn_norm},\n        qkv: {qkv},\n        score_mul: {},\n        \
-             exp: &weights::{exp},\n        value_mul: {},\n        \
+            "    DecoderLayer {{\n        attn_norm: {attn_norm},\n        qkv: {qkv},\n        attention: AttentionParams {{ score_mul: {}, exp: &weights::{exp}, value_mul: {} }},\n        \
              wo: {wo},\n        wo_zero_point: {},\n        attn_add: {},\n        ffn_norm: {ffn_norm},\n        w13: {w13},\n        \
              silu: &weights::{silu},\n        gate_mul: MulRequant {{ input1_offset: {}, input2_offset: {}, output_multiplier: {}, \
              output_shift: {}, output_offset: {}, act_min: {}, act_max: {} }},\n        w2: {w2},\n        w2_zero_point: {},\n        \
@@ -163,7 +162,9 @@ pub fn compile_decoder(
 
 mod weights;
 
-use mote_kernels::decoder::{{argmax, decoder_step, sample_top_k, xorshift32, Decoder, DecoderLayer, DecoderShape, TopK}};
+use mote_kernels::decoder::{{
+    argmax, decoder_step, sample_top_k, xorshift32, AttentionParams, Decoder, DecoderLayer, DecoderShape, TopK,
+}};
 use mote_kernels::elementwise::{{AddShift, MulRequant}};
 use mote_kernels::norm::LayerNormI8Params;
 use mote_kernels::packed::PackedLayout;

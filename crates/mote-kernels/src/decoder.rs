@@ -9,7 +9,7 @@
 //! The arithmetic is that of the plain kernels it calls ([`layernorm_i8`], [`linear_packed`], [`softmax_i8`],
 //! [`add_shift_in_place`], [`mul_requant_in_place`], [`lut_i8_in_place`]) plus two small integer pieces written
 //! here: rotary embedding `a' = sat8(⌊(a·cos − b·sin + 2^13) / 2^14⌋)`, `b' = sat8(⌊(a·sin + b·cos + 2^13) / 2^14⌋)`
-//! with Q14 tables, and attention per head over positions `t` in `0..=pos` (see [`DecoderLayer::score_mul`]):
+//! with Q14 tables, and attention per head over positions `t` in `0..=pos` (see [`AttentionParams`]):
 //! `s_t = q·k_t`, `e_t = exp[min(255, ⌊(max_t s_t − s_t)·score_mul / 2^32⌋)]`, `S = Σ e_t`,
 //! `o = sat8(⌊(Σ_t e_t·v_t · ⌊value_mul·2^16 / S⌋ + 2^45) / 2^46⌋)` — the softmax weights stay unnormalized
 //! 15-bit integers and one division per head normalizes the output. Queries, keys, values and attention outputs
@@ -101,6 +101,17 @@ impl DecoderShape {
     }
 }
 
+/// The integer parameters of attention over the KV cache (see the module doc).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionParams<'a> {
+    /// `round(2^32 · s_q·s_k / (√head_size · s_exp))`, below 2^32: a score difference in table steps.
+    pub score_mul: u32,
+    /// `exp[i] = round(2^14 · exp(−i · s_exp))`, non-increasing, `exp[0] = 2^14`.
+    pub exp: &'a [u16; 256],
+    /// `round(2^30 · s_v / s_o)`: values to the attention output's scale.
+    pub value_mul: u32,
+}
+
 /// One transformer block's integer parameters. Linear weights are packed for [`Decoder::layout`] by
 /// [`crate::packed::pack_linear`] (rows = output channels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,12 +120,8 @@ pub struct DecoderLayer<'a> {
     pub attn_norm: LayerNormI8Params<'a>,
     /// `[dim + 2·kv_dim, dim]`: query rows, then key rows, then value rows; outputs symmetric.
     pub qkv: &'a [i32],
-    /// `round(2^32 · s_q·s_k / (√head_size · s_exp))`, below 2^32: a score difference in table steps.
-    pub score_mul: u32,
-    /// `exp[i] = round(2^14 · exp(−i · s_exp))`, non-increasing, `exp[0] = 2^14`.
-    pub exp: &'a [u16; 256],
-    /// `round(2^30 · s_v / s_o)`: values to the attention output's scale.
-    pub value_mul: u32,
+    /// Attention over the KV cache.
+    pub attention: AttentionParams<'a>,
     /// Output projection `[dim, dim]`.
     pub wo: &'a [i32],
     /// Zero point of the output projection's result.
@@ -269,12 +276,12 @@ pub fn decoder_step(
         let cached = Cached { keys, values, kv_dim: kv, group: s.heads / s.kv_heads, n };
         // A compile-time head size for the common ones, so that the per-head loops unroll.
         match hs {
-            4 => attend::<4>(q, &cached, l, hs, scores, acc, att),
-            8 => attend::<8>(q, &cached, l, hs, scores, acc, att),
-            16 => attend::<16>(q, &cached, l, hs, scores, acc, att),
-            32 => attend::<32>(q, &cached, l, hs, scores, acc, att),
-            64 => attend::<64>(q, &cached, l, hs, scores, acc, att),
-            _ => attend::<0>(q, &cached, l, hs, scores, acc, att),
+            4 => attend::<4>(q, &cached, &l.attention, hs, scores, acc, att),
+            8 => attend::<8>(q, &cached, &l.attention, hs, scores, acc, att),
+            16 => attend::<16>(q, &cached, &l.attention, hs, scores, acc, att),
+            32 => attend::<32>(q, &cached, &l.attention, hs, scores, acc, att),
+            64 => attend::<64>(q, &cached, &l.attention, hs, scores, acc, att),
+            _ => attend::<0>(q, &cached, &l.attention, hs, scores, acc, att),
         }
         project(layout, att, l.wo, (dim, dim), l.wo_zero_point, panel, proj)?;
         add_shift_in_place(h, proj, 1, &l.attn_add)?;
@@ -322,7 +329,7 @@ struct Cached<'a> {
 fn attend<const HS: usize>(
     q: &[i8],
     c: &Cached<'_>,
-    l: &DecoderLayer<'_>,
+    p: &AttentionParams<'_>,
     hs: usize,
     scores: &mut [i32],
     acc: &mut [i32],
@@ -341,8 +348,8 @@ fn attend<const HS: usize>(
         }
         let mut sum = 0u32;
         for s in row.iter_mut() {
-            let steps = (u64::from(max.wrapping_sub(*s) as u32) * u64::from(l.score_mul)) >> 32;
-            let e = l.exp.get(steps.min(255) as usize).copied().unwrap_or(0);
+            let steps = (u64::from(max.wrapping_sub(*s) as u32) * u64::from(p.score_mul)) >> 32;
+            let e = p.exp.get(steps.min(255) as usize).copied().unwrap_or(0);
             sum = sum.wrapping_add(u32::from(e));
             *s = i32::from(e);
         }
@@ -354,7 +361,7 @@ fn attend<const HS: usize>(
             }
         }
         // sum ≥ exp[0] > 0: the largest score has difference 0.
-        let k = (u64::from(l.value_mul) << 16) / u64::from(sum.max(1));
+        let k = (u64::from(p.value_mul) << 16) / u64::from(sum.max(1));
         for (o, &a) in o.iter_mut().zip(acc.iter()) {
             *o = sat8(((i64::from(a) * k as i64 + (1 << 45)) >> 46) as i32);
         }
@@ -496,52 +503,13 @@ mod tests {
             let values = rng.vec_i8(n * kv);
             let c = Cached { keys: &keys, values: &values, kv_dim: kv, group: heads / kv_heads, n };
             for (score_mul, value_mul) in [(9_000_000u32, 1u32 << 30), (u32::MAX, 3 << 30), (12_345, 200_000_000)] {
-                let norm = [0i32; 1];
-                let l = DecoderLayer {
-                    attn_norm: LayerNormI8Params {
-                        gamma: &norm,
-                        beta: &norm,
-                        frac_bits: 0,
-                        eps: 0,
-                        out_zero_point: 0,
-                        rms_zero_point: None,
-                    },
-                    qkv: &[],
-                    score_mul,
-                    exp: &exp,
-                    value_mul,
-                    wo: &[],
-                    wo_zero_point: 0,
-                    attn_add: AddShift { a_mul: 0, b_mul: 0, offset: 0, shift: 0, act_min: 0, act_max: 0 },
-                    ffn_norm: LayerNormI8Params {
-                        gamma: &norm,
-                        beta: &norm,
-                        frac_bits: 0,
-                        eps: 0,
-                        out_zero_point: 0,
-                        rms_zero_point: None,
-                    },
-                    w13: &[],
-                    silu: &[0; 256],
-                    gate_mul: MulRequant {
-                        input1_offset: 0,
-                        input2_offset: 0,
-                        output_multiplier: 0,
-                        output_shift: 0,
-                        output_offset: 0,
-                        act_min: 0,
-                        act_max: 0,
-                    },
-                    w2: &[],
-                    w2_zero_point: 0,
-                    ffn_add: AddShift { a_mul: 0, b_mul: 0, offset: 0, shift: 0, act_min: 0, act_max: 0 },
-                };
+                let p = AttentionParams { score_mul, exp: &exp, value_mul };
                 let mut scores = std::vec![0i32; context];
                 let mut acc = std::vec![0i32; hs];
                 let mut out = std::vec![0i8; heads * hs];
                 match hs {
-                    4 => attend::<4>(&q, &c, &l, hs, &mut scores, &mut acc, &mut out),
-                    _ => attend::<0>(&q, &c, &l, hs, &mut scores, &mut acc, &mut out),
+                    4 => attend::<4>(&q, &c, &p, hs, &mut scores, &mut acc, &mut out),
+                    _ => attend::<0>(&q, &c, &p, hs, &mut scores, &mut acc, &mut out),
                 }
                 assert_eq!(
                     out,

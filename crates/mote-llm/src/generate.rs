@@ -1,7 +1,7 @@
 //! The host reference of generation: the int8 decoder's kernel step ([`decoder_step`]) run on the host with the
 //! weights packed exactly as the MCU gets them, the prompt fed token by token, then greedy or top-k sampling.
 
-use mote_kernels::decoder::{argmax, decoder_step, sample_top_k, Decoder, DecoderLayer, TopK};
+use mote_kernels::decoder::{argmax, decoder_step, sample_top_k, AttentionParams, Decoder, DecoderLayer, TopK};
 use mote_kernels::packed::PackedLayout;
 
 use crate::quant::QuantDecoder;
@@ -87,9 +87,7 @@ impl<'q> PackedDecoder<'q> {
             .map(|(l, [qkv, wo, w13, w2])| DecoderLayer {
                 attn_norm: l.attn_norm.params(),
                 qkv,
-                score_mul: l.score_mul,
-                exp: &l.exp,
-                value_mul: l.value_mul,
+                attention: AttentionParams { score_mul: l.score_mul, exp: &l.exp, value_mul: l.value_mul },
                 wo,
                 wo_zero_point: l.wo_zero_point,
                 attn_add: l.attn_add,
