@@ -65,6 +65,12 @@ pub struct Args {
     json: bool,
 }
 
+/// The decoder given: float (quantized here) or already quantized.
+enum Source {
+    Float(Box<Checkpoint>),
+    Quantized(Box<QuantDecoder>),
+}
+
 /// A decoder file from `mote quantize` (`.npz`), not a llama2.c checkpoint.
 pub fn is_quantized(model: &Path) -> bool {
     model.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
@@ -93,15 +99,14 @@ pub fn main(a: Args) -> Result<ExitCode> {
         .packed_layout()
         .with_context(|| format!("board `{}` ({}) has no packed kernel layout for decoders", board.name, board.core))?;
     // A llama2.c checkpoint is quantized here; a `.npz` from `mote quantize` already is.
-    let (ck, quantized) = if is_quantized(&a.model) {
-        (None, Some(QuantDecoder::read(&a.model)?))
+    let source = if is_quantized(&a.model) {
+        Source::Quantized(Box::new(QuantDecoder::read(&a.model)?))
     } else {
-        (Some(Checkpoint::read(&a.model)?), None)
+        Source::Float(Box::new(Checkpoint::read(&a.model)?))
     };
-    let (vocab, max_context) = match (&ck, &quantized) {
-        (Some(ck), _) => (ck.config.vocab_size, ck.config.seq_len),
-        (None, Some(q)) => (q.shape.vocab, q.shape.context),
-        (None, None) => unreachable!("one of them is read"),
+    let (vocab, max_context) = match &source {
+        Source::Float(ck) => (ck.config.vocab_size, ck.config.seq_len),
+        Source::Quantized(q) => (q.shape.vocab, q.shape.context),
     };
     let tok_path = tokenizer_path(&a);
     let tok = Tokenizer::read(&tok_path, vocab)
@@ -114,12 +119,12 @@ pub fn main(a: Args) -> Result<ExitCode> {
     if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
         bail!("--prompt-ids: token {bad} is outside the vocabulary of {vocab}");
     }
-    let context = match (&quantized, a.context) {
-        (Some(_), Some(c)) if c != max_context => {
+    let context = match (&source, a.context) {
+        (Source::Quantized(_), Some(c)) if c != max_context => {
             bail!("{} was quantized for a context of {max_context}; --context {c} cannot change it", a.model.display())
         }
-        (Some(_), _) => max_context,
-        (None, c) => c.unwrap_or(max_context),
+        (Source::Quantized(_), _) => max_context,
+        (Source::Float(_), c) => c.unwrap_or(max_context),
     };
     if prompt.len() + a.steps > context + 1 {
         bail!(
@@ -135,9 +140,9 @@ pub fn main(a: Args) -> Result<ExitCode> {
     } else {
         Sampling::TopK { k: a.top_k, temperature: a.temperature, seed: a.seed }
     };
-    let q = match (quantized, ck) {
-        (Some(q), _) => q,
-        (None, Some(ck)) => {
+    let q = match source {
+        Source::Quantized(q) => *q,
+        Source::Float(ck) => {
             let Some(calib) = &a.calib else {
                 bail!(
                     "--calib TEXT is needed to quantize {} (or give a decoder from `mote quantize`)",
@@ -154,7 +159,6 @@ pub fn main(a: Args) -> Result<ExitCode> {
             step.finish_and_clear();
             q.with_context(|| format!("quantizing {}", a.model.display()))?
         }
-        (None, None) => unreachable!("one of them is read"),
     };
     let dec = PackedDecoder::new(&q, layout)?;
 
