@@ -11,12 +11,20 @@
 //! `x` itself (Fused-Weight Self-Attention: `Q_h·K_hᵀ = (x·W_QK,h + u_h)·xᵀ`, and `W_V,h·W_O,h` fused likewise)
 //! they are packed once for all heads.
 //!
-//! Scratch: one `i32` slice, [`MhsaScratch::total_words`] long: words for the packed keys, values and the
-//! activation panel, then bytes for the row blocks (see [`MhsaShape::scratch`]). Alignment: word-aligned by its type.
+//! The row-major schedule with a Dsp16 output projection does not concatenate the heads: each head's outputs are
+//! added to the `i32` sums of the output projection at once (its columns of the packed weights, the same `SMLAD`
+//! products in another order, so the same wrapping sums), and a block's rows are requantized after its last head.
+//!
+//! Scratch: one `i32` slice, [`MhsaScratch::total_words`] long: words for the packed keys, values, the activation
+//! panel and the output sums, then bytes for the row blocks (see [`MhsaShape::scratch`]). Alignment: word-aligned
+//! by its type.
 //!
 //! [`softmax_i8`]: crate::softmax::softmax_i8
 
-use crate::packed::{linear_packed, pack_activations, pack_linear, LinearWeights, PackedLayout, PackedLinear};
+use crate::packed::{
+    dsp16_acc_add, dsp16_acc_init, dsp16_acc_store, dsp16_part_panel_words, linear_packed, pack_activations,
+    pack_linear, LinearWeights, PackedLayout, PackedLinear,
+};
 use crate::softmax::{check_softmax_i8, softmax_i8_rows, RowMask, SoftmaxI8Params};
 use crate::KernelError;
 
@@ -54,8 +62,9 @@ pub enum MhsaSchedule {
         /// Query rows per block.
         block_rows: usize,
     },
-    /// Query rows `block_rows` at a time through every head, then the output projection of those rows. Needs keys
-    /// and values that are `x` itself (packed once); output rows may overwrite the input rows they come from.
+    /// Query rows `block_rows` at a time through every head, then the output projection of those rows (with a
+    /// Dsp16 output projection, summed head by head instead of concatenated). Needs keys and values that are `x`
+    /// itself (packed once); output rows may overwrite the input rows they come from.
     RowMajor {
         /// Query rows per block.
         block_rows: usize,
@@ -74,10 +83,12 @@ impl MhsaSchedule {
 /// Scratch of one call: `words` `i32`, then `bytes` `i8`, in one `i32` slice of [`MhsaScratch::total_words`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MhsaScratch {
-    /// `i32` words: packed keys, packed values, activation panel.
+    /// `i32` words: packed keys, packed values, activation panel, the row block's output sums (row-major with a
+    /// Dsp16 output projection).
     pub words: usize,
-    /// Bytes: projected keys/values of one head (head-major), the row block's queries, scores, head outputs and
-    /// concatenation.
+    /// Bytes: the row block's queries (then head outputs) and scores, the projected keys/values of one head in
+    /// the same bytes (head-major), the concatenated head outputs (every row head-major; the row block's
+    /// row-major without output sums).
     pub bytes: usize,
 }
 
@@ -99,19 +110,43 @@ impl MhsaShape {
         PackedLayout::Dsp16.words(self.v_dim, self.seq)
     }
 
-    /// Words of the largest activation panel any product of the block needs.
-    fn panel_words(&self) -> usize {
+    /// Whether `schedule` sums the output projection head by head (row-major, Dsp16 output projection) instead
+    /// of projecting concatenated head outputs.
+    pub fn sums_heads(&self, schedule: MhsaSchedule) -> bool {
+        matches!(schedule, MhsaSchedule::RowMajor { .. }) && self.out_layout == PackedLayout::Dsp16
+    }
+
+    /// Words of the largest activation panel any product of the block needs (the output projection's: one head's
+    /// columns when summed head by head).
+    fn panel_words(&self, sums_heads: bool) -> usize {
         let dsp = PackedLayout::Dsp16;
+        let out = if sums_heads {
+            dsp16_part_panel_words(self.v_dim)
+        } else {
+            self.out_layout.scratch_words(self.concat_dim())
+        };
         self.proj_layout
             .scratch_words(self.embed)
             .max(dsp.scratch_words(self.qk_dim))
             .max(dsp.scratch_words(self.seq))
-            .max(self.out_layout.scratch_words(self.heads * self.v_dim))
+            .max(out)
     }
 
     /// Width of the concatenated head outputs.
     fn concat_dim(&self) -> usize {
         self.heads * self.v_dim
+    }
+
+    /// Bytes of one head's projected keys or values (head-major; 0 when both are `x`).
+    fn projected_bytes(&self) -> usize {
+        let k = if self.project_k { self.qk_dim } else { 0 };
+        let v = if self.project_v { self.v_dim } else { 0 };
+        self.seq * k.max(v)
+    }
+
+    /// Bytes of the buffers of a block of `b` rows: queries, then (over them) head outputs; scores.
+    fn block_bytes(&self, b: usize) -> usize {
+        b * (self.qk_dim.max(self.v_dim) + self.seq)
     }
 
     /// Scratch `schedule` needs, or `None` when it does not apply (zero sizes or block rows, keys or values of the
@@ -123,16 +158,14 @@ impl MhsaShape {
         if dims.contains(&0) || !shared_ok {
             return None;
         }
-        let words = self.key_words() + self.value_words() + self.panel_words();
-        let block = b * (self.qk_dim + self.seq + self.v_dim);
+        let sums = self.sums_heads(schedule);
+        let words =
+            self.key_words() + self.value_words() + self.panel_words(sums) + if sums { b * self.out_dim } else { 0 };
+        let block = self.block_bytes(b);
         let bytes = match schedule {
             MhsaSchedule::RowMajor { .. } if self.project_k || self.project_v => return None,
-            MhsaSchedule::RowMajor { .. } => b * self.embed + block + b * self.concat_dim(),
-            MhsaSchedule::HeadMajor { .. } => {
-                let k = if self.project_k { self.qk_dim } else { 0 };
-                let v = if self.project_v { self.v_dim } else { 0 };
-                self.seq * k.max(v) + block + self.seq * self.concat_dim()
-            }
+            MhsaSchedule::RowMajor { .. } => block + if sums { 0 } else { b * self.concat_dim() },
+            MhsaSchedule::HeadMajor { .. } => self.projected_bytes().max(block) + self.seq * self.concat_dim(),
         };
         Some(MhsaScratch { words, bytes })
     }
@@ -280,6 +313,7 @@ fn check(p: &MhsaI8<'_>, schedule: MhsaSchedule, io: &Io<'_>, scratch: &[i32]) -
     let ok = proj_ok(Some(&p.q), s.qk_dim, true)
         && proj_ok(p.k.as_ref(), s.qk_dim, s.project_k)
         && proj_ok(p.v.as_ref(), s.v_dim, s.project_v)
+        && p.out.layout() == s.out_layout
         && p.out.n() == s.out_dim
         && p.out.k() == s.concat_dim()
         && Some(x_len) == s.seq.checked_mul(s.embed)
@@ -333,33 +367,45 @@ fn take<'b, T>(buf: &mut &'b mut [T], n: usize) -> Result<&'b mut [T], KernelErr
 
 /// Row-block buffers shared by both schedules.
 struct Block<'b> {
-    q: &'b mut [i8],
+    /// The block's queries, then (once the scores are computed) its head outputs.
+    qo: &'b mut [i8],
     scores: &'b mut [i8],
-    o: &'b mut [i8],
 }
 
-/// Rows `r0..r0+rows` of head `h`: queries from `x_rows`, scores against `keys`, softmax, values; writes the
-/// head's outputs into columns `h·v_dim..` of `concat` (rows `c0..c0+rows`).
+impl<'b> Block<'b> {
+    /// The buffers of `b` rows at the start of `buf`.
+    fn new(s: &MhsaShape, b: usize, mut buf: &'b mut [i8]) -> Result<Self, KernelError> {
+        Ok(Block { qo: take(&mut buf, b * s.qk_dim.max(s.v_dim))?, scores: take(&mut buf, b * s.seq)? })
+    }
+}
+
+/// Rows `r0..r0+rows` of head `h`: queries from `x_rows`, scores against `keys`, softmax, values; returns the
+/// head's outputs `[rows, v_dim]` (in `blk`).
 #[allow(clippy::too_many_arguments)]
-fn head_rows(
+fn head_rows<'o>(
     p: &MhsaI8<'_>,
     x_rows: &[i8],
     (r0, rows, h): (usize, usize, usize),
     keys: &PackedLinear<'_>,
     values: &PackedLinear<'_>,
-    blk: &mut Block<'_>,
+    blk: &'o mut Block<'_>,
     panel: &mut [i32],
-    (concat, c0): (&mut [i8], usize),
-) -> Result<(), KernelError> {
+) -> Result<&'o [i8], KernelError> {
     let s = &p.shape;
-    let (pq, pv, cd) = (s.qk_dim, s.v_dim, s.concat_dim());
-    let q = blk.q.get_mut(..rows * pq).ok_or(KernelError::ShapeMismatch)?;
+    let (pq, pv) = (s.qk_dim, s.v_dim);
+    let q = blk.qo.get_mut(..rows * pq).ok_or(KernelError::ShapeMismatch)?;
     product(x_rows, &head(s, &p.q, pq, h)?, rows, p.q.zero_point, panel, q)?;
     let scores = blk.scores.get_mut(..rows * s.seq).ok_or(KernelError::ShapeMismatch)?;
     product(q, keys, rows, p.scores.zero_point, panel, scores)?;
     softmax_i8_rows(scores, s.seq, p.mask, r0, &p.softmax);
-    let o = blk.o.get_mut(..rows * pv).ok_or(KernelError::ShapeMismatch)?;
+    let o = blk.qo.get_mut(..rows * pv).ok_or(KernelError::ShapeMismatch)?;
     product(scores, values, rows, p.av.zero_point, panel, o)?;
+    Ok(o)
+}
+
+/// Copies head `h`'s outputs `o [rows, v_dim]` into its columns of rows `c0..` of `concat [_, heads·v_dim]`.
+fn concat_head(s: &MhsaShape, o: &[i8], h: usize, concat: &mut [i8], c0: usize) -> Result<(), KernelError> {
+    let (pv, cd) = (s.v_dim, s.concat_dim());
     for (r, src) in o.chunks_exact(pv).enumerate() {
         let at = (c0 + r) * cd + h * pv;
         concat.get_mut(at..at + pv).ok_or(KernelError::ShapeMismatch)?.copy_from_slice(src);
@@ -373,24 +419,14 @@ fn run(p: &MhsaI8<'_>, schedule: MhsaSchedule, mut io: Io<'_>, scratch: &mut [i3
     let bytes: &mut [i8] = bytemuck::cast_slice_mut(bytes);
     let s = p.shape;
     let b = schedule.block_rows().min(s.seq);
-    let (seq, e, pq, pv, cd) = (s.seq, s.embed, s.qk_dim, s.v_dim, s.concat_dim());
+    let (seq, e, pq, pv, cd, od) = (s.seq, s.embed, s.qk_dim, s.v_dim, s.concat_dim(), s.out_dim);
+    let sums_heads = s.sums_heads(schedule);
     let mut words = words;
     let key_words = take(&mut words, s.key_words())?;
     let value_words = take(&mut words, s.value_words())?;
-    let panel = take(&mut words, s.panel_words())?;
+    let panel = take(&mut words, s.panel_words(sums_heads))?;
+    let sums = take(&mut words, if sums_heads { b * od } else { 0 })?;
     let mut bytes = bytes;
-    let head_major = matches!(schedule, MhsaSchedule::HeadMajor { .. });
-    let projected = if head_major {
-        let k = if s.project_k { pq } else { 0 };
-        let v = if s.project_v { pv } else { 0 };
-        take(&mut bytes, seq * k.max(v))?
-    } else {
-        take(&mut bytes, 0)?
-    };
-    let x_rows = take(&mut bytes, if head_major { 0 } else { b * e })?;
-    let mut blk =
-        Block { q: take(&mut bytes, b * pq)?, scores: take(&mut bytes, b * seq)?, o: take(&mut bytes, b * pv)? };
-    let concat = take(&mut bytes, if head_major { seq * cd } else { b * cd })?;
     let zp_prob = p.softmax.out_zero_point;
 
     // Keys and values that are x itself: packed once for every head.
@@ -400,41 +436,60 @@ fn run(p: &MhsaI8<'_>, schedule: MhsaSchedule, mut io: Io<'_>, scratch: &mut [i3
     if !s.project_v {
         pack_values(io.x(), seq, e, p.x_zero_point, zp_prob, p.av, value_words);
     }
-    if head_major {
+    if let MhsaSchedule::HeadMajor { .. } = schedule {
+        // One head's projected keys or values, then (packed) the same bytes hold the row blocks.
+        let shared = take(&mut bytes, s.projected_bytes().max(s.block_bytes(b)))?;
+        let concat = take(&mut bytes, seq * cd)?;
         for h in 0..s.heads {
             if let Some(k) = &p.k {
-                let keys = projected.get_mut(..seq * pq).ok_or(KernelError::ShapeMismatch)?;
+                let keys = shared.get_mut(..seq * pq).ok_or(KernelError::ShapeMismatch)?;
                 product(io.x(), &head(&s, k, pq, h)?, seq, k.zero_point, panel, keys)?;
                 pack_keys(keys, seq, pq, k.zero_point, p.q.zero_point, p.scores, key_words);
             }
             if let Some(v) = &p.v {
-                let values = projected.get_mut(..seq * pv).ok_or(KernelError::ShapeMismatch)?;
+                let values = shared.get_mut(..seq * pv).ok_or(KernelError::ShapeMismatch)?;
                 product(io.x(), &head(&s, v, pv, h)?, seq, v.zero_point, panel, values)?;
                 pack_values(values, seq, pv, v.zero_point, zp_prob, p.av, value_words);
             }
             let keys = PackedLinear::new(PackedLayout::Dsp16, seq, pq, key_words)?;
             let values = PackedLinear::new(PackedLayout::Dsp16, pv, seq, value_words)?;
+            let mut blk = Block::new(&s, b, shared)?;
             for r0 in (0..seq).step_by(b) {
                 let rows = b.min(seq - r0);
                 let x = io.x().get(r0 * e..(r0 + rows) * e).ok_or(KernelError::ShapeMismatch)?;
-                head_rows(p, x, (r0, rows, h), &keys, &values, &mut blk, panel, (concat, r0))?;
+                let o = head_rows(p, x, (r0, rows, h), &keys, &values, &mut blk, panel)?;
+                concat_head(&s, o, h, concat, r0)?;
             }
         }
         return product(concat, &p.out, seq, p.out_zero_point, panel, io.out());
     }
+    let mut blk = Block::new(&s, b, take(&mut bytes, s.block_bytes(b))?)?;
+    let concat = take(&mut bytes, if sums_heads { 0 } else { b * cd })?;
     let keys = PackedLinear::new(PackedLayout::Dsp16, seq, pq, key_words)?;
     let values = PackedLinear::new(PackedLayout::Dsp16, pv, seq, value_words)?;
-    let od = s.out_dim;
     for r0 in (0..seq).step_by(b) {
         let rows = b.min(seq - r0);
-        let x = x_rows.get_mut(..rows * e).ok_or(KernelError::ShapeMismatch)?;
-        x.copy_from_slice(io.x().get(r0 * e..(r0 + rows) * e).ok_or(KernelError::ShapeMismatch)?);
-        for h in 0..s.heads {
-            head_rows(p, x, (r0, rows, h), &keys, &values, &mut blk, panel, (concat, 0))?;
+        // In place, the block's input rows are read by every head before its output rows overwrite them.
+        let x = io.x().get(r0 * e..(r0 + rows) * e).ok_or(KernelError::ShapeMismatch)?;
+        let sums = sums.get_mut(..if sums_heads { rows * od } else { 0 }).ok_or(KernelError::ShapeMismatch)?;
+        if sums_heads {
+            dsp16_acc_init(&p.out, rows, sums)?;
         }
-        let o = io.out().get_mut(r0 * od..(r0 + rows) * od).ok_or(KernelError::ShapeMismatch)?;
-        let c = concat.get(..rows * cd).ok_or(KernelError::ShapeMismatch)?;
-        product(c, &p.out, rows, p.out_zero_point, panel, o)?;
+        for h in 0..s.heads {
+            let o = head_rows(p, x, (r0, rows, h), &keys, &values, &mut blk, panel)?;
+            if sums_heads {
+                dsp16_acc_add(o, (h * pv, pv), &p.out, rows, panel, sums)?;
+            } else {
+                concat_head(&s, o, h, concat, 0)?;
+            }
+        }
+        let out = io.out().get_mut(r0 * od..(r0 + rows) * od).ok_or(KernelError::ShapeMismatch)?;
+        if sums_heads {
+            dsp16_acc_store(sums, &p.out, rows, p.out_zero_point, out)?;
+        } else {
+            let c = concat.get(..rows * cd).ok_or(KernelError::ShapeMismatch)?;
+            product(c, &p.out, rows, p.out_zero_point, panel, out)?;
+        }
     }
     Ok(())
 }
@@ -644,6 +699,8 @@ mod tests {
             (shape(9, 8, 3, 5, 2, true), true),
             (shape(7, 6, 2, 6, 6, false), false),
             (shape(11, 8, 4, 8, 8, false), true),
+            // Odd widths: heads that start inside a quad, an odd number of output channels.
+            (shape(5, 5, 3, 5, 5, false), true),
         ];
         let mut checked = 0;
         for (seed, (base, causal)) in cases.into_iter().enumerate() {
@@ -669,7 +726,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 2 * 3 * 4 * 2 + 2 * 3 * 4 * 2 * 2);
+        assert_eq!(checked, 2 * 3 * 4 * 2 + 3 * 3 * 4 * 2 * 2);
     }
 
     #[test]
@@ -687,11 +744,19 @@ mod tests {
         );
         // Shared keys need qk_dim == embed.
         assert_eq!(shape(5, 4, 2, 3, 4, false).scratch(MhsaSchedule::HeadMajor { block_rows: 1 }), None);
-        // The row-major scratch holds one block of rows, the head-major one every row's head outputs.
+        // The row-major scratch holds one block of rows (queries, then head outputs, and scores) and its output
+        // sums, the head-major one every row's head outputs; row-major without a Dsp16 output projection
+        // concatenates the block's head outputs instead of summing.
         let rm = sh.scratch(MhsaSchedule::RowMajor { block_rows: 2 }).unwrap();
         let hm = sh.scratch(MhsaSchedule::HeadMajor { block_rows: 2 }).unwrap();
-        assert_eq!(rm.bytes, 2 * 4 + 2 * (4 + 5 + 4) + 2 * 8);
-        assert_eq!(hm.bytes, 2 * (4 + 5 + 4) + 5 * 8);
-        assert_eq!(rm.words, hm.words);
+        assert_eq!(rm.bytes, 2 * (4 + 5));
+        assert_eq!(hm.bytes, 2 * (4 + 5) + 5 * 8);
+        assert_eq!(rm.words, hm.words + 2 * 4);
+        let rv32 = MhsaShape { out_layout: PackedLayout::Rv32, ..sh };
+        assert_eq!(rv32.scratch(MhsaSchedule::RowMajor { block_rows: 2 }).unwrap().bytes, 2 * (4 + 5) + 2 * 8);
+        // Head-major: one head's projected keys or values share their bytes with the row blocks.
+        let proj = shape(5, 4, 2, 4, 3, true);
+        assert_eq!(proj.scratch(MhsaSchedule::HeadMajor { block_rows: 1 }).unwrap().bytes, 5 * 4 + 5 * 6);
+        assert_eq!(proj.scratch(MhsaSchedule::HeadMajor { block_rows: 4 }).unwrap().bytes, 4 * (4 + 5) + 5 * 6);
     }
 }

@@ -23,7 +23,9 @@
 //!
 //! The Dsp16 tile loop also serves layers with other requantizations: Deeploy's `MatMul + RequantShift`
 //! ([`linear_packed_requant`]), convolutions with one group over im2col panels ([`conv2d_packed_requant`]), and
-//! products of two activations such as attention's `Q·Kᵀ` ([`matmul_packed`], `b` packed at run time).
+//! products of two activations such as attention's `Q·Kᵀ` ([`matmul_packed`], `b` packed at run time). A Dsp16 layer
+//! can also be computed in parts of its input columns into `i32` sums (the fused attention kernel's output
+//! projection, summed head by head), with the same tile (its own assembly on DSP builds).
 //!
 //! Alignment: packed words and the scratch are `i32` slices (4-byte aligned); activations and outputs are
 //! plain byte slices with no alignment requirement.
@@ -154,6 +156,11 @@ impl<'a> PackedLinear<'a> {
         self.k
     }
 
+    /// Layout of the words.
+    pub fn layout(&self) -> PackedLayout {
+        self.layout
+    }
+
     /// Words of block `t` (output channels `2t`, `2t+1`).
     fn block(&self, t: usize) -> &'a [i32] {
         let w = block_words(self.k);
@@ -181,6 +188,21 @@ fn smlad(acc: i32, a: i32, b: i32) -> i32 {
     let (al, ah) = (i32::from(a as i16), a >> 16);
     let (bl, bh) = (i32::from(b as i16), b >> 16);
     acc.wrapping_add(al.wrapping_mul(bl)).wrapping_add(ah.wrapping_mul(bh))
+}
+
+/// Bytes 0 and 2 of `w` sign-extended into the low and high half-words: Arm `SXTB16` (the instruction itself on
+/// DSP builds).
+#[cfg(all(mote_dsp, target_arch = "arm"))]
+#[inline(always)]
+fn sxtb16(w: i32) -> i32 {
+    dsp::sxtb16(w)
+}
+
+/// Bytes 0 and 2 of `w` sign-extended into the low and high half-words: Arm `SXTB16`.
+#[cfg(not(all(mote_dsp, target_arch = "arm")))]
+#[inline]
+fn sxtb16(w: i32) -> i32 {
+    pair(i32::from(w as i8), i32::from((w >> 16) as i8))
 }
 
 /// A linear layer before packing: `w [n,k]` (row j = output channel), `bias [n]`, `HighMul` multipliers.
@@ -396,8 +418,12 @@ fn fill_panel_portable(x: &[i8], k: usize, r0: usize, r1: usize, panel: &mut [i3
 /// The 2×2 accumulators `[row0·col0, row0·col1, row1·col0, row1·col1]` of one block and panel.
 fn tile_portable(panel: &[i32], block: &[i32], quads: usize) -> [i32; 4] {
     let (b0, b1) = (block.first().copied().unwrap_or(0), block.get(1).copied().unwrap_or(0));
-    let mut acc = [b0, b1, b0, b1];
-    let weights = block.get(4..4 + 4 * quads).unwrap_or(&[]);
+    smlad_tile([b0, b1, b0, b1], panel, block.get(4..4 + 4 * quads).unwrap_or(&[]))
+}
+
+/// `acc` plus the 2×2 products of the panel quads and the weight quads (a block's, from some quad on).
+#[inline(always)]
+fn smlad_tile(mut acc: [i32; 4], panel: &[i32], weights: &[i32]) -> [i32; 4] {
     for (a, w) in panel.chunks_exact(4).zip(weights.chunks_exact(4)) {
         if let ([a0, a1, a2, a3], [w0, w1, w2, w3]) = (a, w) {
             acc[0] = smlad(smlad(acc[0], *a0, *w0), *a1, *w1);
@@ -539,6 +565,211 @@ pub fn linear_packed_requant<T: IntElem>(
             }
         }
     });
+    Ok(())
+}
+
+/// Words of the panel of [`dsp16_acc_add`] for parts of `k` columns (whatever column they start at).
+pub(crate) const fn dsp16_part_panel_words(k: usize) -> usize {
+    4 * (k + 3).div_ceil(4)
+}
+
+/// Sets `acc [m, n]` to the bias of the [`PackedLayout::Dsp16`] layer `p`: the start of its product in parts.
+///
+/// A product in parts (the attention kernel's output projection, one head's columns at a time): this, then
+/// [`dsp16_acc_add`] for each part of the columns, then [`dsp16_acc_store`]. The `i32` sums wrap like those of
+/// [`linear_packed`], only in another order, so the outputs are identical. Errors: another layout, lengths that
+/// disagree with `m` and `n`.
+pub(crate) fn dsp16_acc_init(p: &PackedLinear<'_>, m: usize, acc: &mut [i32]) -> Result<(), KernelError> {
+    let (n, bw) = (p.n, block_words(p.k));
+    if p.layout != PackedLayout::Dsp16 || Some(acc.len()) != m.checked_mul(n) {
+        return Err(KernelError::ShapeMismatch);
+    }
+    for row in acc.chunks_exact_mut(n) {
+        let (mut a2, mut blocks) = (row.chunks_exact_mut(TILE_COLS), p.words.chunks_exact(bw));
+        for (a, block) in a2.by_ref().zip(blocks.by_ref()) {
+            if let ([a0, a1], [b0, b1, ..]) = (a, block) {
+                (*a0, *a1) = (*b0, *b1);
+            }
+        }
+        // An odd last column.
+        if let ([a0], Some([b0, ..])) = (a2.into_remainder(), blocks.next()) {
+            *a0 = *b0;
+        }
+    }
+    Ok(())
+}
+
+/// Adds the part `x [m, k]` (columns `c0..c0 + k` of the layer's input) to `acc [m, n]`:
+/// `acc[i, j] += Σ_c x[i, c]·w[j, c0 + c]`, on a panel of at least [`dsp16_part_panel_words`]`(k)` words.
+///
+/// The 2×2 `SMLAD` tile of [`linear_packed_portable`] over the quads the part touches (assembly on DSP builds);
+/// columns of a boundary quad outside the part are zero in the panel. Errors: another layout, columns past the
+/// layer's `k`, lengths that disagree with `m`, `n` and `k`.
+pub(crate) fn dsp16_acc_add(
+    x: &[i8],
+    (c0, k): (usize, usize),
+    p: &PackedLinear<'_>,
+    m: usize,
+    panel: &mut [i32],
+    acc: &mut [i32],
+) -> Result<(), KernelError> {
+    let n = p.n;
+    let ok = p.layout == PackedLayout::Dsp16
+        && k > 0
+        && c0.checked_add(k).is_some_and(|end| end <= p.k)
+        && Some(x.len()) == m.checked_mul(k)
+        && Some(acc.len()) == m.checked_mul(n);
+    if !ok {
+        return Err(KernelError::ShapeMismatch);
+    }
+    let quads = (c0 / 4, (c0 + k).div_ceil(4));
+    let panel = panel.get_mut(..4 * (quads.1 - quads.0)).ok_or(KernelError::ShapeMismatch)?;
+    // DSP builds: the blocks of two real columns in assembly, which widens rows of whole quads itself (one call for
+    // all pairs, one for a lone last row); what is left (an odd last column, every tile on other builds, all of a
+    // part of more than 16 quads) in Rust.
+    let tiles = n.div_ceil(TILE_COLS);
+    #[cfg(all(mote_dsp, target_arch = "arm"))]
+    let whole = c0 % 4 == 0 && k % 4 == 0;
+    #[cfg(all(mote_dsp, target_arch = "arm"))]
+    let (pairs_done, lone_done) = {
+        use dsp::{acc_pairs, AccRows};
+        let last = m.saturating_sub(1);
+        match (whole, m / 2, m % 2) {
+            (false, ..) => (0, 0),
+            (true, 0, _) => (tiles, acc_pairs(Some(x), panel, p, quads, AccRows::Lone, acc)),
+            (true, pairs, 0) => (acc_pairs(Some(x), panel, p, quads, AccRows::Pairs(pairs), acc), tiles),
+            (true, pairs, _) => {
+                let done = acc_pairs(Some(x), panel, p, quads, AccRows::Pairs(pairs), acc);
+                let (x1, acc1) = (x.get(last * k..).unwrap_or(&[]), acc.get_mut(last * n..).unwrap_or(&mut []));
+                (done, acc_pairs(Some(x1), panel, p, quads, AccRows::Lone, acc1))
+            }
+        }
+    };
+    #[cfg(not(all(mote_dsp, target_arch = "arm")))]
+    let (pairs_done, lone_done) = (0, 0);
+    if pairs_done == tiles && lone_done == tiles {
+        return Ok(());
+    }
+    for (r0, r1) in row_pairs(m) {
+        let asm_done = if r0 == r1 { lone_done } else { pairs_done };
+        if asm_done == tiles {
+            continue;
+        }
+        fill_part_panel(x, k, c0 % 4, (r0, r1), panel);
+        #[cfg(all(mote_dsp, target_arch = "arm"))]
+        let done = if whole {
+            asm_done
+        } else {
+            let rows = if r0 == r1 { dsp::AccRows::Lone } else { dsp::AccRows::Pairs(1) };
+            dsp::acc_pairs(None, panel, p, quads, rows, acc.get_mut(r0 * n..).unwrap_or(&mut []))
+        };
+        #[cfg(not(all(mote_dsp, target_arch = "arm")))]
+        let done = asm_done;
+        let (head, tail) = acc.split_at_mut(r1 * n);
+        let row1 = tail.get_mut(..n).unwrap_or(&mut []);
+        if r0 == r1 {
+            acc_tiles_portable(panel, p, quads, done, row1, None);
+        } else {
+            acc_tiles_portable(panel, p, quads, done, head.get_mut(r0 * n..).unwrap_or(&mut []), Some(row1));
+        }
+    }
+    Ok(())
+}
+
+/// The 2×2 tiles of [`dsp16_acc_add`] from block `from` on: rows `row0` and `row1` (`[n]` each), or the lone
+/// `row0` as both rows of the tile with the first row's sums stored.
+#[inline(never)]
+fn acc_tiles_portable(
+    panel: &[i32],
+    p: &PackedLinear<'_>,
+    (qa, qb): (usize, usize),
+    from: usize,
+    row0: &mut [i32],
+    mut row1: Option<&mut [i32]>,
+) {
+    let bw = block_words(p.k);
+    for t in from..p.n.div_ceil(TILE_COLS) {
+        let weights = p.words.get(t * bw + 4 + 4 * qa..t * bw + 4 + 4 * qb).unwrap_or(&[]);
+        let cols = TILE_COLS * t..(TILE_COLS * t + TILE_COLS).min(p.n);
+        let a = row0.get_mut(cols.clone()).unwrap_or(&mut []);
+        let get = |v: &[i32], i: usize| v.get(i).copied().unwrap_or(0);
+        let (a0, a1) = (get(a, 0), get(a, 1));
+        let b = row1.as_deref_mut().and_then(|r| r.get_mut(cols));
+        let (b0, b1) = b.as_deref().map_or((a0, a1), |b| (get(b, 0), get(b, 1)));
+        let s = smlad_tile([a0, a1, b0, b1], panel, weights);
+        a.iter_mut().zip([s[0], s[1]]).for_each(|(slot, v)| *slot = v);
+        if let Some(b) = b {
+            b.iter_mut().zip([s[2], s[3]]).for_each(|(slot, v)| *slot = v);
+        }
+    }
+}
+
+/// The panel of rows `r0`, `r1` of a part `x [m, k]` that starts `off` (`< 4`) columns into its first quad: the
+/// layout of [`fill_panel_portable`] with zeros outside the part. Word loads and `SXTB16` when the part fills
+/// whole quads.
+fn fill_part_panel(x: &[i8], k: usize, off: usize, (r0, r1): (usize, usize), panel: &mut [i32]) {
+    if off == 0 && k % 4 == 0 {
+        let (row0, row1) = (x.get(r0 * k..(r0 + 1) * k).unwrap_or(&[]), x.get(r1 * k..(r1 + 1) * k).unwrap_or(&[]));
+        for ((quad, w0), w1) in panel.chunks_exact_mut(4).zip(row0.chunks_exact(4)).zip(row1.chunks_exact(4)) {
+            let word = |w: &[i8]| match *w {
+                [a, b, c, d] => i32::from_le_bytes([a as u8, b as u8, c as u8, d as u8]),
+                _ => 0,
+            };
+            let (w0, w1) = (word(w0), word(w1));
+            let v = [sxtb16(w0), sxtb16(w0.rotate_right(8)), sxtb16(w1), sxtb16(w1.rotate_right(8))];
+            quad.iter_mut().zip(v).for_each(|(slot, v)| *slot = v);
+        }
+        return;
+    }
+    let at = |r: usize, c: usize| -> i32 {
+        match c.checked_sub(off) {
+            Some(c) if c < k => x.get(r * k + c).map_or(0, |&v| i32::from(v)),
+            _ => 0,
+        }
+    };
+    for (q, quad) in panel.chunks_exact_mut(4).enumerate() {
+        let c = 4 * q;
+        let v = [
+            pair(at(r0, c), at(r0, c + 2)),
+            pair(at(r0, c + 1), at(r0, c + 3)),
+            pair(at(r1, c), at(r1, c + 2)),
+            pair(at(r1, c + 1), at(r1, c + 3)),
+        ];
+        quad.iter_mut().zip(v).for_each(|(slot, v)| *slot = v);
+    }
+}
+
+/// Requantizes the finished sums `acc [m, n]` of the [`PackedLayout::Dsp16`] layer `p` into `out [m, n]` like
+/// [`linear_packed`] (`HighMul` with the packed multipliers, output zero point `zero_point`, int8 saturation).
+/// Errors: another layout, lengths that disagree with `m` and `n`.
+pub(crate) fn dsp16_acc_store(
+    acc: &[i32],
+    p: &PackedLinear<'_>,
+    m: usize,
+    zero_point: i32,
+    out: &mut [i8],
+) -> Result<(), KernelError> {
+    let (n, bw) = (p.n, block_words(p.k));
+    let len = m.checked_mul(n);
+    if p.layout != PackedLayout::Dsp16 || Some(acc.len()) != len || Some(out.len()) != len {
+        return Err(KernelError::ShapeMismatch);
+    }
+    let rq = |a: i32, mul: i32| high_mul(a, mul, zero_point).max(-128).min(127) as i8;
+    for (a_row, o_row) in acc.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
+        let (mut a2, mut o2) = (a_row.chunks_exact(TILE_COLS), o_row.chunks_exact_mut(TILE_COLS));
+        let mut blocks = p.words.chunks_exact(bw);
+        for ((a, o), block) in a2.by_ref().zip(o2.by_ref()).zip(blocks.by_ref()) {
+            if let ([a0, a1], [o0, o1], Some(&[m0, m1])) = (a, o, block.get(bw - 2..)) {
+                (*o0, *o1) = (rq(*a0, m0), rq(*a1, m1));
+            }
+        }
+        // An odd last column.
+        if let ([a0], [o0], Some(&[m0, _])) =
+            (a2.remainder(), o2.into_remainder(), blocks.next().and_then(|b| b.get(bw - 2..)))
+        {
+            *o0 = rq(*a0, m0);
+        }
+    }
     Ok(())
 }
 
@@ -754,6 +985,59 @@ mod tests {
         let rq = Requant::HighMul(HighMulRequant::new(&[1], 0, -128, 127).unwrap());
         let r = linear_packed_requant(&[0i8; 2], &p, 1, &rq, &mut [0; 64], &mut [0i8; 2]);
         assert_eq!(r, Err(KernelError::InvalidParam));
+    }
+
+    /// The Dsp16 product in parts (bias, then column parts of any width starting anywhere, then the
+    /// requantization) equals the one-pass packed kernels and `linear_requant`; odd `m` and `n`, parts inside
+    /// quads, a panel full of stale words.
+    #[test]
+    fn dsp16_parts_equal_one_pass() {
+        let mut g = Lcg(23);
+        for (m, k, n, part) in
+            [(1, 1, 1, 1), (2, 8, 4, 4), (3, 15, 5, 5), (5, 32, 7, 3), (4, 256, 32, 32), (7, 20, 3, 6), (2, 9, 2, 9)]
+        {
+            let (x, w) = (g.vec_i8(m * k), g.vec_i8(n * k));
+            let bias = g.vec_i32(n, -1 << 16, 1 << 16);
+            let mul = g.vec_i32(n, 1 << 20, 1 << 24);
+            let (offset, zp) = (g.i32_in(-128, 128), g.i32_in(-20, 20));
+            let layout = PackedLayout::Dsp16;
+            let mut words = vec![0; layout.words(n, k)];
+            let src = LinearWeights { w: &w, bias: Some(&bias), input_offset: offset, mul: &mul, n, k };
+            pack_linear(layout, &src, &mut words).unwrap();
+            let p = PackedLinear::new(layout, n, k, &words).unwrap();
+            let rq = Requant::HighMul(HighMulRequant::new(&mul, zp, -128, 127).unwrap());
+            let mut want = vec![0i8; m * n];
+            linear_requant(&x, &w, Some(&bias), MatDims { m, k, n }, offset, &rq, &mut want).unwrap();
+            let mut one_pass = vec![0i8; m * n];
+            linear_packed(&x, &p, m, zp, &mut vec![0; layout.scratch_words(k)], &mut one_pass).unwrap();
+            assert_eq!(one_pass, want, "{m}x{k}x{n}");
+            let mut acc = vec![0i32; m * n];
+            let mut panel = vec![0x5a5a_5a5a; dsp16_part_panel_words(part)];
+            dsp16_acc_init(&p, m, &mut acc).unwrap();
+            for c0 in (0..k).step_by(part) {
+                let kx = part.min(k - c0);
+                let xs: Vec<i8> = x.chunks_exact(k).flat_map(|r| r[c0..c0 + kx].to_vec()).collect();
+                dsp16_acc_add(&xs, (c0, kx), &p, m, &mut panel, &mut acc).unwrap();
+            }
+            let mut got = vec![0i8; m * n];
+            dsp16_acc_store(&acc, &p, m, zp, &mut got).unwrap();
+            assert_eq!(got, want, "{m}x{k}x{n} in parts of {part}");
+            // Columns past the layer, a panel too short for the part's quads, wrong lengths are refused.
+            let bad = Err(KernelError::ShapeMismatch);
+            assert_eq!(dsp16_acc_add(&x[..m], (k, 1), &p, m, &mut panel, &mut acc), bad);
+            let kx = part.min(k);
+            let xs: Vec<i8> = x.chunks_exact(k).flat_map(|r| r[..kx].to_vec()).collect();
+            let short = &mut panel[..4 * kx.div_ceil(4) - 1];
+            assert_eq!(dsp16_acc_add(&xs, (0, kx), &p, m, short, &mut acc), bad);
+            assert_eq!(dsp16_acc_add(&xs, (0, kx), &p, m, &mut panel, &mut acc[1..]), bad);
+            assert_eq!(dsp16_acc_init(&p, m, &mut acc[1..]), bad);
+            assert_eq!(dsp16_acc_store(&acc[1..], &p, m, zp, &mut got), bad);
+        }
+        let words = vec![0; PackedLayout::Rv32.words(2, 4)];
+        let p = PackedLinear::new(PackedLayout::Rv32, 2, 4, &words).unwrap();
+        assert_eq!(dsp16_acc_init(&p, 1, &mut [0; 2]), Err(KernelError::ShapeMismatch));
+        assert_eq!(dsp16_acc_add(&[0; 4], (0, 4), &p, 1, &mut [0; 8], &mut [0; 2]), Err(KernelError::ShapeMismatch));
+        assert_eq!(dsp16_acc_store(&[0; 2], &p, 1, 0, &mut [0; 2]), Err(KernelError::ShapeMismatch));
     }
 
     /// The runtime-packed matmul equals `av_requant` (HighMul), batched and with a broadcast `b`.

@@ -1,4 +1,5 @@
-//! Arm DSP-extension kernel (Cortex-M4/M7/M33/M55): one hand-written routine runs a whole packed linear layer.
+//! Arm DSP-extension kernels (Cortex-M4/M7/M33/M55): one hand-written routine runs a whole packed linear layer,
+//! a second one adds a part of the input columns to the `i32` sums of a layer computed in parts (below).
 //!
 //! Per pair of rows it widens the two activation rows into the panel (2×`SXTB16` per row word, one `STM` per
 //! two quads; the row words are read with `LDM` when every row starts on a word boundary, else with `LDR`),
@@ -27,9 +28,15 @@
 //! 16, 32, … and after the last quad. The quad of the last `k % 4` activations is the row's last word shifted
 //! right (or, when `k < 4`, made of the row's bytes), so that no row is read past its end.
 //!
-//! `unsafe` here: one `asm!` block. It reads exactly the activation rows, the packed words and the panel
-//! whose lengths [`linear_packed`] checks first, writes the panel and the output, and saves and restores
-//! every register it uses but r0–r3, r12 and lr (declared clobbered). Row words that may be unaligned are read
+//! The product in parts ([`acc_pairs`], for `super::dsp16_acc_add`: the attention kernel's output projection
+//! summed head by head): the same 2×2 tile and registers over the quads of one part of each block, but the four
+//! sums come from and go back to memory (two `LDRD` and two `STRD` per tile) instead of bias and requantization;
+//! no jump words (one computed jump into an unrolled loop of at most 16 quads per tile, 10·quads + 13
+//! instructions), and the panel is widened once per pair of rows (per quad and row one `LDR` and two `SXTB16`).
+//!
+//! `unsafe` here: two `asm!` blocks. Each reads exactly the activation rows, the packed words and the panel
+//! whose lengths its Rust caller checks first, writes the panel and the output (or the sums), and saves and
+//! restores every register it uses but r0–r3, r12 and lr (declared clobbered). Row words that may be unaligned are read
 //! with `LDR`, which needs unaligned accesses enabled (`CCR.UNALIGN_TRP` = 0, the reset value; the Rust code
 //! LLVM generates for these cores makes the same assumption).
 
@@ -107,8 +114,8 @@ const PUSHED: usize = 36;
 /// Bytes reserved for the frame, keeping sp 8-byte aligned.
 const FRAME_BYTES: usize = (size_of::<Frame>() + PUSHED).div_ceil(8) * 8 - PUSHED;
 
-/// The packed linear layer with the DSP routine (see [`super::linear_packed`]).
-/// `acc + lo(a)·lo(b) + hi(a)·hi(b)`: one `SMLAD` (for the Rust tile loop of `linear_packed_requant`).
+/// `acc + lo(a)·lo(b) + hi(a)·hi(b)`: one `SMLAD` (for the Rust tile loops of `linear_packed_requant` and the
+/// product in parts).
 #[inline(always)]
 pub(super) fn smlad(acc: i32, a: i32, b: i32) -> i32 {
     let r: i32;
@@ -120,6 +127,19 @@ pub(super) fn smlad(acc: i32, a: i32, b: i32) -> i32 {
     r
 }
 
+/// Bytes 0 and 2 of `w` sign-extended into the low and high half-words: one `SXTB16` (for the panel fill of the
+/// product in parts).
+#[inline(always)]
+pub(super) fn sxtb16(w: i32) -> i32 {
+    let r: i32;
+    // SAFETY: a register-only instruction.
+    unsafe {
+        asm!("sxtb16 {r}, {w}", r = lateout(reg) r, w = in(reg) w, options(pure, nomem, nostack, preserves_flags))
+    };
+    r
+}
+
+/// The packed linear layer with the DSP routine (see [`super::linear_packed`]).
 pub(super) fn linear_packed(
     x: &[i8],
     p: &PackedLinear<'_>,
@@ -592,6 +612,210 @@ fn run(frame: &Frame) {
             dummy = const offset_of!(Frame, dummy),
             saved = const offset_of!(Frame, saved),
             inout("r0") frame as *const Frame => _,
+            out("r1") _,
+            out("r2") _,
+            out("r3") _,
+            out("r12") _,
+            out("lr") _,
+        );
+    }
+}
+
+/// Most quads of one part of a product in parts that [`acc_pair`] runs (its unrolled loop).
+pub(super) const ACC_MAX_QUADS: usize = 16;
+
+/// State of [`acc_pairs`]'s routine, on its stack frame.
+#[repr(C)]
+struct AccFrame {
+    /// Sums of rows 0 and 1 of the current tile (two words each, advanced by the routine).
+    cur0: *mut i32,
+    cur1: *mut i32,
+    /// The panel (`4·quads` words).
+    panel: *mut i32,
+    /// Quads of the part; replaced by the routine with the address of the first quad's `LDM`s in its loop.
+    entry: usize,
+    /// Bytes from the end of one block's part to the start of the next block's.
+    skip: usize,
+    /// Where the weight pointer is after the last tile (and its skip).
+    end: *const i32,
+    /// The part's first weight quad in the first block.
+    weights: *const i32,
+    /// Row 0 of the current pair of rows to widen into the panel (`4·quads` bytes, rows `x_stride` apart), or
+    /// null when the panel is filled (one pair).
+    x: *const i8,
+    x_stride: usize,
+    /// Sums of row 0 of the current pair (rows `acc_stride` bytes apart).
+    acc: *mut i32,
+    acc_stride: usize,
+    /// Pairs of rows left.
+    pairs: usize,
+    /// Quads of the part.
+    quads: usize,
+}
+
+/// Frame words.
+const ACC_FRAME_WORDS: usize = 13;
+const _: () = assert!(size_of::<AccFrame>() == 4 * ACC_FRAME_WORDS && (4 * ACC_FRAME_WORDS + PUSHED) % 8 == 0);
+
+/// The rows [`acc_pairs`] runs: the first `2·p` of the sums and rows, or the lone row (computed as a pair of
+/// itself: both tile rows read and write the same words).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AccRows {
+    /// `p` pairs of rows.
+    Pairs(usize),
+    /// One row.
+    Lone,
+}
+
+/// The sums of the product in parts ([`super::dsp16_acc_add`]) for the blocks `0..n/2` of a Dsp16 layer and the
+/// `rows` of `acc [_, n]`: plus the 2×2 `SMLAD` tile of each pair's panel (`4·quads` words) and each block's quads
+/// `qa..qb`. With `x` (rows of `4·quads` bytes) it widens each pair's rows into the panel, else the panel is
+/// filled and there is one pair (or the lone row). Returns the blocks done: `n/2`, or 0 when the arguments do not
+/// fit (the panel and the sums then untouched).
+///
+/// Per tile: the four sums loaded with two `LDRD`, per quad one `LDM` per operand and eight `SMLAD` (a jump into
+/// an unrolled loop of [`ACC_MAX_QUADS`] quads, whose end is the tile's), two `STRD`; 10·quads + 13 instructions.
+/// The fill: per quad two `LDR`, four `SXTB16`, one `STM` (rows of any alignment).
+pub(super) fn acc_pairs(
+    x: Option<&[i8]>,
+    panel: &mut [i32],
+    p: &PackedLinear<'_>,
+    (qa, qb): (usize, usize),
+    rows: AccRows,
+    acc: &mut [i32],
+) -> usize {
+    let (n, bw) = (p.n, block_words(p.k));
+    let (blocks, quads) = (n / 2, qb.saturating_sub(qa));
+    // Pairs, rows read and written, and the strides from a pair's first row to its second (bytes of x, of acc).
+    let (pairs, count, x_stride, acc_stride) = match rows {
+        AccRows::Pairs(pairs) => (pairs, 2 * pairs, 4 * quads, 4 * n),
+        AccRows::Lone => (1, 1, 0, 0),
+    };
+    let x_ok = x.map_or(pairs == 1, |x| x.len() >= count * 4 * quads);
+    let ok = p.layout == PackedLayout::Dsp16
+        && (1..=ACC_MAX_QUADS).contains(&quads)
+        && 4 + 4 * qb <= bw
+        && panel.len() >= 4 * quads
+        && blocks > 0
+        && pairs > 0
+        && p.words.len() >= blocks * bw
+        && acc.len() >= count * n
+        && x_ok;
+    let Some(weights) = p.words.get(4 + 4 * qa..).map(<[i32]>::as_ptr) else { return 0 };
+    if !ok {
+        return 0;
+    }
+    let frame = AccFrame {
+        cur0: core::ptr::null_mut(),
+        cur1: core::ptr::null_mut(),
+        panel: panel.as_mut_ptr(),
+        entry: quads,
+        skip: 4 * (bw - 4 * quads),
+        end: weights.wrapping_add(blocks * bw),
+        weights,
+        x: x.map_or(core::ptr::null(), <[i8]>::as_ptr),
+        x_stride,
+        acc: acc.as_mut_ptr(),
+        acc_stride,
+        pairs,
+        quads,
+    };
+    acc_run(&frame);
+    blocks
+}
+
+/// Runs [`acc_pairs`]'s routine on `frame` (registers as in [`run`]'s tile loop: r0 panel, r1 weights, r2-r5
+/// sums, r6/r7/r12/lr weights, r8-r11 activations).
+#[inline(never)]
+fn acc_run(frame: &AccFrame) {
+    // SAFETY: `acc_pairs` checked that `quads` is 1..=16, that every block `t < n/2` holds the quads `qa..qb`
+    // (words `t·bw + 4 + 4·qa ..` below `p.words.len()`), that the panel holds `4·quads` words, the sums its
+    // `2·pairs` rows of `n` words (one row, both strides 0, for the lone row) and the rows to widen (if any) as
+    // many rows of `4·quads` bytes, and built the frame from those slices. The routine reads those rows and writes the panel's `4·quads` words (only with
+    // rows), reads the quads and panel words once per tile, reads and writes sums words `[2t, 2t+2)` of both rows
+    // of a pair for tile `t`, jumps only into its own unrolled loop (at most 16 quads before its end), and
+    // restores sp, r4-r11 and lr; r0-r3 and r12 are declared clobbered.
+    unsafe {
+        asm!(
+            "push {{r4-r11, lr}}",
+            "sub sp, sp, #{frame_bytes}",
+            "ldm r0!, {{r1-r7}}",
+            "stm sp, {{r1-r7}}",
+            "ldm r0, {{r1-r6}}",
+            "add r12, sp, #28",
+            "stm r12, {{r1-r6}}",
+            // The entry: `quads` quads of 40 bytes before the end of the unrolled loop, Thumb bit set.
+            "adr r10, 3f",
+            "ldr r4, [sp, #{quads}]",
+            "mov r11, #40",
+            "mls r10, r4, r11, r10",
+            "orr r10, r10, #1",
+            "str r10, [sp, #{entry}]",
+            // A pair: its sums rows, then the fill when there are rows (r0, r1 rows; r2 panel; r3 quads).
+            "2:",
+            "ldrd r0, r1, [sp, #{acc}]",
+            "add r2, r0, r1",
+            "strd r0, r2, [sp]",
+            "add r0, r2, r1",
+            "str r0, [sp, #{acc}]",
+            "ldrd r0, r1, [sp, #{x}]",
+            "cmp r0, #0",
+            "beq 5f",
+            "add r2, r0, r1, lsl #1",
+            "str r2, [sp, #{x}]",
+            "add r1, r1, r0",
+            "ldr r2, [sp, #{panel}]",
+            "ldr r3, [sp, #{quads}]",
+            "4:",
+            "ldr r4, [r0], #4",
+            "ldr r6, [r1], #4",
+            "sxtb16 r5, r4, ror #8",
+            "sxtb16 r4, r4",
+            "sxtb16 r7, r6, ror #8",
+            "sxtb16 r6, r6",
+            "stm r2!, {{r4-r7}}",
+            "subs r3, r3, #1",
+            "bne 4b",
+            "5:",
+            "ldr r1, [sp, #{weights}]",
+            // A tile: the sums, then the quads.
+            "1:",
+            "ldm sp, {{r0, r8, r9, r10}}",
+            "ldrd r2, r3, [r0]",
+            "ldrd r4, r5, [r8]",
+            "mov r0, r9",
+            "bx r10",
+            ".rept {max_quads}",
+            "ldm r1!, {{r6, r7, r12, lr}}",
+            "ldm r0!, {{r8-r11}}",
+            smlad2!(),
+            ".endr",
+            "3:",
+            "ldm sp, {{r0, r8}}",
+            "strd r2, r3, [r0], #8",
+            "strd r4, r5, [r8], #8",
+            "strd r0, r8, [sp]",
+            "ldrd r6, r7, [sp, #{skip}]",
+            "add r1, r1, r6",
+            "cmp r1, r7",
+            "bne 1b",
+            "ldr r0, [sp, #{pairs}]",
+            "subs r0, r0, #1",
+            "str r0, [sp, #{pairs}]",
+            "bne 2b",
+            "add sp, sp, #{frame_bytes}",
+            "pop {{r4-r11, lr}}",
+            frame_bytes = const 4 * ACC_FRAME_WORDS,
+            max_quads = const ACC_MAX_QUADS,
+            entry = const offset_of!(AccFrame, entry),
+            skip = const offset_of!(AccFrame, skip),
+            weights = const offset_of!(AccFrame, weights),
+            panel = const offset_of!(AccFrame, panel),
+            x = const offset_of!(AccFrame, x),
+            acc = const offset_of!(AccFrame, acc),
+            pairs = const offset_of!(AccFrame, pairs),
+            quads = const offset_of!(AccFrame, quads),
+            inout("r0") frame as *const AccFrame => _,
             out("r1") _,
             out("r2") _,
             out("r3") _,
