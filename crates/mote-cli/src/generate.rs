@@ -17,8 +17,9 @@ use std::time::Duration;
 /// Arguments of `mote generate`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The decoder: a llama2.c checkpoint (model.bin, version 0 or 1, float32), or a decoder quantized by
-    /// `mote quantize` (.npz).
+    /// The decoder: a llama2.c checkpoint (model.bin, version 0 or 1, float32), a full-sequence causal decoder
+    /// exported by `torch.onnx.export` (.onnx: token ids [1, T] → logits), or a decoder quantized by `mote
+    /// quantize` (.npz).
     model: PathBuf,
     /// Board to run on (as `mote deploy` takes it).
     #[arg(long)]
@@ -71,6 +72,18 @@ enum Source {
     Quantized(Box<QuantDecoder>),
 }
 
+/// The float decoder in `model`: a llama2.c checkpoint, or (`.onnx`) a full-sequence causal decoder exported by
+/// `torch.onnx.export`, read as the llama2.c decoder it is and checked against the graph.
+pub fn read_checkpoint(model: &Path) -> Result<Checkpoint> {
+    if model.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+        let g = mote_onnx::load(model, &Default::default())?;
+        let name = model.display().to_string();
+        Ok(mote_llm::from_graph::checkpoint_from_graph(&g, &name)?)
+    } else {
+        Ok(Checkpoint::read(model)?)
+    }
+}
+
 /// A decoder file from `mote quantize` (`.npz`), not a llama2.c checkpoint.
 pub fn is_quantized(model: &Path) -> bool {
     model.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
@@ -102,7 +115,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
     let source = if is_quantized(&a.model) {
         Source::Quantized(Box::new(QuantDecoder::read(&a.model)?))
     } else {
-        Source::Float(Box::new(Checkpoint::read(&a.model)?))
+        Source::Float(Box::new(read_checkpoint(&a.model)?))
     };
     let (vocab, max_context) = match &source {
         Source::Float(ck) => (ck.config.vocab_size, ck.config.seq_len),

@@ -69,13 +69,17 @@ pub struct Args {
     /// Decoders: calibration paragraphs used at most.
     #[arg(long, default_value_t = 64)]
     calib_limit: usize,
+    /// Quantize an ONNX model as a decoder (a full-sequence causal export, token ids → logits) for `mote
+    /// generate`, like a llama2.c model.bin.
+    #[arg(long)]
+    decoder: bool,
 }
 
 /// `mote quantize` of a llama2.c decoder: calibrate on text, write the int8 decoder (.npz), report how its logits
 /// follow the float model's on the calibration text.
 fn quantize_decoder(a: &Args) -> Result<ExitCode> {
     use mote_llm::quant::{agreement, calibrate, quantize, text_sequences};
-    let ck = mote_llm::Checkpoint::read(&a.model)?;
+    let ck = crate::generate::read_checkpoint(&a.model)?;
     let tok_path = crate::generate::beside(&a.model, a.tokenizer.as_deref());
     let tok = mote_llm::Tokenizer::read(&tok_path, ck.config.vocab_size)
         .with_context(|| format!("the tokenizer (give it with --tokenizer) for {}", a.model.display()))?;
@@ -187,7 +191,7 @@ pub fn calib_samples(g: &Graph, path: &Path) -> Result<Vec<Vec<Tensor>>> {
 
 /// Runs `mote quantize`.
 pub fn main(a: Args) -> Result<ExitCode> {
-    if a.model.extension().is_some_and(|e| e.eq_ignore_ascii_case("bin")) {
+    if a.decoder || a.model.extension().is_some_and(|e| e.eq_ignore_ascii_case("bin")) {
         return quantize_decoder(&a);
     }
     let bytes = std::fs::read(&a.model).with_context(|| format!("reading {}", a.model.display()))?;

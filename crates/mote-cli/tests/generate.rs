@@ -45,6 +45,28 @@ fn sampled_prompt_ids_on_cortex_m7() {
 }
 
 #[test]
+fn torch_onnx_export_runs_with_a_kv_cache() {
+    // The full-sequence export (token ids [1, 32] -> logits, causal mask inside the graph) becomes the same
+    // KV-cached decoder; its context is the export's 32 positions.
+    let (model, calib) = (fortunes("fortunes.onnx"), fortunes("calib.txt"));
+    let tok = fortunes("tokenizer.bin");
+    let dir = std::env::temp_dir().join(format!("mote-onnx-decoder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("q.npz").to_string_lossy().into_owned();
+    let args = ["quantize", &model, "--decoder", "--calib", &calib, "--tokenizer", &tok, "-o", &out, "--json"];
+    let v = json(&mote(&args));
+    assert_eq!(v["context"], 32);
+    assert!(v["logits_sqnr_db"].as_f64().unwrap() > 20.0, "{v}");
+    if emulation_available("cortex-m4") {
+        let args = ["generate", &model, "--board", "stm32l4r5", "--calib", &calib, "--tokenizer", &tok];
+        let v = json(&mote(&[&args[..], &["--prompt", "A friend", "-n", "12", "--json"]].concat()));
+        assert_eq!(v["identical"], true, "{v}");
+        assert_eq!(v["context"], 32);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn quantize_writes_a_decoder_that_generate_runs() {
     let dir = std::env::temp_dir().join(format!("mote-quantize-decoder-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

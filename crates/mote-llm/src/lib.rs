@@ -29,6 +29,7 @@
 mod checkpoint;
 mod error;
 pub mod float;
+pub mod from_graph;
 pub mod generate;
 pub mod quant;
 mod store;
