@@ -1,5 +1,5 @@
 //! `mote deploy` of the peer models on QEMU Cortex-M4 (stm32l4r5) and Cortex-M7 (stm32f746): Deeploy's integer
-//! graphs (EEGFormer, ICCT, microLlama INT8 one decode step) bit-exact with the host AND with Deeploy's golden
+//! graphs (EEGFormer, ICCT, microLlama INT8 decode steps at positions 0, 1 and 8) bit-exact with the host AND with Deeploy's golden
 //! outputs, and a float peer model (CCT) after `mote quantize`, bit-exact with the host.
 //!
 //! Needs the peer models (`../shared/peer-models` beside the checkout or `$MOTE_PEER_MODELS`) and QEMU; without
@@ -79,6 +79,18 @@ fn icct_is_bit_exact_with_deeploy_on_m4_and_m7() {
 #[test]
 fn microllama_int8_decode_step_is_bit_exact_with_deeploy_on_m4_and_m7() {
     deeploy_case("Models/microLlama/INT8/microLlama1", &[]);
+}
+
+#[test]
+fn microllama_int8_step_after_8_tokens_is_bit_exact_with_deeploy_on_m4_and_m7() {
+    // The KV cache holds 8 positions ([1,16,8,4] per layer and side) and grows to 9.
+    deeploy_case("Models/microLlama/INT8/microLlama8", &[]);
+}
+
+#[test]
+fn microllama_int8_first_token_with_empty_cache_is_bit_exact_with_deeploy_on_m4_and_m7() {
+    // The "parallel" (prefill) graph of one token: empty [1,16,0,4] caches in, one position out.
+    deeploy_case("Models/microLlama/INT8/microLlama1_parallel", &[]);
 }
 
 #[test]
