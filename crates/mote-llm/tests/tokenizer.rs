@@ -361,3 +361,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn character_level_vocabulary_has_one_token_per_character() {
+    // A character-level model's vocabulary: the specials and byte tokens, then single characters, no merges.
+    let chars: Vec<String> = " abcdefghijklmnopqrstuvwxyz.,é".chars().map(String::from).collect();
+    let extra: Vec<(&str, f32)> = chars.iter().map(|c| (c.as_str(), 0.0)).collect();
+    let tok = load(&llama_like(&extra));
+    let id = |c: char| 259 + chars.iter().position(|x| x.starts_with(c)).unwrap() as u32;
+    let text = "a café, please.";
+    let ids = tok.encode(text, true, false).unwrap();
+    let want: Vec<u32> = std::iter::once(BOS).chain(std::iter::once(id(' '))).chain(text.chars().map(id)).collect();
+    assert_eq!(ids, want, "BOS, the dummy-prefix space, then one token per character");
+    assert_eq!(tok.decode_text(&ids).unwrap(), text.as_bytes(), "the dummy prefix is dropped after BOS");
+    // A character outside the vocabulary falls back to its UTF-8 bytes.
+    assert_eq!(tok.encode("ü", false, false).unwrap(), vec![id(' '), 0xC3 + 3, 0xBC + 3]);
+}
