@@ -94,7 +94,12 @@ pub fn measure(cores: &[Core]) -> Result<Vec<EnnRow>> {
     let target_dir = firmware_target_dir()?;
     let plugin_dir = target_dir.join("plugin");
     build_plugin(&plugin_dir)?;
-    let opts = RunOptions { timeout: Duration::from_secs(300), count_instructions: true, plugin_dir: Some(plugin_dir) };
+    let opts = RunOptions {
+        timeout: Duration::from_secs(300),
+        count_instructions: true,
+        plugin_dir: Some(plugin_dir),
+        stdout_lines: None,
+    };
     let host: Vec<u32> =
         BINS.iter().map(|b| host_output(b.model, b.fused).map(|y| block::fnv1a(&y))).collect::<Result<_>>()?;
     let mut rows = Vec::new();

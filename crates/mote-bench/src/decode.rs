@@ -265,7 +265,8 @@ pub fn measure(model: &Model, board: &Board, contexts: &[usize], timeout: Durati
         let prompt = seeded_tokens(PROMPT_SEED, context, ck.config.vocab_size);
         let sampling = Sampling::Greedy;
         let host_tokens = generate(&dec, &prompt, 1, sampling, &mut |_| {})?;
-        let job = GenerationJob { prompt: &prompt, steps: 1, sampling, stack: DEFAULT_STACK_BYTES, timeout };
+        let job =
+            GenerationJob { prompt: &prompt, steps: 1, sampling, stack: DEFAULT_STACK_BYTES, timeout, tokens: None };
         match run_generation(&paths, board, &dec, &job) {
             Ok(dep) => {
                 let r = dep.run;

@@ -147,7 +147,7 @@ pub fn measure(core: Core, timeout: Duration) -> Result<CoreRun> {
     let sizes = elf_sizes(&elf)?;
     let plugin_dir = target_dir.join("plugin");
     build_plugin(&plugin_dir)?;
-    let opts = RunOptions { timeout, count_instructions: true, plugin_dir: Some(plugin_dir) };
+    let opts = RunOptions { timeout, count_instructions: true, plugin_dir: Some(plugin_dir), stdout_lines: None };
     let out = run_elf(core, &elf, &opts)?;
     let context = || format!("{core}: exit code {}; stdout:\n{}\nstderr:\n{}", out.exit_code, out.stdout, out.stderr);
     let regions = out.instructions.as_ref().map(|c| c.by_region()).unwrap_or_default();

@@ -72,6 +72,20 @@ enum Source {
     Quantized(Box<QuantDecoder>),
 }
 
+/// The text of `tokens` generated after `prompt` (each token decoded after its predecessor; BOS and EOS, which
+/// end the text, left out).
+fn continuation(tok: &Tokenizer, prompt: &[u32], tokens: &[u32]) -> Vec<u8> {
+    let mut prev = *prompt.last().unwrap_or(&BOS);
+    let mut text = Vec::new();
+    for &t in tokens {
+        if t != BOS && t != EOS {
+            text.extend_from_slice(tok.decode(prev, t).unwrap_or_default());
+        }
+        prev = t;
+    }
+    text
+}
+
 /// The float decoder in `model`: a llama2.c checkpoint, or (`.onnx`) a full-sequence causal decoder exported by
 /// `torch.onnx.export`, read as the llama2.c decoder it is and checked against the graph.
 pub fn read_checkpoint(model: &Path) -> Result<Checkpoint> {
@@ -175,42 +189,45 @@ pub fn main(a: Args) -> Result<ExitCode> {
     };
     let dec = PackedDecoder::new(&q, layout)?;
 
-    // The host reference, printed as it is generated.
-    let out = std::io::stdout();
-    let mut prev = *prompt.last().unwrap_or(&BOS);
-    if !a.json {
-        let shown = tok.decode_text(&prompt)?;
-        let mut o = out.lock();
-        o.write_all(&shown)?;
-        o.flush()?;
-    }
-    let host = generate(&dec, &prompt, a.steps, sampling, &mut |t| {
-        // BOS and EOS end the text; they are not part of it.
-        if !a.json && t != BOS && t != EOS {
-            let mut o = out.lock();
-            if let Ok(piece) = tok.decode(prev, t) {
-                let _ = o.write_all(piece);
-            }
-            let _ = o.flush();
-        }
-        prev = t;
-    })?;
-    if !a.json {
-        println!();
-    }
-
+    // The host reference first (quick); then the board's tokens, printed as the emulated board prints them.
+    let host = generate(&dec, &prompt, a.steps, sampling, &mut |_| {})?;
     let paths = Paths::locate()?;
-    let step = spinner(a.json, format!("building and emulating on {} ({})", board.name, board.core));
+    let (tx, rx) = std::sync::mpsc::channel::<u32>();
     let job = GenerationJob {
         prompt: &prompt,
         steps: a.steps,
         sampling,
         stack: a.stack,
         timeout: Duration::from_secs_f64(a.timeout),
+        tokens: (!a.json).then_some(tx),
     };
-    let dep = run_generation(&paths, &board, &dec, &job);
+    let step = spinner(a.json, format!("building the firmware for {} ({})", board.name, board.core));
+    let dep = std::thread::scope(|scope| -> Result<_> {
+        // The job (and its token sender) moves into the thread and is dropped there, which ends the token loop.
+        let (paths, board, dec) = (&paths, &board, &dec);
+        let run = scope.spawn(move || run_generation(paths, board, dec, &job));
+        if !a.json {
+            let out = std::io::stdout();
+            let mut first = true;
+            let mut prev = *prompt.last().unwrap_or(&BOS);
+            for t in rx {
+                if first {
+                    step.finish_and_clear();
+                    let mut o = out.lock();
+                    o.write_all(&tok.decode_text(&prompt)?)?;
+                    first = false;
+                }
+                let mut o = out.lock();
+                o.write_all(&continuation(&tok, &[prev], &[t]))?;
+                o.flush()?;
+                prev = t;
+            }
+            println!();
+        }
+        run.join().map_err(|_| anyhow::anyhow!("the emulation thread panicked"))
+    });
     step.finish_and_clear();
-    let dep = dep?;
+    let dep = dep??;
     let identical = dep.run.tokens == host;
     let steps = &dep.run.step_instructions;
     let last = steps.last().copied().unwrap_or(0);
@@ -225,7 +242,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
             "tokens": dep.run.tokens,
             "host_tokens": host,
             "identical": identical,
-            "text": String::from_utf8_lossy(&tok.decode_text(&dep.run.tokens)?),
+            "text": String::from_utf8_lossy(&continuation(&tok, &prompt, &dep.run.tokens)),
             "step_instructions": steps,
             "tokens_per_s_last": per_s(last),
             "cache_bytes": dep.sizes.cache_bytes,

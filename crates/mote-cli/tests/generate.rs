@@ -2,7 +2,7 @@
 //! the same tokens on Cortex-M4 and M7, and bad input gets a clear error.
 
 mod common;
-use common::{assert_error, emulation_available, example, json, mote, write};
+use common::{assert_error, emulation_available, example, json, mote, stdout, write};
 
 fn fortunes(f: &str) -> String {
     example("fortunes", f)
@@ -32,7 +32,14 @@ fn greedy_text_on_cortex_m4() {
     }
     let v = generate_identical("stm32l4r5", "cortex-m4", &["--prompt", "Once upon a time", "-n", "16"]);
     assert_eq!(v["prompt_ids"][0], 1, "BOS first");
-    assert!(v["text"].as_str().unwrap().len() > 4, "{v}");
+    let text = v["text"].as_str().unwrap();
+    assert!(text.len() > 4, "{v}");
+    // Without --json the board's text streams out: the prompt, then what QEMU generated, then the summary.
+    let (model, calib) = (fortunes("model.bin"), fortunes("calib.txt"));
+    let args = ["generate", &model, "--board", "stm32l4r5", "--calib", &calib, "--context", "64"];
+    let out = stdout(&mote(&[&args[..], &["--prompt", "Once upon a time", "-n", "16"]].concat()));
+    assert!(out.starts_with(&format!("Once upon a time{text}")), "{out}");
+    assert!(out.contains("identical to the host reference"), "{out}");
 }
 
 #[test]

@@ -101,7 +101,7 @@ pub(crate) fn run_and_parse<X>(
     plugin_dir: &Path,
     parse: impl FnOnce(&str) -> Result<(Vec<Vec<i8>>, X), String>,
 ) -> Result<(Emulation, X)> {
-    let (out, counts) = run_counted(board, elf, timeout, plugin_dir)?;
+    let (out, counts) = run_counted(board, elf, timeout, plugin_dir, None)?;
     let fail = |what: String| firmware_error(board, &out.stdout, what);
     let (outputs, extra) = parse(&out.stdout).map_err(fail)?;
     let regions = counts.regions();
@@ -129,9 +129,10 @@ pub(crate) fn run_counted(
     elf: &Path,
     timeout: Duration,
     plugin_dir: &Path,
+    stdout_lines: Option<std::sync::mpsc::Sender<String>>,
 ) -> Result<(mote_qemu::RunOutput, mote_qemu::InstructionCounts)> {
     let machine = board.core.qemu_machine();
-    let opts = RunOptions { timeout, count_instructions: true, plugin_dir: Some(plugin_dir.to_owned()) };
+    let opts = RunOptions { timeout, count_instructions: true, plugin_dir: Some(plugin_dir.to_owned()), stdout_lines };
     let out = match run_elf(board.core, elf, &opts) {
         Ok(out) => out,
         Err(QemuError::Timeout { stdout, .. }) => {

@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use mote_qemu::{elf_sizes, ElfSizes, StackUsage};
@@ -116,9 +117,35 @@ pub fn parse_tokens(stdout: &str) -> Result<Vec<u32>, String> {
         .collect()
 }
 
-/// Runs a generation firmware on `board`'s emulated core: its tokens and per-step instruction counts.
-pub fn emulate_generation(board: &Board, elf: &Path, timeout: Duration, plugin_dir: &Path) -> Result<GenerationRun> {
-    let (out, counts) = run_counted(board, elf, timeout, plugin_dir)?;
+/// Runs a generation firmware on `board`'s emulated core: its tokens and per-step instruction counts; `tokens`
+/// receives each generated token as the firmware prints it.
+pub fn emulate_generation(
+    board: &Board,
+    elf: &Path,
+    timeout: Duration,
+    plugin_dir: &Path,
+    tokens: Option<Sender<u32>>,
+) -> Result<GenerationRun> {
+    // Forward the token lines as they come; a helper thread turns lines into token ids.
+    let (line_tx, forward) = match tokens {
+        None => (None, None),
+        Some(tx) => {
+            let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
+            let forward = std::thread::spawn(move || {
+                for line in line_rx {
+                    if let Some(t) = line.strip_prefix(TOKEN_PREFIX).and_then(|t| t.trim().parse().ok()) {
+                        let _ = tx.send(t);
+                    }
+                }
+            });
+            (Some(line_tx), Some(forward))
+        }
+    };
+    let run = run_counted(board, elf, timeout, plugin_dir, line_tx);
+    if let Some(f) = forward {
+        let _ = f.join();
+    }
+    let (out, counts) = run?;
     let fail = |what: String| firmware_error(board, &out.stdout, what);
     let tokens = parse_tokens(&out.stdout).map_err(fail)?;
     let regions = counts.regions();
@@ -143,7 +170,7 @@ pub struct DeployedGeneration {
 }
 
 /// What [`run_generation`] runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct GenerationJob<'a> {
     /// Prompt token ids (the first usually BOS).
     pub prompt: &'a [u32],
@@ -155,6 +182,8 @@ pub struct GenerationJob<'a> {
     pub stack: u64,
     /// Emulation time limit.
     pub timeout: Duration,
+    /// Receives each generated token as the board prints it.
+    pub tokens: Option<Sender<u32>>,
 }
 
 /// Compiles `dec` (weights packed for `board`'s core) with the job's sampling, builds a firmware that feeds the
@@ -167,7 +196,7 @@ pub fn run_generation(
     dec: &PackedDecoder<'_>,
     job: &GenerationJob<'_>,
 ) -> Result<DeployedGeneration> {
-    let GenerationJob { prompt, steps, sampling, stack, timeout } = *job;
+    let GenerationJob { prompt, steps, sampling, stack, timeout, .. } = *job;
     let crate_name =
         format!("decoder-{}", board.name.to_ascii_lowercase().replace(|c: char| !c.is_ascii_alphanumeric(), "-"));
     let compiled =
@@ -200,7 +229,7 @@ pub fn run_generation(
     let spec = GenerationSpec { board, files: &compiled.files, model_crate: &crate_name, prompt, steps, limits };
     let fw = write_generation_firmware(paths, &spec)?;
     let elf = crate::build(paths, &fw, board, limits)?;
-    let run = emulate_generation(board, &elf, timeout, &paths.plugin_dir())?;
+    let run = emulate_generation(board, &elf, timeout, &paths.plugin_dir(), job.tokens.clone())?;
     Ok(DeployedGeneration { sizes, run, elf })
 }
 

@@ -62,6 +62,7 @@ fn check(board: &str, sampling: Sampling) {
         sampling,
         stack: DEFAULT_STACK_BYTES,
         timeout: Duration::from_secs(120),
+        tokens: None,
     };
     let dep = run_generation(&paths, &board, &dec, &job).unwrap();
     assert_eq!(dep.run.tokens, host, "{}: tokens differ from the host reference", board.name);

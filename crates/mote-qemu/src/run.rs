@@ -1,10 +1,11 @@
 //! Running an ELF in QEMU with a timeout, optionally counting instructions.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,12 +20,15 @@ pub struct RunOptions {
     pub count_instructions: bool,
     /// Where the plugin is built and cached; `None`: `$TMPDIR/mote-qemu`.
     pub plugin_dir: Option<PathBuf>,
+    /// Receives each line the firmware prints as soon as it is printed (the whole output still comes back in
+    /// [`RunOutput::stdout`]).
+    pub stdout_lines: Option<std::sync::mpsc::Sender<String>>,
 }
 
 impl Default for RunOptions {
     /// 60 s, no counting, default plugin directory.
     fn default() -> Self {
-        RunOptions { timeout: Duration::from_secs(60), count_instructions: false, plugin_dir: None }
+        RunOptions { timeout: Duration::from_secs(60), count_instructions: false, plugin_dir: None, stdout_lines: None }
     }
 }
 
@@ -158,11 +162,22 @@ fn report_path(dir: &Path) -> PathBuf {
 }
 
 /// Reads a child's pipe to the end on a thread, so that neither pipe can fill up and block QEMU.
-fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<Vec<u8>> {
+fn drain(pipe: Option<impl Read + Send + 'static>, lines: Option<Sender<String>>) -> thread::JoinHandle<Vec<u8>> {
     thread::spawn(move || {
         let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
+        let Some(p) = pipe else { return buf };
+        let Some(lines) = lines else {
+            let mut p = p;
             let _ = p.read_to_end(&mut buf);
+            return buf;
+        };
+        let mut reader = std::io::BufReader::new(p);
+        let mut line = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            buf.extend_from_slice(&line);
+            // A receiver that went away only stops the forwarding, not the reading.
+            let _ = lines.send(String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string());
+            line.clear();
         }
         buf
     })
@@ -198,8 +213,8 @@ pub fn run_elf(core: Core, elf: &Path, opts: &RunOptions) -> Result<RunOutput> {
 
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(Error::io(format!("starting {}", qemu.display())))?;
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
+    let stdout = drain(child.stdout.take(), opts.stdout_lines.clone());
+    let stderr = drain(child.stderr.take(), None);
     let status = loop {
         if let Some(status) = child.try_wait().map_err(Error::io("waiting for QEMU"))? {
             break Some(status);

@@ -66,8 +66,12 @@ fn expected() -> (String, String) {
 fn smoke(core: Core) {
     let Some(()) = require(core) else { return };
     let elf = smoke_elf(core);
-    let opts =
-        RunOptions { timeout: Duration::from_secs(60), count_instructions: true, plugin_dir: Some(plugin_dir()) };
+    let opts = RunOptions {
+        timeout: Duration::from_secs(60),
+        count_instructions: true,
+        plugin_dir: Some(plugin_dir()),
+        stdout_lines: None,
+    };
     let first = run_elf(core, &elf, &opts).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(first.exit_code, 0, "{core}: stdout:\n{}\nstderr:\n{}", first.stdout, first.stderr);
 
