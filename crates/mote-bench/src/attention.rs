@@ -275,19 +275,20 @@ fn markdown(rows: &[Row]) -> Result<String> {
             group(all7.instructions),
             c7 as f64 / all7.instructions as f64
         )?;
-        let over = all.arena.saturating_sub(TARGET.1);
+        let (over, under) = (all.arena.saturating_sub(TARGET.1), TARGET.1.saturating_sub(all.arena));
+        let pct = |b: u64| 100.0 * b as f64 / TARGET.1 as f64;
         writeln!(
             md,
-            "| activation peak / arena (B) | {} | {} | {:.2}x smaller | <= {} | {}{} |",
+            "| activation peak / arena (B) | {} | {} | {:.2}x smaller | <= {} | {} {} |",
             group(peak),
             group(all.arena),
             peak as f64 / all.arena as f64,
             group(TARGET.1),
             verdict(over == 0),
             if over > 0 {
-                format!(" by {} B ({:.1}%)", group(over), 100.0 * over as f64 / TARGET.1 as f64)
+                format!("by {} B ({:.1}%)", group(over), pct(over))
             } else {
-                String::new()
+                format!("with {} B ({:.1}%) to spare", group(under), pct(under))
             }
         )?;
         writeln!(
