@@ -11,9 +11,11 @@
 //! `x` itself (Fused-Weight Self-Attention: `Q_h·K_hᵀ = (x·W_QK,h + u_h)·xᵀ`, and `W_V,h·W_O,h` fused likewise)
 //! they are packed once for all heads.
 //!
-//! The row-major schedule with a Dsp16 output projection does not concatenate the heads: each head's outputs are
-//! added to the `i32` sums of the output projection at once (its columns of the packed weights, the same `SMLAD`
-//! products in another order, so the same wrapping sums), and a block's rows are requantized after its last head.
+//! The row-major schedule with a Dsp16 output projection need not concatenate the heads: each head's outputs can
+//! be added to the `i32` sums of the output projection at once (its columns of the packed weights, the same `SMLAD`
+//! products in another order, so the same wrapping sums), and a block's rows requantized after its last head. It
+//! does so when that takes less scratch ([`MhsaShape::sums_heads`]: many heads, e.g. EEGFormer's 8 × 32 columns
+//! into 32 outputs, not a single head).
 //!
 //! Scratch: one `i32` slice, [`MhsaScratch::total_words`] long: words for the packed keys, values, the activation
 //! panel and the output sums, then bytes for the row blocks (see [`MhsaShape::scratch`]). Alignment: word-aligned
@@ -62,8 +64,8 @@ pub enum MhsaSchedule {
         /// Query rows per block.
         block_rows: usize,
     },
-    /// Query rows `block_rows` at a time through every head, then the output projection of those rows (with a
-    /// Dsp16 output projection, summed head by head instead of concatenated). Needs keys and values that are `x`
+    /// Query rows `block_rows` at a time through every head, then the output projection of those rows (summed
+    /// head by head instead of concatenated when [`MhsaShape::sums_heads`]). Needs keys and values that are `x`
     /// itself (packed once); output rows may overwrite the input rows they come from.
     RowMajor {
         /// Query rows per block.
@@ -83,8 +85,8 @@ impl MhsaSchedule {
 /// Scratch of one call: `words` `i32`, then `bytes` `i8`, in one `i32` slice of [`MhsaScratch::total_words`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MhsaScratch {
-    /// `i32` words: packed keys, packed values, activation panel, the row block's output sums (row-major with a
-    /// Dsp16 output projection).
+    /// `i32` words: packed keys, packed values, activation panel, the row block's output sums (when
+    /// [`MhsaShape::sums_heads`]).
     pub words: usize,
     /// Bytes: the row block's queries (then head outputs) and scores, the projected keys/values of one head in
     /// the same bytes (head-major), the concatenated head outputs (every row head-major; the row block's
@@ -110,10 +112,15 @@ impl MhsaShape {
         PackedLayout::Dsp16.words(self.v_dim, self.seq)
     }
 
-    /// Whether `schedule` sums the output projection head by head (row-major, Dsp16 output projection) instead
-    /// of projecting concatenated head outputs.
+    /// Whether `schedule` sums the output projection head by head instead of projecting concatenated head outputs:
+    /// row-major with a Dsp16 output projection, when the `i32` sums of a row block and the panel of one head's
+    /// columns take less scratch than the block's concatenated head outputs and the panel of all of them.
     pub fn sums_heads(&self, schedule: MhsaSchedule) -> bool {
-        matches!(schedule, MhsaSchedule::RowMajor { .. }) && self.out_layout == PackedLayout::Dsp16
+        let MhsaSchedule::RowMajor { block_rows } = schedule else { return false };
+        let b = block_rows.min(self.seq);
+        let sums = 4 * (self.panel_words(true) + b * self.out_dim);
+        let concat = 4 * self.panel_words(false) + b * self.concat_dim();
+        self.out_layout == PackedLayout::Dsp16 && sums < concat
     }
 
     /// Words of the largest activation panel any product of the block needs (the output projection's: one head's
@@ -702,7 +709,7 @@ mod tests {
             // Odd widths: heads that start inside a quad, an odd number of output channels.
             (shape(5, 5, 3, 5, 5, false), true),
         ];
-        let mut checked = 0;
+        let (mut checked, mut summed) = (0, 0);
         for (seed, (base, causal)) in cases.into_iter().enumerate() {
             for layout in [PackedLayout::Dsp16, PackedLayout::Mve8, PackedLayout::Rv32] {
                 let sh = MhsaShape { proj_layout: layout, out_layout: layout, ..base };
@@ -721,12 +728,16 @@ mod tests {
                             let got = case.fused(&x, sched, in_place).unwrap();
                             assert_eq!(got, want, "{sh:?} {sched:?} in place {in_place}");
                             checked += 1;
+                            summed += usize::from(sh.sums_heads(sched));
                         }
                     }
                 }
             }
         }
         assert_eq!(checked, 2 * 3 * 4 * 2 + 3 * 3 * 4 * 2 * 2);
+        // Row-major on Dsp16 sums the heads of the 4- and 3-head blocks (not the 2-head one): 2 shapes × 4 block
+        // sizes × 2 (in place or not).
+        assert_eq!(summed, 2 * 4 * 2);
     }
 
     #[test]
@@ -744,16 +755,22 @@ mod tests {
         );
         // Shared keys need qk_dim == embed.
         assert_eq!(shape(5, 4, 2, 3, 4, false).scratch(MhsaSchedule::HeadMajor { block_rows: 1 }), None);
-        // The row-major scratch holds one block of rows (queries, then head outputs, and scores) and its output
-        // sums, the head-major one every row's head outputs; row-major without a Dsp16 output projection
-        // concatenates the block's head outputs instead of summing.
-        let rm = sh.scratch(MhsaSchedule::RowMajor { block_rows: 2 }).unwrap();
-        let hm = sh.scratch(MhsaSchedule::HeadMajor { block_rows: 2 }).unwrap();
-        assert_eq!(rm.bytes, 2 * (4 + 5));
-        assert_eq!(hm.bytes, 2 * (4 + 5) + 5 * 8);
-        assert_eq!(rm.words, hm.words + 2 * 4);
-        let rv32 = MhsaShape { out_layout: PackedLayout::Rv32, ..sh };
-        assert_eq!(rv32.scratch(MhsaSchedule::RowMajor { block_rows: 2 }).unwrap().bytes, 2 * (4 + 5) + 2 * 8);
+        // The row-major scratch holds one block of rows (queries, then head outputs, and scores) and its
+        // concatenated head outputs, the head-major one every row's head outputs. Keys 3 blocks of 10 words,
+        // values 2 of 14, the panel 10 words (the scores·values product's).
+        let (rm2, hm2) = (MhsaSchedule::RowMajor { block_rows: 2 }, MhsaSchedule::HeadMajor { block_rows: 2 });
+        let (rm, hm) = (sh.scratch(rm2).unwrap(), sh.scratch(hm2).unwrap());
+        assert_eq!((rm.words, rm.bytes), (30 + 28 + 10, 2 * (4 + 5) + 2 * 8));
+        assert_eq!((hm.words, hm.bytes), (30 + 28 + 10, 2 * (4 + 5) + 5 * 8));
+        // Four heads into four outputs: the block's output sums (2 × 4 words) and a panel of one head's columns
+        // take less than the concatenation (2 × 16 bytes) and a panel of all of them (17 words).
+        let wide = shape(5, 4, 4, 4, 4, false);
+        assert!(wide.sums_heads(rm2) && !sh.sums_heads(rm2) && !wide.sums_heads(hm2));
+        let w = wide.scratch(rm2).unwrap();
+        assert_eq!((w.words, w.bytes), (30 + 28 + 10 + 2 * 4, 2 * (4 + 5)));
+        let rv32 = MhsaShape { out_layout: PackedLayout::Rv32, ..wide };
+        assert!(!rv32.sums_heads(rm2));
+        assert_eq!(rv32.scratch(rm2).unwrap().bytes, 2 * (4 + 5) + 2 * 16);
         // Head-major: one head's projected keys or values share their bytes with the row blocks.
         let proj = shape(5, 4, 2, 4, 3, true);
         assert_eq!(proj.scratch(MhsaSchedule::HeadMajor { block_rows: 1 }).unwrap().bytes, 5 * 4 + 5 * 6);
