@@ -115,6 +115,8 @@ impl MhsaShape {
     /// Whether `schedule` sums the output projection head by head instead of projecting concatenated head outputs:
     /// row-major with a Dsp16 output projection, when the `i32` sums of a row block and the panel of one head's
     /// columns take less scratch than the block's concatenated head outputs and the panel of all of them.
+    // Inlined, as what it calls: a constant shape and schedule make it a constant (see `mhsa_i8`).
+    #[inline(always)]
     pub fn sums_heads(&self, schedule: MhsaSchedule) -> bool {
         let MhsaSchedule::RowMajor { block_rows } = schedule else { return false };
         let b = block_rows.min(self.seq);
@@ -125,6 +127,7 @@ impl MhsaShape {
 
     /// Words of the largest activation panel any product of the block needs (the output projection's: one head's
     /// columns when summed head by head).
+    #[inline(always)]
     fn panel_words(&self, sums_heads: bool) -> usize {
         let dsp = PackedLayout::Dsp16;
         let out = if sums_heads {
@@ -282,6 +285,9 @@ impl Io<'_> {
 /// [`softmax_i8`] refuses.
 ///
 /// [`softmax_i8`]: crate::softmax::softmax_i8
+// Always inlined (as `mhsa_i8_in_place`), so that a call with a constant shape and schedule (as generated code
+// makes) links only that schedule's code.
+#[inline(always)]
 pub fn mhsa_i8(
     p: &MhsaI8<'_>,
     schedule: MhsaSchedule,
@@ -293,6 +299,7 @@ pub fn mhsa_i8(
 }
 
 /// [`mhsa_i8`] with the output written over the input in `io` (token overwriting; needs `out_dim == embed`).
+#[inline(always)]
 pub fn mhsa_i8_in_place(
     p: &MhsaI8<'_>,
     schedule: MhsaSchedule,
@@ -420,78 +427,124 @@ fn concat_head(s: &MhsaShape, o: &[i8], h: usize, concat: &mut [i8], c0: usize) 
     Ok(())
 }
 
-fn run(p: &MhsaI8<'_>, schedule: MhsaSchedule, mut io: Io<'_>, scratch: &mut [i32]) -> Result<(), KernelError> {
-    let need = check(p, schedule, &io, scratch)?;
-    let (words, bytes) = scratch.split_at_mut_checked(need.words).ok_or(KernelError::ShapeMismatch)?;
-    let bytes: &mut [i8] = bytemuck::cast_slice_mut(bytes);
+/// The schedule's code (see [`mhsa_i8`] on inlining).
+#[inline(always)]
+fn run(p: &MhsaI8<'_>, schedule: MhsaSchedule, io: Io<'_>, scratch: &mut [i32]) -> Result<(), KernelError> {
+    match schedule {
+        MhsaSchedule::HeadMajor { .. } => head_major(p, schedule, io, scratch),
+        MhsaSchedule::RowMajor { .. } if p.shape.sums_heads(schedule) => row_major::<true>(p, schedule, io, scratch),
+        MhsaSchedule::RowMajor { .. } => row_major::<false>(p, schedule, io, scratch),
+    }
+}
+
+/// The scratch of a call, split: packed keys, packed values, the panel, the row block's output sums (when the
+/// heads are summed), then the bytes.
+struct Scratch<'s> {
+    key_words: &'s mut [i32],
+    value_words: &'s mut [i32],
+    panel: &'s mut [i32],
+    sums: &'s mut [i32],
+    bytes: &'s mut [i8],
+}
+
+/// Checks the arguments, splits the scratch and packs the keys and values that are `x` itself (once for every
+/// head).
+fn prepare<'s>(
+    p: &MhsaI8<'_>,
+    schedule: MhsaSchedule,
+    io: &Io<'_>,
+    scratch: &'s mut [i32],
+) -> Result<Scratch<'s>, KernelError> {
+    let need = check(p, schedule, io, scratch)?;
+    let s = &p.shape;
+    let sums_heads = s.sums_heads(schedule);
+    let (mut words, bytes) = scratch.split_at_mut_checked(need.words).ok_or(KernelError::ShapeMismatch)?;
+    let sc = Scratch {
+        key_words: take(&mut words, s.key_words())?,
+        value_words: take(&mut words, s.value_words())?,
+        panel: take(&mut words, s.panel_words(sums_heads))?,
+        sums: take(&mut words, if sums_heads { schedule.block_rows().min(s.seq) * s.out_dim } else { 0 })?,
+        bytes: bytemuck::cast_slice_mut(bytes),
+    };
+    if !s.project_k {
+        pack_keys(io.x(), s.seq, s.embed, p.x_zero_point, p.q.zero_point, p.scores, sc.key_words);
+    }
+    if !s.project_v {
+        pack_values(io.x(), s.seq, s.embed, p.x_zero_point, p.softmax.out_zero_point, p.av, sc.value_words);
+    }
+    Ok(sc)
+}
+
+/// [`MhsaSchedule::HeadMajor`] (not inlined: inlined into its caller, the softmax rows compile to more
+/// instructions on Cortex-M, measured on ECGFormer).
+#[inline(never)]
+fn head_major(p: &MhsaI8<'_>, schedule: MhsaSchedule, mut io: Io<'_>, scratch: &mut [i32]) -> Result<(), KernelError> {
+    let Scratch { key_words, value_words, panel, mut bytes, .. } = prepare(p, schedule, &io, scratch)?;
+    let s = p.shape;
+    let b = schedule.block_rows().min(s.seq);
+    let (seq, e, pq, pv, cd) = (s.seq, s.embed, s.qk_dim, s.v_dim, s.concat_dim());
+    let zp_prob = p.softmax.out_zero_point;
+    // One head's projected keys or values, then (packed) the same bytes hold the row blocks.
+    let shared = take(&mut bytes, s.projected_bytes().max(s.block_bytes(b)))?;
+    let concat = take(&mut bytes, seq * cd)?;
+    for h in 0..s.heads {
+        if let Some(k) = &p.k {
+            let keys = shared.get_mut(..seq * pq).ok_or(KernelError::ShapeMismatch)?;
+            product(io.x(), &head(&s, k, pq, h)?, seq, k.zero_point, panel, keys)?;
+            pack_keys(keys, seq, pq, k.zero_point, p.q.zero_point, p.scores, key_words);
+        }
+        if let Some(v) = &p.v {
+            let values = shared.get_mut(..seq * pv).ok_or(KernelError::ShapeMismatch)?;
+            product(io.x(), &head(&s, v, pv, h)?, seq, v.zero_point, panel, values)?;
+            pack_values(values, seq, pv, v.zero_point, zp_prob, p.av, value_words);
+        }
+        let keys = PackedLinear::new(PackedLayout::Dsp16, seq, pq, key_words)?;
+        let values = PackedLinear::new(PackedLayout::Dsp16, pv, seq, value_words)?;
+        let mut blk = Block::new(&s, b, shared)?;
+        for r0 in (0..seq).step_by(b) {
+            let rows = b.min(seq - r0);
+            let x = io.x().get(r0 * e..(r0 + rows) * e).ok_or(KernelError::ShapeMismatch)?;
+            let o = head_rows(p, x, (r0, rows, h), &keys, &values, &mut blk, panel)?;
+            concat_head(&s, o, h, concat, r0)?;
+        }
+    }
+    product(concat, &p.out, seq, p.out_zero_point, panel, io.out())
+}
+
+/// [`MhsaSchedule::RowMajor`], the output projection summed head by head (`SUMS`, see [`MhsaShape::sums_heads`])
+/// or of the concatenated heads.
+fn row_major<const SUMS: bool>(
+    p: &MhsaI8<'_>,
+    schedule: MhsaSchedule,
+    mut io: Io<'_>,
+    scratch: &mut [i32],
+) -> Result<(), KernelError> {
+    let Scratch { key_words, value_words, panel, sums, mut bytes } = prepare(p, schedule, &io, scratch)?;
     let s = p.shape;
     let b = schedule.block_rows().min(s.seq);
     let (seq, e, pq, pv, cd, od) = (s.seq, s.embed, s.qk_dim, s.v_dim, s.concat_dim(), s.out_dim);
-    let sums_heads = s.sums_heads(schedule);
-    let mut words = words;
-    let key_words = take(&mut words, s.key_words())?;
-    let value_words = take(&mut words, s.value_words())?;
-    let panel = take(&mut words, s.panel_words(sums_heads))?;
-    let sums = take(&mut words, if sums_heads { b * od } else { 0 })?;
-    let mut bytes = bytes;
-    let zp_prob = p.softmax.out_zero_point;
-
-    // Keys and values that are x itself: packed once for every head.
-    if !s.project_k {
-        pack_keys(io.x(), seq, e, p.x_zero_point, p.q.zero_point, p.scores, key_words);
-    }
-    if !s.project_v {
-        pack_values(io.x(), seq, e, p.x_zero_point, zp_prob, p.av, value_words);
-    }
-    if let MhsaSchedule::HeadMajor { .. } = schedule {
-        // One head's projected keys or values, then (packed) the same bytes hold the row blocks.
-        let shared = take(&mut bytes, s.projected_bytes().max(s.block_bytes(b)))?;
-        let concat = take(&mut bytes, seq * cd)?;
-        for h in 0..s.heads {
-            if let Some(k) = &p.k {
-                let keys = shared.get_mut(..seq * pq).ok_or(KernelError::ShapeMismatch)?;
-                product(io.x(), &head(&s, k, pq, h)?, seq, k.zero_point, panel, keys)?;
-                pack_keys(keys, seq, pq, k.zero_point, p.q.zero_point, p.scores, key_words);
-            }
-            if let Some(v) = &p.v {
-                let values = shared.get_mut(..seq * pv).ok_or(KernelError::ShapeMismatch)?;
-                product(io.x(), &head(&s, v, pv, h)?, seq, v.zero_point, panel, values)?;
-                pack_values(values, seq, pv, v.zero_point, zp_prob, p.av, value_words);
-            }
-            let keys = PackedLinear::new(PackedLayout::Dsp16, seq, pq, key_words)?;
-            let values = PackedLinear::new(PackedLayout::Dsp16, pv, seq, value_words)?;
-            let mut blk = Block::new(&s, b, shared)?;
-            for r0 in (0..seq).step_by(b) {
-                let rows = b.min(seq - r0);
-                let x = io.x().get(r0 * e..(r0 + rows) * e).ok_or(KernelError::ShapeMismatch)?;
-                let o = head_rows(p, x, (r0, rows, h), &keys, &values, &mut blk, panel)?;
-                concat_head(&s, o, h, concat, r0)?;
-            }
-        }
-        return product(concat, &p.out, seq, p.out_zero_point, panel, io.out());
-    }
     let mut blk = Block::new(&s, b, take(&mut bytes, s.block_bytes(b))?)?;
-    let concat = take(&mut bytes, if sums_heads { 0 } else { b * cd })?;
+    let concat = take(&mut bytes, if SUMS { 0 } else { b * cd })?;
     let keys = PackedLinear::new(PackedLayout::Dsp16, seq, pq, key_words)?;
     let values = PackedLinear::new(PackedLayout::Dsp16, pv, seq, value_words)?;
     for r0 in (0..seq).step_by(b) {
         let rows = b.min(seq - r0);
-        // In place, the block's input rows are read by every head before its output rows overwrite them.
-        let x = io.x().get(r0 * e..(r0 + rows) * e).ok_or(KernelError::ShapeMismatch)?;
-        let sums = sums.get_mut(..if sums_heads { rows * od } else { 0 }).ok_or(KernelError::ShapeMismatch)?;
-        if sums_heads {
+        let sums = sums.get_mut(..if SUMS { rows * od } else { 0 }).ok_or(KernelError::ShapeMismatch)?;
+        if SUMS {
             dsp16_acc_init(&p.out, rows, sums)?;
         }
+        // In place, the block's input rows are read by every head before its output rows overwrite them.
+        let x = io.x().get(r0 * e..(r0 + rows) * e).ok_or(KernelError::ShapeMismatch)?;
         for h in 0..s.heads {
             let o = head_rows(p, x, (r0, rows, h), &keys, &values, &mut blk, panel)?;
-            if sums_heads {
+            if SUMS {
                 dsp16_acc_add(o, (h * pv, pv), &p.out, rows, panel, sums)?;
             } else {
                 concat_head(&s, o, h, concat, 0)?;
             }
         }
         let out = io.out().get_mut(r0 * od..(r0 + rows) * od).ok_or(KernelError::ShapeMismatch)?;
-        if sums_heads {
+        if SUMS {
             dsp16_acc_store(sums, &p.out, rows, p.out_zero_point, out)?;
         } else {
             let c = concat.get(..rows * cd).ok_or(KernelError::ShapeMismatch)?;
