@@ -180,3 +180,19 @@ fn qemu_failure_is_an_error_not_an_exit_code() {
         other => panic!("expected a QEMU error, got {other:?}"),
     }
 }
+
+/// `firmware/attention-check` on `core`: the fused attention kernel's schedules agree on odd shapes.
+fn attention_schedules_agree(core: Core) {
+    let Some(()) = require(core) else { return };
+    let elf = build("attention-check", core);
+    let out = run_elf(core, &elf, &RunOptions { timeout: Duration::from_secs(120), ..RunOptions::default() }).unwrap();
+    assert_eq!(out.exit_code, 0, "{core}: {}", out.stdout);
+    // 9 cases × 7 block sizes, and in place for the 4 cases whose output width is the embedding.
+    assert!(out.stdout.contains("checks 91 fails 0"), "{core}: {}", out.stdout);
+}
+
+#[test]
+fn attention_schedules_agree_on_cortex_m4_and_m7() {
+    attention_schedules_agree(Core::CortexM4);
+    attention_schedules_agree(Core::CortexM7);
+}

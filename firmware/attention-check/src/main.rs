@@ -1,0 +1,194 @@
+//! On-target check of `mote_kernels::attention::mhsa_i8`'s assembly paths: for FWSA blocks of odd shapes (odd
+//! sequence lengths and head widths, several heads, output widths that are not multiples of the tile, more than
+//! 16 quads), the row-major schedule in every block size (which sums the output projection head by head with
+//! the SMLAD routine) and its in-place variant must give the head-major schedule's integers (which concatenates
+//! the heads and runs the packed linear kernel). Prints `checks N fails F`; exit code 0 when F is 0.
+#![no_std]
+#![no_main]
+
+use mote_fw::println;
+use mote_kernels::attention::{
+    mhsa_i8, mhsa_i8_in_place, pack_heads, HeadProjection, MhsaI8, MhsaSchedule, MhsaShape, ProductRequant,
+};
+use mote_kernels::packed::{pack_linear, LinearWeights, PackedLayout, PackedLinear};
+use mote_kernels::softmax::SoftmaxI8Params;
+use mote_kernels::KernelError;
+
+mote_fw::main!(run);
+
+/// A seeded LCG for the test data.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) as u32
+    }
+
+    fn i8(&mut self) -> i8 {
+        self.next() as i8
+    }
+
+    fn range(&mut self, lo: i32, hi: i32) -> i32 {
+        lo + (self.next() % ((hi - lo) as u32)) as i32
+    }
+}
+
+const WORDS: usize = 12000;
+
+/// Every buffer, in one static (RAM, `.bss`).
+struct Buffers {
+    q: [i32; WORDS],
+    o: [i32; WORDS],
+    x: [i8; 1024],
+    out_a: [i8; 1024],
+    out_b: [i8; 1024],
+    scratch: [i32; 8000],
+    wq: [i8; 16000],
+    wo: [i8; 4000],
+    bq: [i32; 256],
+    mq: [i32; 256],
+    bo: [i32; 128],
+    mo: [i32; 128],
+}
+
+/// `(sequence, embedding = head width, heads, output width)` of each case.
+const CASES: [(usize, usize, usize, usize); 9] = [
+    (7, 8, 1, 8),
+    (6, 12, 1, 5),
+    (9, 8, 2, 8),
+    (7, 6, 3, 5),
+    (13, 12, 2, 12),
+    (5, 64, 2, 7),
+    (5, 68, 1, 4),
+    (6, 10, 3, 9),
+    (11, 32, 3, 32),
+];
+
+fn run() -> i32 {
+    let Some(b) = mote_fw::singleton!(
+        Buffers = Buffers {
+            q: [0; WORDS],
+            o: [0; WORDS],
+            x: [0; 1024],
+            out_a: [0; 1024],
+            out_b: [0; 1024],
+            scratch: [0; 8000],
+            wq: [0; 16000],
+            wo: [0; 4000],
+            bq: [0; 256],
+            mq: [0; 256],
+            bo: [0; 128],
+            mo: [0; 128],
+        }
+    ) else {
+        return 1;
+    };
+    match check(b) {
+        Ok((checks, 0)) => {
+            println!("checks {} fails 0", checks);
+            0
+        }
+        Ok((checks, fails)) => {
+            println!("checks {} fails {}", checks, fails);
+            1
+        }
+        Err(e) => {
+            println!("kernel error: {}", e);
+            1
+        }
+    }
+}
+
+fn check(b: &mut Buffers) -> Result<(usize, usize), KernelError> {
+    let mut exp = [0u16; 256];
+    let mut e: u32 = 32768;
+    for v in exp.iter_mut() {
+        *v = e.min(65535) as u16;
+        e = e * 7 / 8;
+    }
+    let (mut checks, mut fails) = (0, 0);
+    let layout = PackedLayout::Dsp16;
+    for (ci, &(s, emb, h, od)) in CASES.iter().enumerate() {
+        let mut g = Lcg(ci as u64 + 7);
+        let shape = MhsaShape {
+            seq: s,
+            embed: emb,
+            heads: h,
+            qk_dim: emb,
+            v_dim: emb,
+            out_dim: od,
+            project_k: false,
+            project_v: false,
+            proj_layout: layout,
+            out_layout: layout,
+        };
+        let (nq, cd) = (h * emb, h * emb);
+        b.wq[..nq * emb].iter_mut().for_each(|v| *v = g.i8());
+        b.bq[..nq].iter_mut().for_each(|v| *v = g.range(-5000, 5000));
+        b.mq[..nq].iter_mut().for_each(|v| *v = g.range(1 << 22, 1 << 25));
+        b.wo[..od * cd].iter_mut().for_each(|v| *v = g.i8());
+        b.bo[..od].iter_mut().for_each(|v| *v = g.range(-5000, 5000));
+        b.mo[..od].iter_mut().for_each(|v| *v = g.range(1 << 21, 1 << 24));
+        b.x[..s * emb].iter_mut().for_each(|v| *v = g.i8());
+        let (zx, zq) = (g.range(-10, 10), g.range(-20, 20));
+        let q_words = h * layout.words(emb, emb);
+        let src = LinearWeights {
+            w: &b.wq[..nq * emb],
+            bias: Some(&b.bq[..nq]),
+            input_offset: -zx,
+            mul: &b.mq[..nq],
+            n: nq,
+            k: emb,
+        };
+        pack_heads(layout, &src, h, &mut b.q[..q_words])?;
+        let o_words = layout.words(od, cd);
+        let src = LinearWeights {
+            w: &b.wo[..od * cd],
+            bias: Some(&b.bo[..od]),
+            input_offset: 0,
+            mul: &b.mo[..od],
+            n: od,
+            k: cd,
+        };
+        pack_linear(layout, &src, &mut b.o[..o_words])?;
+        let p = MhsaI8 {
+            shape,
+            x_zero_point: zx,
+            q: HeadProjection { words: &b.q[..q_words], zero_point: zq },
+            k: None,
+            v: None,
+            scores: ProductRequant { mul: g.range(1 << 20, 1 << 23), zero_point: g.range(-5, 5) },
+            softmax: SoftmaxI8Params { exp: &exp, out_recip: 256 << 16, out_zero_point: -128 },
+            mask: None,
+            av: ProductRequant { mul: g.range(1 << 20, 1 << 22), zero_point: g.range(-5, 5) },
+            out: PackedLinear::new(layout, od, cd, &b.o[..o_words])?,
+            out_zero_point: g.range(-20, 20),
+        };
+        let head_major = MhsaSchedule::HeadMajor { block_rows: s };
+        let need = shape.scratch(head_major).ok_or(KernelError::ShapeMismatch)?.total_words();
+        mhsa_i8(&p, head_major, &b.x[..s * emb], &mut b.out_a[..s * od], &mut b.scratch[..need])?;
+        for rows in [1usize, 2, 3, 4, 5, 6, s] {
+            let row_major = MhsaSchedule::RowMajor { block_rows: rows };
+            let need = shape.scratch(row_major).ok_or(KernelError::ShapeMismatch)?.total_words();
+            // Stale scratch must not matter.
+            b.scratch.iter_mut().for_each(|v| *v = 0x5a5a_5a5a);
+            mhsa_i8(&p, row_major, &b.x[..s * emb], &mut b.out_b[..s * od], &mut b.scratch[..need])?;
+            checks += 1;
+            if b.out_a[..s * od] != b.out_b[..s * od] {
+                fails += 1;
+                println!("MISMATCH case {} rows {}", ci, rows);
+            }
+            if od == emb {
+                b.out_b[..s * od].copy_from_slice(&b.x[..s * emb]);
+                mhsa_i8_in_place(&p, row_major, &mut b.out_b[..s * od], &mut b.scratch[..need])?;
+                checks += 1;
+                if b.out_a[..s * od] != b.out_b[..s * od] {
+                    fails += 1;
+                    println!("MISMATCH in place case {} rows {}", ci, rows);
+                }
+            }
+        }
+    }
+    Ok((checks, fails))
+}
