@@ -163,7 +163,7 @@ pub fn compile_decoder(
 mod weights;
 
 use mote_kernels::decoder::{{
-    argmax, decoder_step, sample_top_k, xorshift32, AttentionParams, Decoder, DecoderLayer, DecoderShape, TopK,
+    argmax, decoder_step, sample_top_k, AttentionParams, Decoder, DecoderLayer, DecoderShape, TopK,
 }};
 use mote_kernels::elementwise::{{AddShift, MulRequant}};
 use mote_kernels::norm::LayerNormI8Params;
@@ -283,11 +283,6 @@ pub fn next_token(logits: &[i8], rng: &mut u32) -> Option<u32> {{
         Sampler::TopK {{ k, weight, .. }} => sample_top_k(logits, &TopK {{ k, weight }}, rng),
     }};
     t.map(|t| t as u32)
-}}
-
-/// The xorshift32 step the top-k sampler draws from (for callers that seed their own states).
-pub fn random(state: &mut u32) -> u32 {{
-    xorshift32(state)
 }}
 "#,
         dim = s.dim,
