@@ -5,6 +5,7 @@
 use crate::io::spinner;
 use crate::EXIT_MISMATCH;
 use anyhow::{bail, Context, Result};
+use mote_codegen::PackedLayout;
 use mote_deploy::{group, run_generation, Board, GenerationJob, Paths, DEFAULT_STACK_BYTES};
 use mote_llm::generate::{generate, PackedDecoder, Sampling};
 use mote_llm::quant::{calibrate, quantize, text_sequences, QuantDecoder};
@@ -187,7 +188,26 @@ pub fn main(a: Args) -> Result<ExitCode> {
             q.with_context(|| format!("quantizing {}", a.model.display()))?
         }
     };
-    let dec = PackedDecoder::new(&q, layout)?;
+    let mut dec = PackedDecoder::new(&q, layout)?;
+    // Dsp16 doubles the weights (16-bit for SMLAD); when that crowds the flash, int8 weights (the Rv32 layout,
+    // portable kernels on this core) fit in half.
+    let other_flash = q.embedding.len() + 2 * q.rope.len() + mote_deploy::CODE_ESTIMATE_BYTES as usize;
+    if layout != PackedLayout::Rv32 && dec.packed_bytes() + other_flash > board.flash_bytes as usize {
+        let int8 = PackedDecoder::new(&q, PackedLayout::Rv32)?;
+        if int8.packed_bytes() + other_flash <= board.flash_bytes as usize {
+            if !a.json {
+                eprintln!(
+                    "note: {layout:?} weights ({} B) would crowd board `{}`'s {} B of flash; using int8 weights ({} B, \
+                     portable kernels: more instructions per token)",
+                    group(dec.packed_bytes() as u64),
+                    board.name,
+                    group(board.flash_bytes),
+                    group(int8.packed_bytes() as u64)
+                );
+            }
+            dec = int8;
+        }
+    }
 
     // The host reference first (quick); then the board's tokens, printed as the emulated board prints them.
     let host = generate(&dec, &prompt, a.steps, sampling, &mut |_| {})?;
@@ -248,6 +268,7 @@ pub fn main(a: Args) -> Result<ExitCode> {
             "cache_bytes": dep.sizes.cache_bytes,
             "state_bytes": dep.sizes.state_bytes(),
             "weight_bytes": dep.sizes.weight_bytes,
+            "layout": format!("{:?}", dec.layout()),
             "context": context,
         });
         println!("{v}");
@@ -266,10 +287,11 @@ pub fn main(a: Args) -> Result<ExitCode> {
             board.clock_hz / 1_000_000
         );
         println!(
-            "memory: KV cache {} B (context {context}), state {} B, weights {} B ({layout:?})",
+            "memory: KV cache {} B (context {context}), state {} B, weights {} B ({:?})",
             group(dep.sizes.cache_bytes as u64),
             group(dep.sizes.state_bytes() as u64),
             group(dep.sizes.weight_bytes as u64),
+            dec.layout(),
         );
     }
     if identical {

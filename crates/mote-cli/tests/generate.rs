@@ -48,7 +48,19 @@ fn sampled_prompt_ids_on_cortex_m7() {
         return;
     }
     let extra = ["--prompt-ids", "1,261,308", "-n", "12", "--temperature", "0.8", "--top-k", "20", "--seed", "9"];
-    generate_identical("stm32h743", "cortex-m7", &extra);
+    let v = generate_identical("stm32h743", "cortex-m7", &extra);
+    assert_eq!(v["layout"], "Dsp16");
+}
+
+#[test]
+fn int8_weights_when_16_bit_ones_crowd_a_1_mb_flash() {
+    if !emulation_available("cortex-m7") {
+        return;
+    }
+    // stm32f746 has 1 MB of flash: the Dsp16 weights (1.25 MB) do not fit, the int8 ones (0.66 MB) do.
+    let v = generate_identical("stm32f746", "cortex-m7", &["--prompt", "A friend", "-n", "8"]);
+    assert_eq!(v["layout"], "Rv32");
+    assert!(v["weight_bytes"].as_u64().unwrap() < 700_000, "{v}");
 }
 
 #[test]

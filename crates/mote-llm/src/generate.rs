@@ -79,6 +79,12 @@ impl<'q> PackedDecoder<'q> {
         self.layout
     }
 
+    /// Bytes of the packed linear weights (with their biases and multipliers): what the layout changes in flash.
+    pub fn packed_bytes(&self) -> usize {
+        let layers: usize = self.words.iter().flatten().map(Vec::len).sum();
+        4 * (layers + self.classifier.len())
+    }
+
     fn layers(&self) -> Vec<DecoderLayer<'_>> {
         self.q
             .layers
