@@ -3,16 +3,17 @@
 //!
 //! Everything lives in caller-owned memory: the weights ([`Decoder`], statics in generated code), the KV cache
 //! (`[layer][key|value][position][kv_dim]` int8, [`DecoderShape::cache_bytes`]) and one `i32` scratch slice
-//! ([`DecoderShape::scratch_words`]: the linear layers' activation panel, then the step's byte buffers).
+//! ([`DecoderShape::scratch_words`]: the linear layers' activation panel, one head's sums and scores, then the
+//! step's byte buffers).
 //! Alignment: word-aligned by the types; the cache and logits are plain bytes.
 //!
-//! The arithmetic is that of the plain kernels it calls ([`layernorm_i8`], [`linear_packed`], [`softmax_i8`],
+//! The arithmetic is that of the plain kernels it calls ([`layernorm_i8`], [`linear_packed`],
 //! [`add_shift_in_place`], [`mul_requant_in_place`], [`lut_i8_in_place`]) plus two small integer pieces written
 //! here: rotary embedding `a' = sat8(⌊(a·cos − b·sin + 2^13) / 2^14⌋)`, `b' = sat8(⌊(a·sin + b·cos + 2^13) / 2^14⌋)`
 //! with Q14 tables, and attention per head over positions `t` in `0..=pos` (see [`AttentionParams`]):
 //! `s_t = q·k_t`, `e_t = exp[min(255, ⌊(max_t s_t − s_t)·score_mul / 2^32⌋)]`, `S = Σ e_t`,
 //! `o = sat8(⌊(Σ_t e_t·v_t · ⌊value_mul·2^16 / S⌋ + 2^45) / 2^46⌋)` — the softmax weights stay unnormalized
-//! 15-bit integers and one division per head normalizes the output. Queries, keys, values and attention outputs
+//! integers up to 2^14 and one division per head normalizes the output. Queries, keys, values and attention outputs
 //! are symmetric (zero point 0); the cache holds keys after rotation.
 
 use crate::activation::lut_i8_in_place;
