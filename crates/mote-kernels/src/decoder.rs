@@ -20,7 +20,7 @@ use crate::activation::lut_i8_in_place;
 use crate::elementwise::{add_shift_in_place, mul_requant_in_place, AddShift, MulRequant};
 use crate::norm::{layernorm_i8, LayerNormI8Params};
 use crate::packed::{linear_packed, PackedLayout, PackedLinear};
-use crate::KernelError;
+use crate::{IntElem, KernelError};
 
 /// The longest context: `Σ_t e_t·v_t` must fit `i32` (`e_t ≤ 2^14`, `|v| ≤ 2^7`).
 pub const MAX_CONTEXT: usize = 1023;
@@ -202,19 +202,14 @@ fn take<'a, T>(rest: &mut &'a mut [T], n: usize) -> Result<&'a mut [T], KernelEr
     Ok(head)
 }
 
-#[inline]
-fn sat8(v: i32) -> i8 {
-    v.max(-128).min(127) as i8
-}
-
 /// Rotates each pair `(x[2i], x[2i+1])` of every head by the angles in `table` (`[head_size/2, 2]` Q14).
 fn rope(x: &mut [i8], head_size: usize, table: &[i16]) {
     for head in x.chunks_exact_mut(head_size) {
         for (pair, cs) in head.chunks_exact_mut(2).zip(table.chunks_exact(2)) {
             if let ([a, b], [c, s]) = (pair, cs) {
                 let (x0, x1, c, s) = (i32::from(*a), i32::from(*b), i32::from(*c), i32::from(*s));
-                *a = sat8((x0 * c - x1 * s + (1 << 13)) >> 14);
-                *b = sat8((x0 * s + x1 * c + (1 << 13)) >> 14);
+                *a = i8::from_i32_sat((x0 * c - x1 * s + (1 << 13)) >> 14);
+                *b = i8::from_i32_sat((x0 * s + x1 * c + (1 << 13)) >> 14);
             }
         }
     }
@@ -364,7 +359,7 @@ fn attend<const HS: usize>(
         // sum ≥ exp[0] > 0: the largest score has difference 0.
         let k = (u64::from(p.value_mul) << 16) / u64::from(sum.max(1));
         for (o, &a) in o.iter_mut().zip(acc.iter()) {
-            *o = sat8(((i64::from(a) * k as i64 + (1 << 45)) >> 46) as i32);
+            *o = i8::from_i32_sat(((i64::from(a) * k as i64 + (1 << 45)) >> 46) as i32);
         }
     }
 }
