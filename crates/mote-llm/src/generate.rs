@@ -2,6 +2,7 @@
 //! weights packed exactly as the MCU gets them, the prompt fed token by token, then greedy or top-k sampling.
 
 use mote_kernels::decoder::{argmax, decoder_step, sample_top_k, AttentionParams, Decoder, DecoderLayer, TopK};
+use mote_kernels::host::softmax_exp_table;
 use mote_kernels::packed::PackedLayout;
 
 use crate::quant::QuantDecoder;
@@ -31,9 +32,8 @@ impl Sampling {
             Sampling::TopK { temperature, .. } if !(temperature > 0.0 && temperature.is_finite()) => {
                 Err(Error::Invalid(format!("temperature {temperature} must be a positive number")))
             }
-            Sampling::TopK { temperature, .. } => Ok(Some(Box::new(std::array::from_fn(|d| {
-                ((-(d as f64) * logit_scale / temperature).exp() * 32768.0).round() as u16
-            })))),
+            // The softmax's exponential table at the tempered logit scale.
+            Sampling::TopK { temperature, .. } => Ok(Some(Box::new(softmax_exp_table(logit_scale / temperature)))),
         }
     }
 }

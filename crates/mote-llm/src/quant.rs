@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use mote_core::quantize::quantize_symmetric;
+use mote_core::quantize::{quantize_symmetric, Affine};
 use mote_kernels::decoder::DecoderShape;
 use mote_kernels::elementwise::{AddShift, MulRequant};
 use mote_kernels::host::{
@@ -38,13 +38,11 @@ impl Ranges {
         Ok((f64::from(*lo), f64::from(*hi)))
     }
 
-    /// Asymmetric int8 parameters covering the range (widened to include 0).
+    /// Asymmetric int8 parameters covering the range (widened to include 0), as mote's activation quantizer
+    /// chooses them.
     fn asym(&self, p: Point) -> Result<(f64, i32)> {
         let (lo, hi) = self.get(p)?;
-        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-        let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-        let zp = (-128.0 - lo / scale).round().clamp(-128.0, 127.0) as i32;
-        Ok((scale, zp))
+        Affine::int8_from_range(lo, hi).single("an activation").map_err(|e| Error::Invalid(e.to_string()))
     }
 
     /// Symmetric int8 scale (`max|x| / 127`).
