@@ -110,11 +110,13 @@ pub fn write_generation_firmware(paths: &Paths, spec: &GenerationSpec<'_>) -> Re
 
 /// The token ids printed as `TOKEN_PREFIX<id>` lines.
 pub fn parse_tokens(stdout: &str) -> Result<Vec<u32>, String> {
-    stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix(TOKEN_PREFIX))
-        .map(|t| t.trim().parse().map_err(|_| format!("bad token line `{TOKEN_PREFIX}{t}`")))
-        .collect()
+    stdout.lines().filter_map(token_line).collect()
+}
+
+/// The token id of one `TOKEN_PREFIX<id>` line; `None` for other lines.
+fn token_line(line: &str) -> Option<Result<u32, String>> {
+    let t = line.strip_prefix(TOKEN_PREFIX)?;
+    Some(t.trim().parse().map_err(|_| format!("bad token line `{line}`")))
 }
 
 /// Runs a generation firmware on `board`'s emulated core: its tokens and per-step instruction counts; `tokens`
@@ -133,7 +135,8 @@ pub fn emulate_generation(
             let (line_tx, line_rx) = std::sync::mpsc::channel::<String>();
             let forward = std::thread::spawn(move || {
                 for line in line_rx {
-                    if let Some(t) = line.strip_prefix(TOKEN_PREFIX).and_then(|t| t.trim().parse().ok()) {
+                    // A bad line is reported by parse_tokens once the run ends.
+                    if let Some(Ok(t)) = token_line(&line) {
                         let _ = tx.send(t);
                     }
                 }
