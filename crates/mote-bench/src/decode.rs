@@ -11,7 +11,7 @@ use mote_codegen::decoder::{compile_decoder, DecoderSizes};
 use mote_deploy::{group, run_generation, Board, DeployError, GenerationJob, Paths, DEFAULT_STACK_BYTES};
 use mote_kernels::packed::PackedLayout;
 use mote_llm::generate::{generate, PackedDecoder, Sampling};
-use mote_llm::quant::{calibrate, quantize, Ranges};
+use mote_llm::quant::{calibrate, quantize, text_sequences, Ranges};
 use mote_llm::{Checkpoint, Config, Tokenizer, BOS};
 use mote_qemu::{Core, ElfSizes};
 use serde_json::{json, Value};
@@ -148,14 +148,9 @@ pub fn microllama_shape() -> Result<Model> {
     Model::new("microllama-shape", ck, &seqs, note)
 }
 
-/// The entries of a fortune file: texts separated by lines holding only `%` (the last one ends with it too).
-pub fn fortune_entries(text: &str) -> Vec<&str> {
-    let body = text.strip_suffix("\n%\n").unwrap_or(text);
-    body.split("\n%\n").filter(|e| !e.trim().is_empty()).collect()
-}
-
 /// Row (2): our trained decoder `examples/fortunes` (if its `model.bin` is there), calibrated on the first
-/// [`FORTUNES_CALIB`] entries of `calib.txt`, each encoded with BOS and cut to the context.
+/// [`FORTUNES_CALIB`] paragraphs of `calib.txt` as `mote generate` and `mote quantize` take them
+/// ([`text_sequences`]: split at empty and `%` lines, each encoded with BOS and cut to the context).
 pub fn fortunes(dir: &Path) -> Result<Option<Model>> {
     let model = dir.join("model.bin");
     if !model.is_file() {
@@ -164,20 +159,15 @@ pub fn fortunes(dir: &Path) -> Result<Option<Model>> {
     let ck = Checkpoint::read(&model)?;
     let tok = Tokenizer::read(dir.join("tokenizer.bin"), ck.config.vocab_size)?;
     let text = std::fs::read_to_string(dir.join("calib.txt")).context("reading examples/fortunes/calib.txt")?;
-    let entries = fortune_entries(&text);
-    let mut seqs = Vec::new();
-    for e in entries.iter().take(FORTUNES_CALIB) {
-        let mut ids = tok.encode(e, true, false)?;
-        ids.truncate(ck.config.seq_len);
-        seqs.push(ids);
-    }
+    let seqs = text_sequences(&tok, &text, FORTUNES_CALIB, ck.config.seq_len)?;
+    let paragraphs = text_sequences(&tok, &text, usize::MAX, ck.config.seq_len)?.len();
     let tokens: usize = seqs.iter().map(Vec::len).sum();
     let c = ck.config;
     let note = format!(
         "`examples/fortunes/model.bin` (trained; dim {}, {} layers, {} heads, {} key/value heads, hidden {}, \
-         vocabulary {}, {} positions, {} classifier), calibrated on the first {} of the {} entries of \
-         `examples/fortunes/calib.txt` (split at `%` lines, each `Tokenizer::encode(entry, BOS, no EOS)`, cut to {} \
-         tokens: {} tokens in all)",
+         vocabulary {}, {} positions, {} classifier), calibrated on the first {} of the {} paragraphs of \
+         `examples/fortunes/calib.txt` (`mote_llm::quant::text_sequences`, as `mote generate --calib` reads text: split \
+         at empty and `%` lines, each `Tokenizer::encode(paragraph, BOS, no EOS)`, cut to {} tokens: {} tokens in all)",
         c.dim,
         c.n_layers,
         c.n_heads,
@@ -187,7 +177,7 @@ pub fn fortunes(dir: &Path) -> Result<Option<Model>> {
         c.seq_len,
         if c.shared_classifier { "shared" } else { "separate" },
         seqs.len(),
-        entries.len(),
+        paragraphs,
         c.seq_len,
         tokens
     );
@@ -1049,14 +1039,6 @@ mod tests {
         assert!((a - 1000.0).abs() < 1e-9 && (b - 7.0).abs() < 1e-9);
     }
 
-    #[test]
-    fn fortune_file_entries() {
-        assert_eq!(fortune_entries("a b\nc\n%\nd\n%\n"), vec!["a b\nc", "d"]);
-        assert_eq!(fortune_entries("x"), vec!["x"]);
-    }
-
-    /// A small decoder on the emulated Cortex-M4: every step measured, bit-exact, attention growing with the
-    /// position, and the same rows the table takes. Without QEMU or the Rust target: `SKIP` (fails under `CI`).
     #[test]
     fn small_decoder_on_cortex_m4() {
         let board = Board::resolve("stm32l4r5").unwrap();

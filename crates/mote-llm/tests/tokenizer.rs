@@ -377,3 +377,17 @@ fn character_level_vocabulary_has_one_token_per_character() {
     // A character outside the vocabulary falls back to its UTF-8 bytes.
     assert_eq!(tok.encode("ü", false, false).unwrap(), vec![id(' '), 0xC3 + 3, 0xBC + 3]);
 }
+
+#[test]
+fn calibration_text_splits_into_paragraphs_at_empty_and_percent_lines() {
+    let chars: Vec<String> = " abcdefghijklmnopqrstuvwxyz".chars().map(String::from).collect();
+    let extra: Vec<(&str, f32)> = chars.iter().map(|c| (c.as_str(), 0.0)).collect();
+    let tok = load(&llama_like(&extra));
+    let text = "ab\ncd\n%\nef\n\n  \ngh\n%\n";
+    let seqs = mote_llm::quant::text_sequences(&tok, text, 10, 4).unwrap();
+    let decoded: Vec<Vec<u8>> = seqs.iter().map(|s| tok.decode_text(s).unwrap()).collect();
+    // Three paragraphs, each BOS first and cut to 4 tokens (BOS, the dummy-prefix space, two characters).
+    assert_eq!(decoded, [b"ab".to_vec(), b"ef".to_vec(), b"gh".to_vec()]);
+    assert!(seqs.iter().all(|s| s.len() == 4 && s[0] == BOS));
+    assert_eq!(mote_llm::quant::text_sequences(&tok, text, 2, 64).unwrap().len(), 2, "at most `limit`");
+}
