@@ -1,4 +1,4 @@
-"""Export two single attention blocks (benchmark blocks, untrained) to ONNX with torch.onnx.export.
+"""Export single attention blocks (benchmark blocks, untrained) to ONNX with torch.onnx.export.
 
 Regenerate everything (run from the repo root):
 
@@ -18,12 +18,16 @@ Outputs, written next to this script:
   eegformer_mhsa.onnx          hand-written multi-head self-attention, x f32[1,81,32] -> y f32[1,81,32]
                                (8 heads of 32: Q/K/V 32->256, output projection 256->32)
   ecgformer_mhsa.onnx          nn.MultiheadAttention(16, 8), x f32[1,66,16] -> y f32[1,66,16]
+  llama_prefill_s{16,32,64,128}.onnx
+                               causal self-attention of a Llama layer at the microLlama shape (16 heads of 4,
+                               Q/K/V/O 64->64 without bias), x f32[1,S,64] -> y f32[1,S,64]; no rotary embedding
   <name>.calib.npz             calibration inputs for `mote quantize --calib`: key `x`, f32[64,S,E]
-                               (64 samples stacked on the batch axis, as examples/digits/calib.npz)
+                               (64 samples stacked on the batch axis, as examples/digits/calib.npz; 16 for
+                               the llama_prefill blocks)
   <name>.inputs.npz            one reference input (key `x`, f32[1,S,E])
   <name>.outputs.npz           torch's output for it (key `y`, f32[1,S,E])
 
-Both blocks: torch.manual_seed(0) right before the module is built, default
+Every block: torch.manual_seed(0) right before the module is built, default
 init (untrained), batch 1, float32, opset 17, static shapes, the legacy
 TorchScript exporter (dynamo=False), do_constant_folding=True. Data per
 model: numpy.random.default_rng(1).standard_normal, first the 64 calibration
@@ -48,6 +52,9 @@ import torch.nn as nn
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOL = 1e-5
 CALIB_SAMPLES = 64
+# The microLlama-shaped prefill blocks: prompt lengths, and fewer calibration samples (S·64 floats each).
+LLAMA_PREFILL = (16, 32, 64, 128)
+LLAMA_CALIB_SAMPLES = 16
 
 
 class EegformerMhsa(nn.Module):
@@ -72,6 +79,33 @@ class EegformerMhsa(nn.Module):
         return self.out(o)
 
 
+class LlamaPrefillMhsa(nn.Module):
+    """Causal self-attention of a Llama layer at the microLlama shape: 16 heads of 4 over 64 features, no biases.
+
+    The prompt's S tokens in one call (prefill). Rotary position embedding is not part of the block (the mote
+    attention operator takes the projected Q/K/V as they are); the causal mask is built from the sequence length
+    inside forward, as a user's decoder does.
+    """
+
+    def __init__(self, seq, dim=64, heads=16):
+        super().__init__()
+        self.seq, self.heads, self.head_dim = seq, heads, dim // heads
+        self.wq = nn.Linear(dim, dim, bias=False)
+        self.wk = nn.Linear(dim, dim, bias=False)
+        self.wv = nn.Linear(dim, dim, bias=False)
+        self.wo = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, x):
+        s, h, p = self.seq, self.heads, self.head_dim
+        q = self.wq(x).view(1, s, h, p).transpose(1, 2)  # [1, H, S, P]
+        k = self.wk(x).view(1, s, h, p).transpose(1, 2)
+        v = self.wv(x).view(1, s, h, p).transpose(1, 2)
+        mask = torch.triu(torch.full((s, s), float("-inf")), diagonal=1)
+        att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(p) + mask, dim=-1)  # [1, H, S, S]
+        o = (att @ v).transpose(1, 2).reshape(1, s, h * p)
+        return self.wo(o)
+
+
 class EcgformerMhsa(nn.Module):
     """nn.MultiheadAttention self-attention: 8 heads of 2 over 16 features."""
 
@@ -90,9 +124,9 @@ def macs(s, e, h, p):
     return 3 * s * e * inner + 2 * h * s * s * p + s * inner * e
 
 
-def export(model, name, seq, dim):
+def export(model, name, seq, dim, calib_samples=CALIB_SAMPLES):
     rng = np.random.default_rng(1)
-    calib = rng.standard_normal((CALIB_SAMPLES, seq, dim)).astype(np.float32)
+    calib = rng.standard_normal((calib_samples, seq, dim)).astype(np.float32)
     x = rng.standard_normal((1, seq, dim)).astype(np.float32)
 
     path = os.path.join(HERE, name + ".onnx")
@@ -140,7 +174,11 @@ def main():
     with torch.no_grad():
         export(eeg, "eegformer_mhsa", 81, 32)
         export(ecg, "ecgformer_mhsa", 66, 16)
-    print(f"MACs: eegformer_mhsa {macs(81, 32, 8, 32):,}, ecgformer_mhsa {macs(66, 16, 8, 2):,}")
+        for seq in LLAMA_PREFILL:
+            torch.manual_seed(0)
+            export(LlamaPrefillMhsa(seq).eval(), f"llama_prefill_s{seq}", seq, 64, LLAMA_CALIB_SAMPLES)
+    print(f"MACs: eegformer_mhsa {macs(81, 32, 8, 32):,}, ecgformer_mhsa {macs(66, 16, 8, 2):,}, "
+          + ", ".join(f"llama_prefill_s{s} {macs(s, 64, 16, 4):,}" for s in LLAMA_PREFILL))
 
 
 if __name__ == "__main__":

@@ -1092,6 +1092,21 @@ mod tests {
     }
 
     #[test]
+    fn llama_prefill_blocks_are_causal_and_stay_unfused() {
+        for seq in [16, 32, 64, 128] {
+            let model = format!("llama_prefill_s{seq}");
+            let b = check(
+                &read("attention", &format!("{model}.onnx")),
+                &ImportOptions::default(),
+                &inputs("attention", &model),
+            );
+            assert_eq!(dims(&b), [(seq, 64, 16, 4, true, false)], "{model}");
+            // Heads of 4 over 64 features: W_Q·W_Kᵀ per head would multiply the Q-K MACs by 16.
+            assert!(b[0].macs_fused > b[0].macs_unfused, "{model}: {b:?}");
+        }
+    }
+
+    #[test]
     fn digits_has_two_blocks_and_auto_keeps_them_unfused() {
         let b = check(
             &read("digits", "digits_encoder.onnx"),
@@ -1227,7 +1242,7 @@ mod tests {
     #[test]
     fn rewritten_models_quantize_to_int8_and_run() {
         let opts = ImportOptions::default();
-        for model in ["eegformer_mhsa", "ecgformer_mhsa"] {
+        for model in ["eegformer_mhsa", "ecgformer_mhsa", "llama_prefill_s16"] {
             let bytes = read("attention", &format!("{model}.onnx"));
             let (calib, x) = (samples(model), inputs("attention", model));
             for fwsa in [Fwsa::Off, Fwsa::On] {
