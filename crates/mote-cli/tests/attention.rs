@@ -85,3 +85,35 @@ fn projected_block_goes_head_by_head_bit_exactly() {
     assert_eq!(v["layers"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["layers"][0]["macs"], 6_013_440);
 }
+
+/// A causal block (the microLlama-shaped prefill of 32 tokens, heads of 4): fused, each row block scores only the
+/// keys up to its last row, the same integers as layer by layer with the whole 16 x 32 x 32 map.
+#[test]
+fn causal_prefill_block_scores_only_past_keys_bit_exactly() {
+    if !emulation_available("cortex-m4") {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("attention-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let q = dir.join(format!("llama_prefill_s32.{}.onnx", std::process::id()));
+    let q = q.to_str().unwrap();
+    let (model, calib) =
+        (example("attention", "llama_prefill_s32.onnx"), example("attention", "llama_prefill_s32.calib.npz"));
+    stdout(&mote(&["quantize", &model, "--calib", &calib, "-o", q]));
+    let inputs = example("attention", "llama_prefill_s32.inputs.npz");
+    let deploy = |extra: &[&str]| {
+        let mut args = vec!["deploy", q, "--board", "stm32l4r5", "--inputs", &inputs, "--json"];
+        args.extend(extra);
+        mote(&args)
+    };
+    let out = deploy(&["--attention-rows", "3"]);
+    let fused = json(&out);
+    assert_eq!(fused["bit_exact"], true, "{fused}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("16 heads (4/4 wide), projected keys/values; HeadMajor { block_rows: 3 }"), "{err}");
+    let layers = json(&deploy(&["--attention", "layers"]));
+    assert_eq!(layers["bit_exact"], true);
+    assert_eq!(values(&layers), values(&fused));
+    assert!(layers["arena"]["best"].as_u64().unwrap() > 2 * 16 * 32 * 32, "{}", layers["arena"]);
+    std::fs::remove_file(q).unwrap();
+}

@@ -137,7 +137,7 @@ pub fn softmax_i8(
     check_rows(x.len(), out.len(), row_len)?;
     check_softmax_i8(row_len, mask, p)?;
     out.copy_from_slice(x);
-    softmax_i8_rows(out, row_len, mask, 0, p);
+    softmax_i8_rows(out, (row_len, row_len), mask, 0, p);
     Ok(())
 }
 
@@ -159,10 +159,14 @@ pub(crate) fn check_softmax_i8(
 }
 
 /// [`softmax_i8`] in place over `buf` (arguments checked), whose row `r` is row `first_row + r` of the masked
-/// tensor (attention normalizes one block of score rows at a time). Each element is read before it is overwritten.
+/// tensor (attention normalizes one block of score rows at a time) and holds the first `row_len` columns of the
+/// mask's rows of `mask_row_len` (attention leaves out the columns that every row of the block masks). Each
+/// element is read before it is overwritten. Always inlined: in the attention kernel's unmasked path the rows
+/// then take fewer instructions on Cortex-M (EEGFormer-shaped block: 80K of 5.4M).
+#[inline(always)]
 pub(crate) fn softmax_i8_rows(
     buf: &mut [i8],
-    row_len: usize,
+    (row_len, mask_row_len): (usize, usize),
     mask: Option<RowMask<'_>>,
     first_row: usize,
     p: &SoftmaxI8Params<'_>,
@@ -172,7 +176,7 @@ pub(crate) fn softmax_i8_rows(
             // Monomorphized without the mask test: the attention map's rows are every transformer's hot loop.
             None => softmax_i8_row(xs, p, |_| true),
             Some(m) => {
-                let start = ((first_row + r) % m.rows) * row_len;
+                let start = ((first_row + r) % m.rows) * mask_row_len;
                 let allowed = m.allowed.get(start..start + row_len).unwrap_or(&[]);
                 softmax_i8_row(xs, p, |j| allowed.get(j).copied().unwrap_or(false));
             }
