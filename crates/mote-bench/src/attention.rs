@@ -1,4 +1,5 @@
-//! The attention ablation (issue 5): each example attention block (`examples/attention`) on Cortex-M4 and M7, as
+//! The attention ablation (issue 5): each example attention block (`examples/attention`) and the float peer models
+//! with attention (CCT, TinyViT) on Cortex-M4 and M7, as
 //! `naive` (layer by layer, the whole `H·S²` attention map), `fwsa` (Fused-Weight Self-Attention, layer by layer),
 //! `dft` (one fused kernel, depth-first: head/row blocks), `all` (FWSA as `--fwsa auto` decides, fused kernel, row
 //! streaming), and the same block written with `embedded-nn` (the Rust port of CMSIS-NN's kernels).
@@ -7,8 +8,8 @@
 //! the host reference of the same variant, exact instruction counts, the planned arena. The accuracy effect of FWSA
 //! is the output's SQNR against the float model that `mote quantize` reports.
 use crate::attention_enn::{self, EnnRow};
-use crate::deploy::run;
-use crate::quant::repo_root;
+use crate::deploy::{peer_files, run};
+use crate::quant::{peer_dir, repo_root};
 use anyhow::{bail, ensure, Context, Result};
 use mote_deploy::group;
 use mote_qemu::Core;
@@ -17,11 +18,68 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The blocks: (name in the table, example file stem, embedded-nn model name, int8 input bytes S·E).
-const MODELS: [(&str, &str, &str, u64); 2] = [
-    ("eegformer-mhsa", "eegformer_mhsa", "eegformer_mhsa", 81 * 32),
-    ("ecgformer-mhsa", "ecgformer_mhsa", "ecgformer_mhsa", 66 * 16),
+/// Where a model of the ablation comes from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// `examples/attention/<stem>`: the model, its calibration samples and reference input.
+    Example(&'static str),
+    /// A float peer model (`<peer-models>/<path>`), calibrated on noisy copies of its shipped input as in
+    /// docs/deploy.md.
+    Peer(&'static str),
+}
+
+/// A model of the ablation: its name in the table, where it comes from, and its `firmware/attention-enn` model
+/// (the embedded-nn rows) if it has one.
+struct Model {
+    name: &'static str,
+    source: Source,
+    enn: Option<&'static str>,
+}
+
+const MODELS: [Model; 9] = [
+    Model { name: "eegformer-mhsa", source: Source::Example("eegformer_mhsa"), enn: Some("eegformer_mhsa") },
+    Model { name: "ecgformer-mhsa", source: Source::Example("ecgformer_mhsa"), enn: Some("ecgformer_mhsa") },
+    Model { name: "microllama-prefill-16", source: Source::Example("llama_prefill_s16"), enn: None },
+    Model { name: "microllama-prefill-32", source: Source::Example("llama_prefill_s32"), enn: None },
+    Model { name: "microllama-prefill-64", source: Source::Example("llama_prefill_s64"), enn: None },
+    Model { name: "microllama-prefill-128", source: Source::Example("llama_prefill_s128"), enn: None },
+    Model { name: "CCT_1_16_16_8", source: Source::Peer("Models/CCT/FP32/CCT_1_16_16_8"), enn: None },
+    Model { name: "CCT_1_16_16_64", source: Source::Peer("Models/CCT/FP32/CCT_1_16_16_64"), enn: None },
+    Model { name: "TinyViT-Demo", source: Source::Peer("Models/TinyViT/Demo"), enn: None },
 ];
+
+/// A model's float ONNX, calibration samples and input, as `mote quantize` / `mote deploy` read them.
+struct Files {
+    model: PathBuf,
+    calib: PathBuf,
+    inputs: PathBuf,
+    /// Int8 input bytes (all inputs' elements).
+    input_bytes: u64,
+}
+
+impl Files {
+    /// The files of `m`, written into `work` for a peer model; `None` when the peer models are absent.
+    fn of(m: &Model, peers: &Path, work: &Path) -> Result<Option<Self>> {
+        let (model, calib, inputs) = match m.source {
+            Source::Example(stem) => {
+                let dir = repo_root().join("examples/attention");
+                let f = |ext: &str| dir.join(format!("{stem}.{ext}"));
+                (f("onnx"), f("calib.npz"), f("inputs.npz"))
+            }
+            Source::Peer(rel) if peers.join(rel).is_dir() => {
+                let f = peer_files(m.name, rel, peers, work)?;
+                (f.model, f.calib, f.inputs)
+            }
+            Source::Peer(rel) => {
+                eprintln!("{}: skipped, {} not found", m.name, peers.join(rel).display());
+                return Ok(None);
+            }
+        };
+        let input_bytes =
+            mote_core::npz::read(&inputs)?.iter().map(|(_, t)| t.shape().iter().product::<usize>() as u64).sum();
+        Ok(Some(Files { model, calib, inputs, input_bytes }))
+    }
+}
 
 /// The boards: (board, core).
 const BOARDS: [(&str, Core); 2] = [("stm32l4r5", Core::CortexM4), ("stm32f746", Core::CortexM7)];
@@ -39,6 +97,8 @@ const TARGET: (u64, u64) = (5_800_000, 15_700);
 /// One measured row.
 struct Row {
     model: &'static str,
+    /// Why the variant did not run (e.g. its arena does not fit the board); the numbers are then 0.
+    error: Option<String>,
     board: &'static str,
     variant: String,
     arena: u64,
@@ -67,6 +127,7 @@ impl Row {
             "fwsa": self.fwsa,
             "output_sqnr_db": self.sqnr_db,
             "schedule": self.schedule,
+            "error": self.error,
         })
     }
 }
@@ -78,18 +139,17 @@ struct Quantized {
     sqnr_db: f64,
 }
 
-/// `mote quantize --fwsa <fwsa>` of example `stem` into `work`.
-fn quantize(mote: &Path, stem: &str, fwsa: &str, work: &Path) -> Result<Quantized> {
-    let dir = repo_root().join("examples/attention");
-    let path = work.join(format!("{stem}.fwsa-{fwsa}.int8.onnx"));
+/// `mote quantize --fwsa <fwsa>` of model `m` into `work`.
+fn quantize(mote: &Path, m: &Model, files: &Files, fwsa: &str, work: &Path) -> Result<Quantized> {
+    let path = work.join(format!("{}.fwsa-{fwsa}.int8.onnx", m.name));
     let (ok, out, err) = run(Command::new(mote)
         .arg("quantize")
-        .arg(dir.join(format!("{stem}.onnx")))
+        .arg(&files.model)
         .arg("--calib")
-        .arg(dir.join(format!("{stem}.calib.npz")))
+        .arg(&files.calib)
         .args(["--fwsa", fwsa, "-o"])
         .arg(&path))?;
-    ensure!(ok, "mote quantize {stem} --fwsa {fwsa}: {err}");
+    ensure!(ok, "mote quantize {} --fwsa {fwsa}: {err}", m.name);
     let text = format!("{out}\n{err}");
     // The per-tensor report ends with `output <name>  <SQNR dB>`.
     let sqnr_db = text
@@ -97,28 +157,36 @@ fn quantize(mote: &Path, stem: &str, fwsa: &str, work: &Path) -> Result<Quantize
         .filter_map(|l| l.strip_prefix("output "))
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .next()
-        .with_context(|| format!("no output SQNR in `mote quantize` of {stem}:\n{text}"))?;
+        .with_context(|| format!("no output SQNR in `mote quantize` of {}:\n{text}", m.name))?;
     let fwsa = match fwsa {
         "on" => true,
         "off" => false,
         _ => {
             // `auto` wrote the same model as `on` or as `off`.
             let bytes = std::fs::read(&path)?;
-            bytes == std::fs::read(work.join(format!("{stem}.fwsa-on.int8.onnx")))?
+            bytes == std::fs::read(work.join(format!("{}.fwsa-on.int8.onnx", m.name)))?
         }
     };
     Ok(Quantized { path, fwsa, sqnr_db })
 }
 
-/// `mote deploy --json` of a quantized block.
-fn deploy(mote: &Path, q: &Quantized, stem: &str, board: &str, attention: &str) -> Result<(Value, String)> {
-    let inputs = repo_root().join(format!("examples/attention/{stem}.inputs.npz"));
+/// `mote deploy --json` of a quantized model: its report and attention schedule, or why it did not deploy.
+fn deploy(mote: &Path, q: &Quantized, files: &Files, board: &str, attention: &str) -> Result<(Value, String)> {
     let (_, out, err) = run(Command::new(mote)
         .arg("deploy")
         .arg(&q.path)
         .args(["--board", board, "--json", "--timeout", "600", "--attention", attention, "--inputs"])
-        .arg(&inputs))?;
-    let v: Value = serde_json::from_str(&out).with_context(|| format!("mote deploy {stem} on {board}: {err}"))?;
+        .arg(&files.inputs))?;
+    let v: Value = match serde_json::from_str(&out) {
+        Ok(v) => v,
+        // A model that does not fit the board is a result of the table (the naive map at long sequences).
+        Err(_) if err.contains("does not fit board") => {
+            // `error: the model does not fit board `B` (path): SRAM needs … B (…) but the board has … B; largest …`
+            let why = err.split_once("): ").map_or(err.as_str(), |(_, w)| w);
+            json!({ "error": format!("does not fit: {}", why.split("; largest").next().unwrap_or(why).trim()) })
+        }
+        Err(_) => bail!("mote deploy {} on {board}: {err}", q.path.display()),
+    };
     let schedule = err
         .lines()
         .find_map(|l| l.strip_prefix("attention ").and_then(|l| l.split("; ").nth(1)))
@@ -130,32 +198,42 @@ fn field(v: &Value, path: &[&str]) -> Result<u64> {
     path.iter().try_fold(v, |v, k| v.get(k)).and_then(Value::as_u64).with_context(|| format!("no {path:?} in {v}"))
 }
 
-/// Measures every row (slow: 16 firmware builds and runs, plus embedded-nn's).
-fn measure(mote: &Path, work: &Path) -> Result<(Vec<Row>, Vec<EnnRow>)> {
+/// Measures every row (slow: a firmware build and run per model, board and variant, plus embedded-nn's).
+fn measure(mote: &Path, peers: &Path, work: &Path) -> Result<(Vec<Row>, Vec<EnnRow>)> {
     let mut rows = Vec::new();
-    for (model, stem, _, input) in MODELS {
+    for m in &MODELS {
+        let Some(files) = Files::of(m, peers, work)? else { continue };
         let mut quantized = Vec::new();
         for fwsa in ["on", "off", "auto"] {
-            quantized.push((fwsa, quantize(mote, stem, fwsa, work)?));
+            quantized.push((fwsa, quantize(mote, m, &files, fwsa, work)?));
         }
         for (board, _) in BOARDS {
             for (variant, fwsa, attention) in VARIANTS {
                 let q = &quantized.iter().find(|(f, _)| *f == fwsa).context("quantized")?.1;
-                let (v, schedule) = deploy(mote, q, stem, board, attention)?;
-                eprintln!("{model} {board} {variant}: {} instructions", field(&v, &["instructions", "inference"])?);
-                rows.push(Row {
-                    model,
+                let (v, schedule) = deploy(mote, q, &files, board, attention)?;
+                let mut row = Row {
+                    model: m.name,
+                    error: v.get("error").and_then(Value::as_str).map(str::to_string),
                     board,
                     variant: variant.to_string(),
-                    arena: field(&v, &["arena", "best"])?,
-                    peak: field(&v, &["arena", "best"])? + input,
-                    flash: field(&v, &["flash", "bytes"])?,
-                    instructions: field(&v, &["instructions", "inference"])?,
-                    bit_exact: v.get("bit_exact").and_then(Value::as_bool) == Some(true),
+                    arena: 0,
+                    peak: 0,
+                    flash: 0,
+                    instructions: 0,
+                    bit_exact: false,
                     fwsa: q.fwsa,
                     sqnr_db: Some(q.sqnr_db),
                     schedule,
-                });
+                };
+                if row.error.is_none() {
+                    row.arena = field(&v, &["arena", "best"])?;
+                    row.peak = row.arena + files.input_bytes;
+                    row.flash = field(&v, &["flash", "bytes"])?;
+                    row.instructions = field(&v, &["instructions", "inference"])?;
+                    row.bit_exact = v.get("bit_exact").and_then(Value::as_bool) == Some(true);
+                }
+                eprintln!("{} {board} {variant}: {} instructions", m.name, row.instructions);
+                rows.push(row);
             }
         }
     }
@@ -171,9 +249,10 @@ pub fn run_table(mote: &Path) -> Result<()> {
     let root = repo_root();
     let work = root.join("target/mote-bench/attention");
     std::fs::create_dir_all(&work)?;
-    let (mut rows, enn) = measure(mote, &work)?;
+    let (mut rows, enn) = measure(mote, &peer_dir(None), &work)?;
     for e in &enn {
-        let Some((model, ..)) = MODELS.iter().find(|m| e.model.strip_suffix("_unfused").unwrap_or(e.model) == m.2)
+        let Some(model) =
+            MODELS.iter().find(|m| m.enn == Some(e.model.strip_suffix("_unfused").unwrap_or(e.model))).map(|m| m.name)
         else {
             continue;
         };
@@ -181,6 +260,7 @@ pub fn run_table(mote: &Path) -> Result<()> {
         let variant = if e.model.ends_with("_unfused") { "embedded-nn-ops" } else { "embedded-nn" };
         rows.push(Row {
             model,
+            error: None,
             board,
             variant: variant.into(),
             arena: e.arena_bytes as u64,
@@ -203,18 +283,64 @@ pub fn run_table(mote: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The microLlama prefill rows side by side: instructions and arena against the prompt length, per board.
+fn prefill_summary(md: &mut String, rows: &[Row]) -> Result<()> {
+    let prefill: Vec<&Model> = MODELS.iter().filter(|m| m.name.starts_with("microllama-prefill-")).collect();
+    writeln!(md, "## microLlama prefill against the prompt length\n")?;
+    writeln!(
+        md,
+        "Instructions and arena of one prefill call of the causal block (`naive` / `all`), and instructions per \
+         prompt token of `all`; `—`: does not fit the board. The fused kernel keeps one head's row block of \
+         scores (the naive map is 2·16·S² bytes: at S = 128 it does not fit the 320 KB of stm32f746) and scores \
+         only the keys up to each row block's last row (the causal mask's past); the value product still runs over \
+         all S keys (the masked ones with probability zero). Heads of 4 leave the products short (k = 4 for the \
+         scores), so the per-score work (requantization, softmax) dominates: see docs/decode.md for the one-token \
+         step.\n"
+    )?;
+    writeln!(md, "| board | S | naive instructions | all instructions | naive arena (B) | all arena (B) | all instructions per token |")?;
+    writeln!(md, "|---|---|---|---|---|---|---|")?;
+    for (board, _) in BOARDS {
+        for m in &prefill {
+            let find =
+                |variant: &str| rows.iter().find(|r| r.model == m.name && r.board == board && r.variant == variant);
+            let (Some(naive), Some(all)) = (find("naive"), find("all")) else { continue };
+            let seq: u64 = m.name.rsplit('-').next().context("prefill name")?.parse()?;
+            let cell = |r: &Row, v: u64| if r.error.is_some() { "—".to_string() } else { group(v) };
+            writeln!(
+                md,
+                "| {board} | {seq} | {} | {} | {} | {} | {} |",
+                cell(naive, naive.instructions),
+                cell(all, all.instructions),
+                cell(naive, naive.arena),
+                cell(all, all.arena),
+                cell(all, all.instructions / seq)
+            )?;
+        }
+    }
+    writeln!(md)?;
+    Ok(())
+}
+
 fn markdown(rows: &[Row]) -> Result<String> {
     let mut md = String::new();
     writeln!(md, "# Attention ablation: naive, FWSA, depth-first tiling, everything\n")?;
     writeln!(
         md,
         "Regenerate with `cargo build --release -p mote-cli && cargo run --release -p mote-bench -- attention` (writes \
-         this file and `bench/attention.jsonl`, ~10 minutes). The blocks are `examples/attention` (exported by \
-         PyTorch, untrained weights, calibrated on 64 random inputs); every mote row is `mote quantize --fwsa F` then \
-         `mote deploy --attention A --json` on QEMU with the example's input, bit-exact against the host reference of \
-         the same variant. Instructions are QEMU's exact counts of the inference; arena is mote's planned activation \
-         memory (the output is in it; the int8 input is read in place from the caller's buffer, so `peak with input` \
-         adds its S·E bytes, which embedded-nn's arena holds).\n"
+         this file and `bench/attention.jsonl`, ~15 minutes; the peer rows need `../shared/peer-models` or \
+         `$MOTE_PEER_MODELS`). Models: the blocks of `examples/attention`, exported by PyTorch with untrained \
+         weights and calibrated on random inputs (`eegformer-mhsa` S=81 E=32 H=8 P=32, `ecgformer-mhsa` S=66 E=16 \
+         H=8 P=2, and `microllama-prefill-S`: the causal self-attention of a Llama layer at the microLlama shape, \
+         E=64 H=16 P=4 without biases, over a prompt of S = 16..128 tokens, rotary embedding not included); and the \
+         whole float peer models with attention, calibrated on noisy copies of their shipped input as in \
+         docs/deploy.md: CCT_1_16_16_8 (conv tokenizer, one encoder layer with S=64 E=8 H=1 P=8, sequence \
+         pooling), CCT_1_16_16_64 (the same with E=64, P=64) and TinyViT-Demo, whose window attention has one \
+         token per window (16 and 4 windows of 1×4, heads of 1: softmax over one score), so mote leaves it as it \
+         is and its four variants are the same program. Every mote row is `mote quantize --fwsa F` then `mote \
+         deploy --attention A --json` on QEMU with the model's input, bit-exact against the host reference of the \
+         same variant. Instructions are QEMU's exact counts of the inference; arena is mote's planned activation \
+         memory (the output is in it; the int8 input is read in place from the caller's buffer, so `peak with \
+         input` adds its S·E bytes, which embedded-nn's arena holds).\n"
     )?;
     writeln!(
         md,
@@ -226,14 +352,20 @@ fn markdown(rows: &[Row]) -> Result<String> {
          (`fully_connected_s8` + its fused `scaled_dot_product_attention_s8`), `embedded-nn-ops` = op by op \
          (`batch_matmul_s8`, `softmax_s8`, transposes). Output SQNR is against the float model (dB).\n"
     )?;
-    for (model, ..) in MODELS {
-        writeln!(md, "## {model}\n")?;
+    for m in &MODELS {
+        writeln!(md, "## {}\n", m.name)?;
         writeln!(md, "| board | variant | bit-exact | instructions | arena (B) | peak with input (B) | flash (B) | FWSA | output SQNR (dB) | schedule |")?;
         writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
-        for r in rows.iter().filter(|r| r.model == model) {
+        for r in rows.iter().filter(|r| r.model == m.name) {
+            let sqnr = r.sqnr_db.map_or_else(|| "—".to_string(), |s| format!("{s:.2}"));
+            let fwsa = if r.fwsa { "yes" } else { "no" };
+            if let Some(e) = &r.error {
+                writeln!(md, "| {} | {} | — | — | — | — | — | {fwsa} | {sqnr} | {e} |", r.board, r.variant)?;
+                continue;
+            }
             writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {fwsa} | {sqnr} | {} |",
                 r.board,
                 r.variant,
                 if r.bit_exact { "yes" } else { "**no**" },
@@ -241,13 +373,12 @@ fn markdown(rows: &[Row]) -> Result<String> {
                 group(r.arena),
                 group(r.peak),
                 group(r.flash),
-                if r.fwsa { "yes" } else { "no" },
-                r.sqnr_db.map_or_else(|| "—".to_string(), |s| format!("{s:.2}")),
                 r.schedule
             )?;
         }
         writeln!(md)?;
     }
+    prefill_summary(&mut md, rows)?;
     let find = |board: &str, variant: &str| {
         rows.iter().find(|r| r.model == "eegformer-mhsa" && r.board == board && r.variant == variant)
     };

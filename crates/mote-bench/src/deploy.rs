@@ -66,47 +66,54 @@ pub fn run(cmd: &mut Command) -> Result<(bool, String, String)> {
     ))
 }
 
-/// The int8 model and its inputs for one case, written into `work`.
-fn prepare(case: &Case, peers: &Path, mote: &Path, work: &Path) -> Result<(PathBuf, PathBuf)> {
-    let root = repo_root();
-    let Some(rel) = case.peer else {
-        let dir = root.join("examples/digits");
-        return Ok((dir.join("digits_encoder.int8.onnx"), dir.join("digits_encoder.inputs.npz")));
-    };
+/// A peer test case's files as `mote` reads them: the model, its shipped inputs (one array per graph input, named
+/// as the inputs) and, for a float model, calibration samples.
+pub struct PeerFiles {
+    pub model: PathBuf,
+    pub inputs: PathBuf,
+    pub calib: PathBuf,
+}
+
+/// Writes the inputs and the calibration samples of peer case `rel` into `work`: 32 noisy variants of the shipped
+/// input, seeded by `name` (as in docs/quantization.md).
+pub fn peer_files(name: &str, rel: &str, peers: &Path, work: &Path) -> Result<PeerFiles> {
     let dir = peers.join(rel);
     let model = dir.join("network.onnx");
     let g = mote_onnx::load(&model, &Default::default())?;
-    // The shipped inputs, one array per graph input, named as the inputs.
     let shipped: Vec<Tensor> =
         mote_core::npz::read(dir.join("inputs.npz"))?.into_iter().take(g.inputs.len()).map(|(_, t)| t).collect();
+    let names: Vec<String> = g.inputs.iter().map(|&i| g.values[i].name.clone()).collect();
     let tag = rel.replace('/', "_");
     let inputs = work.join(format!("{tag}.inputs.npz"));
-    let named: Vec<(String, Tensor)> =
-        g.inputs.iter().map(|&i| g.values[i].name.clone()).zip(shipped.iter().cloned()).collect();
-    mote_core::npz::write(&inputs, &named)?;
-    if !case.float {
-        return Ok((model, inputs));
-    }
-    // Calibration as in docs/quantization.md: 32 noisy variants of the shipped input.
-    let calib = noisy_samples(&shipped, 32, case.name);
-    let stacked: Vec<(String, Tensor)> = g
-        .inputs
-        .iter()
+    mote_core::npz::write(&inputs, &names.iter().cloned().zip(shipped.iter().cloned()).collect::<Vec<_>>())?;
+    let calib = noisy_samples(&shipped, 32, name);
+    let stacked: Vec<(String, Tensor)> = names
+        .into_iter()
         .enumerate()
-        .map(|(k, &i)| {
-            let parts: Vec<Tensor> = calib.iter().map(|s| s[k].clone()).collect();
-            Ok((g.values[i].name.clone(), concat0(&parts)?))
-        })
+        .map(|(k, n)| Ok((n, concat0(&calib.iter().map(|s| s[k].clone()).collect::<Vec<_>>())?)))
         .collect::<Result<_>>()?;
-    let calib_path = work.join(format!("{tag}.calib.npz"));
-    mote_core::npz::write(&calib_path, &stacked)?;
-    let q = work.join(format!("{tag}.int8.onnx"));
-    let (ok, _, err) =
-        run(Command::new(mote).arg("quantize").arg(&model).arg("--calib").arg(&calib_path).arg("-o").arg(&q))?;
-    if !ok {
-        bail!("mote quantize {}: {err}", model.display());
+    let calib = work.join(format!("{tag}.calib.npz"));
+    mote_core::npz::write(&calib, &stacked)?;
+    Ok(PeerFiles { model, inputs, calib })
+}
+
+/// The int8 model and its inputs for one case, written into `work`.
+fn prepare(case: &Case, peers: &Path, mote: &Path, work: &Path) -> Result<(PathBuf, PathBuf)> {
+    let Some(rel) = case.peer else {
+        let dir = repo_root().join("examples/digits");
+        return Ok((dir.join("digits_encoder.int8.onnx"), dir.join("digits_encoder.inputs.npz")));
+    };
+    let files = peer_files(case.name, rel, peers, work)?;
+    if !case.float {
+        return Ok((files.model, files.inputs));
     }
-    Ok((q, inputs))
+    let q = work.join(format!("{}.int8.onnx", rel.replace('/', "_")));
+    let (ok, _, err) =
+        run(Command::new(mote).arg("quantize").arg(&files.model).arg("--calib").arg(&files.calib).arg("-o").arg(&q))?;
+    if !ok {
+        bail!("mote quantize {}: {err}", files.model.display());
+    }
+    Ok((q, files.inputs))
 }
 
 /// Stacks batch-1 tensors (or per-sample tensors) along axis 0.
