@@ -27,7 +27,7 @@ use crate::packed::{
     dsp16_acc_add, dsp16_acc_init, dsp16_acc_store, dsp16_part_panel_words, linear_packed, pack_activations,
     pack_linear, LinearWeights, PackedLayout, PackedLinear,
 };
-use crate::softmax::{check_softmax_i8, softmax_i8_rows, RowMask, SoftmaxI8Params};
+use crate::softmax::{check_softmax_i8, masked_softmax_i8_rows, softmax_i8_rows, RowMask, SoftmaxI8Params};
 use crate::KernelError;
 
 /// Sizes of a self-attention block `x [seq, embed] -> out [seq, out_dim]` and where its operands come from.
@@ -396,7 +396,7 @@ impl<'b> Block<'b> {
 /// Rows `r0..r0+rows` of head `h`: queries from `x_rows`, scores against `keys`, softmax, values; returns the
 /// head's outputs `[rows, v_dim]` (in `blk`).
 #[allow(clippy::too_many_arguments)]
-fn head_rows<'o>(
+fn head_rows<'o, const MASKED: bool>(
     p: &MhsaI8<'_>,
     x_rows: &[i8],
     (r0, rows, h): (usize, usize, usize),
@@ -411,11 +411,11 @@ fn head_rows<'o>(
     product(x_rows, &head(s, &p.q, pq, h)?, rows, p.q.zero_point, panel, q)?;
     let scores = blk.scores.get_mut(..rows * s.seq).ok_or(KernelError::ShapeMismatch)?;
     match p.mask {
-        None => {
+        Some(mask) if MASKED => masked_probabilities(p, q, (r0, rows), keys, mask, scores, panel)?,
+        _ => {
             product(q, keys, rows, p.scores.zero_point, panel, scores)?;
-            softmax_i8_rows(scores, (s.seq, s.seq), None, r0, &p.softmax);
+            softmax_i8_rows(scores, s.seq, &p.softmax);
         }
-        Some(mask) => masked_probabilities(p, q, (r0, rows), keys, mask, scores, panel)?,
     }
     let o = blk.qo.get_mut(..rows * pv).ok_or(KernelError::ShapeMismatch)?;
     product(scores, values, rows, p.av.zero_point, panel, o)?;
@@ -439,7 +439,7 @@ fn masked_probabilities(
     let limit = allowed_prefix(mask, seq, r0, rows).max(1);
     let near = scores.get_mut(..rows * limit).ok_or(KernelError::ShapeMismatch)?;
     product(q, &keys.first_outputs(limit)?, rows, p.scores.zero_point, panel, near)?;
-    masked_softmax_rows(near, (limit, seq), mask, r0, &p.softmax);
+    masked_softmax_i8_rows(near, (limit, seq), mask, r0, &p.softmax);
     if limit < seq {
         // Rows of `limit` to rows of `seq`, the last first (`copy_within` is a memmove: 1.5 KB of flash, and
         // 10x faster than a byte loop; one product per row instead costs 3-8% more instructions).
@@ -450,19 +450,6 @@ fn masked_probabilities(
         }
     }
     Ok(())
-}
-
-/// [`softmax_i8_rows`] with a mask, on its own (inlined into [`masked_probabilities`], its rows take ~6% more
-/// instructions on Cortex-M4, measured on the microLlama-shaped prefill).
-#[inline(never)]
-fn masked_softmax_rows(
-    buf: &mut [i8],
-    lens: (usize, usize),
-    mask: RowMask<'_>,
-    first_row: usize,
-    p: &SoftmaxI8Params<'_>,
-) {
-    softmax_i8_rows(buf, lens, Some(mask), first_row, p);
 }
 
 /// One past the last column that any of rows `r0..r0 + rows` of the `[_, seq]` mask allows (0 if none).
@@ -487,10 +474,28 @@ fn concat_head(s: &MhsaShape, o: &[i8], h: usize, concat: &mut [i8], c0: usize) 
 /// The schedule's code (see [`mhsa_i8`] on inlining).
 #[inline(always)]
 fn run(p: &MhsaI8<'_>, schedule: MhsaSchedule, io: Io<'_>, scratch: &mut [i32]) -> Result<(), KernelError> {
+    // `MASKED` as a constant: a block without a mask links none of the masked code.
+    if p.mask.is_some() {
+        run_schedule::<true>(p, schedule, io, scratch)
+    } else {
+        run_schedule::<false>(p, schedule, io, scratch)
+    }
+}
+
+/// [`run`] with or without a mask.
+#[inline(always)]
+fn run_schedule<const MASKED: bool>(
+    p: &MhsaI8<'_>,
+    schedule: MhsaSchedule,
+    io: Io<'_>,
+    scratch: &mut [i32],
+) -> Result<(), KernelError> {
     match schedule {
-        MhsaSchedule::HeadMajor { .. } => head_major(p, schedule, io, scratch),
-        MhsaSchedule::RowMajor { .. } if p.shape.sums_heads(schedule) => row_major::<true>(p, schedule, io, scratch),
-        MhsaSchedule::RowMajor { .. } => row_major::<false>(p, schedule, io, scratch),
+        MhsaSchedule::HeadMajor { .. } => head_major::<MASKED>(p, schedule, io, scratch),
+        MhsaSchedule::RowMajor { .. } if p.shape.sums_heads(schedule) => {
+            row_major::<true, MASKED>(p, schedule, io, scratch)
+        }
+        MhsaSchedule::RowMajor { .. } => row_major::<false, MASKED>(p, schedule, io, scratch),
     }
 }
 
@@ -535,7 +540,12 @@ fn prepare<'s>(
 /// [`MhsaSchedule::HeadMajor`] (not inlined: inlined into its caller, the softmax rows compile to more
 /// instructions on Cortex-M, measured on ECGFormer).
 #[inline(never)]
-fn head_major(p: &MhsaI8<'_>, schedule: MhsaSchedule, mut io: Io<'_>, scratch: &mut [i32]) -> Result<(), KernelError> {
+fn head_major<const MASKED: bool>(
+    p: &MhsaI8<'_>,
+    schedule: MhsaSchedule,
+    mut io: Io<'_>,
+    scratch: &mut [i32],
+) -> Result<(), KernelError> {
     let Scratch { key_words, value_words, panel, mut bytes, .. } = prepare(p, schedule, &io, scratch)?;
     let s = p.shape;
     let b = schedule.block_rows().min(s.seq);
@@ -561,7 +571,7 @@ fn head_major(p: &MhsaI8<'_>, schedule: MhsaSchedule, mut io: Io<'_>, scratch: &
         for r0 in (0..seq).step_by(b) {
             let rows = b.min(seq - r0);
             let x = io.x().get(r0 * e..(r0 + rows) * e).ok_or(KernelError::ShapeMismatch)?;
-            let o = head_rows(p, x, (r0, rows, h), &keys, &values, &mut blk, panel)?;
+            let o = head_rows::<MASKED>(p, x, (r0, rows, h), &keys, &values, &mut blk, panel)?;
             concat_head(&s, o, h, concat, r0)?;
         }
     }
@@ -570,7 +580,7 @@ fn head_major(p: &MhsaI8<'_>, schedule: MhsaSchedule, mut io: Io<'_>, scratch: &
 
 /// [`MhsaSchedule::RowMajor`], the output projection summed head by head (`SUMS`, see [`MhsaShape::sums_heads`])
 /// or of the concatenated heads.
-fn row_major<const SUMS: bool>(
+fn row_major<const SUMS: bool, const MASKED: bool>(
     p: &MhsaI8<'_>,
     schedule: MhsaSchedule,
     mut io: Io<'_>,
@@ -593,7 +603,7 @@ fn row_major<const SUMS: bool>(
         // In place, the block's input rows are read by every head before its output rows overwrite them.
         let x = io.x().get(r0 * e..(r0 + rows) * e).ok_or(KernelError::ShapeMismatch)?;
         for h in 0..s.heads {
-            let o = head_rows(p, x, (r0, rows, h), &keys, &values, &mut blk, panel)?;
+            let o = head_rows::<MASKED>(p, x, (r0, rows, h), &keys, &values, &mut blk, panel)?;
             if SUMS {
                 dsp16_acc_add(o, (h * pv, pv), &p.out, rows, panel, sums)?;
             } else {

@@ -137,7 +137,10 @@ pub fn softmax_i8(
     check_rows(x.len(), out.len(), row_len)?;
     check_softmax_i8(row_len, mask, p)?;
     out.copy_from_slice(x);
-    softmax_i8_rows(out, (row_len, row_len), mask, 0, p);
+    match mask {
+        None => softmax_i8_rows(out, row_len, p),
+        Some(m) => masked_softmax_i8_rows(out, (row_len, row_len), m, 0, p),
+    }
     Ok(())
 }
 
@@ -158,33 +161,36 @@ pub(crate) fn check_softmax_i8(
     Ok(())
 }
 
-/// [`softmax_i8`] in place over `buf` (arguments checked), whose row `r` is row `first_row + r` of the masked
-/// tensor (attention normalizes one block of score rows at a time) and holds the first `row_len` columns of the
-/// mask's rows of `mask_row_len` (attention leaves out the columns that every row of the block masks). Each
-/// element is read before it is overwritten. Always inlined: in the attention kernel's unmasked path the rows
-/// then take fewer instructions on Cortex-M (EEGFormer-shaped block: 80K of 5.4M).
+/// [`softmax_i8`] without a mask, in place over `buf` (arguments checked): the attention map's rows, every
+/// transformer's hot loop, compiled without the mask test. Inlined: in the attention kernel the rows then take
+/// fewer instructions on Cortex-M (EEGFormer-shaped block: 80K of 5.4M).
 #[inline(always)]
-pub(crate) fn softmax_i8_rows(
+pub(crate) fn softmax_i8_rows(buf: &mut [i8], row_len: usize, p: &SoftmaxI8Params<'_>) {
+    for xs in buf.chunks_exact_mut(row_len) {
+        softmax_i8_row(xs, p, |_| true);
+    }
+}
+
+/// [`softmax_i8`] with `mask`, in place over `buf` (arguments checked), whose row `r` is row `first_row + r` of
+/// the masked tensor (attention normalizes one block of score rows at a time) and holds the first `row_len`
+/// columns of the mask's rows of `mask_row_len` (attention leaves out the columns that every row of the block
+/// masks). Each element is read before it is overwritten.
+#[inline(never)]
+pub(crate) fn masked_softmax_i8_rows(
     buf: &mut [i8],
     (row_len, mask_row_len): (usize, usize),
-    mask: Option<RowMask<'_>>,
+    mask: RowMask<'_>,
     first_row: usize,
     p: &SoftmaxI8Params<'_>,
 ) {
     for (r, xs) in buf.chunks_exact_mut(row_len).enumerate() {
-        match mask {
-            // Monomorphized without the mask test: the attention map's rows are every transformer's hot loop.
-            None => softmax_i8_row(xs, p, |_| true),
-            Some(m) => {
-                let start = ((first_row + r) % m.rows) * mask_row_len;
-                let allowed = m.allowed.get(start..start + row_len).unwrap_or(&[]);
-                softmax_i8_row(xs, p, |j| allowed.get(j).copied().unwrap_or(false));
-            }
-        }
+        let start = ((first_row + r) % mask.rows) * mask_row_len;
+        let allowed = mask.allowed.get(start..start + row_len).unwrap_or(&[]);
+        softmax_i8_row(xs, p, |j| allowed.get(j).copied().unwrap_or(false));
     }
 }
 
-/// One row of [`softmax_i8_rows`], `ok(j)` saying whether entry `j` takes part; 32-bit sums and products where
+/// One row of [`softmax_i8_rows`] and [`masked_softmax_i8_rows`], `ok(j)` saying whether entry `j` takes part; 32-bit sums and products where
 /// they cannot overflow.
 #[inline]
 fn softmax_i8_row(xs: &mut [i8], p: &SoftmaxI8Params<'_>, ok: impl Fn(usize) -> bool) {
