@@ -8,7 +8,8 @@
 //! A real part has less memory than the emulated board: `MOTE_FLASH_BYTES` and `MOTE_RAM_BYTES` (set by
 //! `mote deploy` from the board profile) shrink FLASH and RAM + STACK to the part's sizes at the board's
 //! origins, so that a firmware too large for the part fails to link ("region ... overflowed") instead of
-//! running in the emulator's spare memory. They may not exceed the emulated board's sizes.
+//! running in the emulator's spare memory. They may not exceed the emulated board's sizes. On the Cortex-M55
+//! board, read-only data (weights) goes to a region of its own (see [`rodata_region`]); FLASH holds the code.
 use std::{env, fs, path::PathBuf};
 
 /// `(FLASH origin, FLASH length, RAM origin, RAM length)` of the board that emulates `core`.
@@ -25,6 +26,13 @@ fn memory_map(core: &str) -> (u32, u32, u32, u32) {
         "rv32imc" => (0x8000_0000, 4 * M, 0x8040_0000, 4 * M),
         other => panic!("mote-fw: unknown MOTE_CORE `{other}` (cortex-m3/m4/m7/m33/m55, rv32imc)"),
     }
+}
+
+/// `(origin, length)` of a board's memory for read-only data besides FLASH, which then holds only the vector
+/// table and code: mps3-an547's 2 MiB SRAM (Secure alias), which the MPS3 loads with the image as it loads the
+/// ITCM. The 512 KiB ITCM alone cannot hold a decoder's weights.
+fn rodata_region(core: &str) -> Option<(u32, u32)> {
+    (core == "cortex-m55").then_some((0x1100_0000, 2 * 1024 * 1024))
 }
 
 /// The size from the environment variable `var` (bytes), else the emulated board's `board` bytes.
@@ -64,7 +72,11 @@ fn main() {
     }
     let stack: u32 = env::var("MOTE_STACK_SIZE").ok().and_then(|s| s.parse().ok()).unwrap_or(16 * 1024);
     let (flash, board_flash, ram, board_ram) = memory_map(&core);
-    let flash_len = limit("MOTE_FLASH_BYTES", board_flash, &core);
+    let rodata = rodata_region(&core);
+    // MOTE_FLASH_BYTES counts code and read-only data: with a read-only data region, code keeps FLASH and the
+    // rest of the part's bytes go to read-only data.
+    let flash_total = limit("MOTE_FLASH_BYTES", board_flash + rodata.map_or(0, |r| r.1), &core);
+    let flash_len = flash_total.min(board_flash);
     let ram_len = limit("MOTE_RAM_BYTES", board_ram, &core);
     // The stack gets its own region at the top of RAM, so that .data/.bss growing into it is a link error
     // ("region RAM overflowed") instead of a silent overlap, and its bounds are known for stack painting.
@@ -77,6 +89,15 @@ fn main() {
          RAM : ORIGIN = {ram:#010x}, LENGTH = {ram_len:#x}\n  STACK : ORIGIN = {stack_origin:#010x}, LENGTH = {stack:#x}\n}}\n\
          _stack_start = ORIGIN(STACK) + LENGTH(STACK);\n_mote_stack_bottom = ORIGIN(STACK);\n"
     );
+    if let Some((origin, _)) = rodata.filter(|_| flash_total > flash_len) {
+        // Inserted before cortex-m-rt's `.rodata`, this output section takes every read-only input section.
+        let len = flash_total - flash_len;
+        x.push_str(&format!(
+            "MEMORY\n{{\n  RODATA : ORIGIN = {origin:#010x}, LENGTH = {len:#x}\n}}\n\
+             SECTIONS\n{{\n  .rodata.region : ALIGN(4)\n  {{\n    *(.rodata .rodata.*);\n    . = ALIGN(4);\n  }} > RODATA\n}}\n\
+             INSERT BEFORE .rodata;\n"
+        ));
+    }
     if core == "rv32imc" {
         x.push_str(
             "REGION_ALIAS(\"REGION_TEXT\", FLASH);\nREGION_ALIAS(\"REGION_RODATA\", FLASH);\n\

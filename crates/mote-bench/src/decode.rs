@@ -469,7 +469,9 @@ pub fn markdown(models: &[Model], outcomes: &[Outcome], ablation: Option<(&Board
          2·context·dim, plus vocab·dim. **Ratio to MACs/2** = instructions / (MACs/2), 1.0 being two MACs per \
          instruction (`SMLAD`, the M4/M7 bound). **Arena** = the decoder's RAM state (KV cache 2·layers·context·\
          kv_dim + scratch + logits + position, `DecoderSizes::state_bytes`); the stack comes on top. **Flash** = \
-         weights and parameters of the generated crate / the whole firmware ELF (code + read-only data). \
+         weights and parameters of the generated crate / the whole firmware ELF (code + read-only data; on \
+         corstone-300 the code sits in the AN547's 512 KB ITCM and the read-only data in its 2 MB SRAM, see \
+         boards/corstone-300.toml). \
          **Bit-exact**: the board's generated token equals the host reference's (`mote_llm::generate` over the \
          same packed weights), after all {CONTEXT} prompt positions have gone through the KV cache.\n",
         MICROLLAMA.vocab_size,

@@ -1,5 +1,5 @@
 //! `mote generate` on our own decoder (examples/fortunes, llama2.c format): the host reference and QEMU produce
-//! the same tokens on Cortex-M4 and M7, and bad input gets a clear error.
+//! the same tokens on Cortex-M4, M7 and M55, and bad input gets a clear error.
 
 mod common;
 use common::{assert_error, emulation_available, example, json, mote, stdout, write};
@@ -61,6 +61,17 @@ fn int8_weights_when_16_bit_ones_crowd_a_1_mb_flash() {
     let v = generate_identical("stm32f746", "cortex-m7", &["--prompt", "A friend", "-n", "8"]);
     assert_eq!(v["layout"], "Rv32");
     assert!(v["weight_bytes"].as_u64().unwrap() < 700_000, "{v}");
+}
+
+#[test]
+fn helium_weights_beyond_the_itcm_on_cortex_m55() {
+    if !emulation_available("cortex-m55") {
+        return;
+    }
+    // The Mve8 weights (0.66 MB) exceed the AN547's 512 KB ITCM: they are linked into its 2 MB SRAM.
+    let v = generate_identical("corstone-300", "cortex-m55", &["--prompt", "A friend", "-n", "8"]);
+    assert_eq!(v["layout"], "Mve8");
+    assert!(v["weight_bytes"].as_u64().unwrap() > 512 * 1024, "{v}");
 }
 
 #[test]

@@ -83,7 +83,7 @@ impl Paths {
 /// The memory map the firmware links with: the board's sizes at the emulated board's origins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemoryLimits {
-    /// FLASH length.
+    /// Bytes of code and read-only data (FLASH, and the read-only data region where the core's board has one).
     pub flash: u64,
     /// RAM length including the stack.
     pub ram: u64,
@@ -97,7 +97,7 @@ impl MemoryLimits {
     /// multiple of 8 (the stack top must be 8-byte aligned); a stack that leaves no RAM is an error.
     pub fn for_board(board: &Board, stack: u64) -> Result<MemoryLimits> {
         let limits = MemoryLimits {
-            flash: board.flash_bytes.min(board.core.flash().size),
+            flash: board.flash_bytes.min(board.core.flash_capacity()),
             ram: board.sram_bytes.min(board.core.ram().size) & !7,
             stack,
         };

@@ -137,7 +137,8 @@ impl Core {
         self != Core::Rv32imc
     }
 
-    /// Where the firmware's code and read-only data go on the emulated board (mote-fw's generated `memory.x`).
+    /// Where the firmware's code and read-only data go on the emulated board (mote-fw's generated `memory.x`;
+    /// only the code where the board has a [`Core::rodata`] region).
     ///
     /// The boards have more memory than real parts; a real part's limits belong to the planner.
     pub fn flash(self) -> MemoryRegion {
@@ -148,6 +149,17 @@ impl Core {
             // `virt` has no flash: the image sits at the start of DRAM, where `-bios none` jumps.
             Core::Rv32imc => MemoryRegion { origin: 0x8000_0000, size: 4 * MIB },
         }
+    }
+
+    /// The emulated board's memory for read-only data besides [`Core::flash`], which then holds only code (mote-fw
+    /// links `.rodata` there): the Cortex-M55 board's 2 MiB SRAM, loaded with the image like the ITCM.
+    pub fn rodata(self) -> Option<MemoryRegion> {
+        (self == Core::CortexM55).then_some(MemoryRegion { origin: 0x1100_0000, size: 2 * MIB })
+    }
+
+    /// Bytes of code and read-only data the emulated board holds: [`Core::flash`] and [`Core::rodata`].
+    pub fn flash_capacity(self) -> u64 {
+        self.flash().size + self.rodata().map_or(0, |r| r.size)
     }
 
     /// The firmware's RAM on the emulated board (data, bss and, at its top, the stack).
