@@ -393,3 +393,20 @@ fn deploy_exact_integer_peer_model() {
     // Without the type, the uint8 input data (0..254) does not fit the default int8 input: a clean error.
     assert_error(&mote(&args), &["outside its device type i8", "--input-type NAME=u8"]);
 }
+
+/// onnxruntime's `quantize_static` QDQ models (which reshape the float input before quantizing it) deploy as they
+/// are: the quantization moves to the model edge, and the board computes what the host's int8 graph does.
+#[test]
+fn onnxruntime_qdq_models_deploy_bit_exactly() {
+    if !emulation_available("cortex-m4") {
+        return;
+    }
+    for (dir, stem) in [("digits", "digits_encoder"), ("torch-encoder", "kws_encoder_op17")] {
+        let (model, inputs) =
+            (example(dir, &format!("{stem}.ort_qdq.onnx")), example(dir, &format!("{stem}.inputs.npz")));
+        let v = json(&mote(&["deploy", &model, "--board", "stm32l4r5", "--inputs", &inputs, "--json"]));
+        assert_eq!(v["bit_exact"], true, "{stem}: {v}");
+        let layers = v["layers"].as_array().unwrap();
+        assert!(layers.iter().any(|l| l["op"] == "QSoftmax"), "{stem}: {v}");
+    }
+}

@@ -240,8 +240,48 @@ pub fn lower_qdq(g: &Graph) -> Result<Graph> {
         let id = b.value(o)?;
         b.new.outputs.push(id);
     }
+    quantize_inputs_first(&mut b.new);
     crate::passes::prune(&mut b.new);
     Ok(b.new)
+}
+
+/// Moves the per-tensor `QuantizeLinear` of a graph input above the data-movement ops between them (`x → Reshape →
+/// Q` becomes `x → Q → Reshape`), so that the model takes int8 at its edge: onnxruntime's QDQ models reshape the
+/// float input before quantizing it. Exact: quantizing element by element commutes with moving elements.
+fn quantize_inputs_first(g: &mut Graph) {
+    loop {
+        let consumers = g.consumers();
+        let movable = g.inputs.iter().find_map(|&x| {
+            let &[l] = consumers[x].as_slice() else { return None };
+            let ln = &g.nodes[l];
+            let mid = *ln.outputs.first()?;
+            let moves = DATA_MOVEMENT.contains(&ln.op.name()) && ln.outputs.len() == 1;
+            if !moves || ln.inputs.iter().position(|&i| i == x) != Some(0) || ln.inputs[1..].contains(&x) {
+                return None;
+            }
+            let &[q] = consumers[mid].as_slice() else { return None };
+            let qn = &g.nodes[q];
+            let per_tensor = node_affine(g, qn).is_ok_and(|a| a.scale.len() == 1);
+            let constants = qn.inputs[1..].iter().all(|&i| g.values[i].konst.is_some());
+            (qn.op.as_any().is::<QuantizeLinear>()
+                && qn.inputs[0] == mid
+                && per_tensor
+                && constants
+                && !g.outputs.contains(&mid))
+            .then_some((x, l, q))
+        });
+        let Some((x, l, q)) = movable else { return };
+        // The data-movement output becomes the quantized input (int8, x's shape); the op then moves int8.
+        let (mid, out) = (g.nodes[l].outputs[0], g.nodes[q].outputs[0]);
+        g.values[mid].ty.shape = g.values[x].ty.shape.clone();
+        g.values[mid].ty.dtype = g.values[out].ty.dtype;
+        g.values[mid].quant = g.values[out].quant.clone();
+        g.nodes.swap(l, q);
+        g.nodes[l].inputs[0] = x;
+        g.nodes[l].outputs[0] = mid;
+        g.nodes[q].inputs[0] = mid;
+        g.nodes[q].outputs[0] = out;
+    }
 }
 
 /// For an island `MatMul/Gemm [+ Add bias] → (Add/Sub/Mul/Div by a scalar, Round, Clip)+` in one
