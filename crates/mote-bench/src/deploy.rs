@@ -13,45 +13,76 @@ const BOARDS: [&str; 4] = ["stm32l4r5", "stm32f746", "corstone-300", "esp32c3"];
 /// A model of the table and how to get its int8 form.
 struct Case {
     name: &'static str,
-    /// Path below the peer-models folder (`None`: our own example).
-    peer: Option<&'static str>,
+    /// A peer model (path below the peer-models folder) or one of ours (model and inputs below `examples/`).
+    source: Source,
     /// Float model that `mote quantize` turns into int8 first.
     float: bool,
     /// `--input-type` arguments (Deeploy graphs with unsigned inputs).
     input_types: &'static [&'static str],
 }
 
-const CASES: [Case; 8] = [
-    Case { name: "digits_encoder (ours, mote quantize)", peer: None, float: false, input_types: &[] },
+/// Where a case's model comes from.
+enum Source {
+    Example(&'static str, &'static str),
+    Peer(&'static str),
+}
+
+const CASES: [Case; 10] = [
+    Case {
+        name: "digits_encoder (ours, mote quantize)",
+        source: Source::Example("digits/digits_encoder.int8.onnx", "digits/digits_encoder.inputs.npz"),
+        float: false,
+        input_types: &[],
+    },
+    Case {
+        name: "digits_encoder (ours, onnxruntime QDQ)",
+        source: Source::Example("digits/digits_encoder.ort_qdq.onnx", "digits/digits_encoder.inputs.npz"),
+        float: false,
+        input_types: &[],
+    },
+    Case {
+        name: "kws_encoder (torch.onnx.export, onnxruntime QDQ)",
+        source: Source::Example(
+            "torch-encoder/kws_encoder_op17.ort_qdq.onnx",
+            "torch-encoder/kws_encoder_op17.inputs.npz",
+        ),
+        float: false,
+        input_types: &[],
+    },
     Case {
         name: "CCT_1_16_16_8 (FP32 → mote quantize)",
-        peer: Some("Models/CCT/FP32/CCT_1_16_16_8"),
+        source: Source::Peer("Models/CCT/FP32/CCT_1_16_16_8"),
         float: true,
         input_types: &[],
     },
     Case {
         name: "TinyViT Demo (FP32 → mote quantize)",
-        peer: Some("Models/TinyViT/Demo"),
+        source: Source::Peer("Models/TinyViT/Demo"),
         float: true,
         input_types: &[],
     },
     Case {
         name: "microLlama1 FP32 step (→ mote quantize)",
-        peer: Some("Models/microLlama/FP32/microLlama1"),
+        source: Source::Peer("Models/microLlama/FP32/microLlama1"),
         float: true,
         input_types: &[],
     },
     Case {
         name: "Transformer_DeepQuant (fake-quant → mote quantize)",
-        peer: Some("Models/Transformer_DeepQuant"),
+        source: Source::Peer("Models/Transformer_DeepQuant"),
         float: true,
         input_types: &[],
     },
-    Case { name: "EEGFormer (Deeploy int8)", peer: Some("Models/EEGFormer"), float: false, input_types: &["input=u8"] },
-    Case { name: "ICCT (Deeploy int8)", peer: Some("Models/CCT/Int/ICCT"), float: false, input_types: &[] },
+    Case {
+        name: "EEGFormer (Deeploy int8)",
+        source: Source::Peer("Models/EEGFormer"),
+        float: false,
+        input_types: &["input=u8"],
+    },
+    Case { name: "ICCT (Deeploy int8)", source: Source::Peer("Models/CCT/Int/ICCT"), float: false, input_types: &[] },
     Case {
         name: "microLlama1 INT8 step (Deeploy)",
-        peer: Some("Models/microLlama/INT8/microLlama1"),
+        source: Source::Peer("Models/microLlama/INT8/microLlama1"),
         float: false,
         input_types: &[],
     },
@@ -99,9 +130,12 @@ pub fn peer_files(name: &str, rel: &str, peers: &Path, work: &Path) -> Result<Pe
 
 /// The int8 model and its inputs for one case, written into `work`.
 fn prepare(case: &Case, peers: &Path, mote: &Path, work: &Path) -> Result<(PathBuf, PathBuf)> {
-    let Some(rel) = case.peer else {
-        let dir = repo_root().join("examples/digits");
-        return Ok((dir.join("digits_encoder.int8.onnx"), dir.join("digits_encoder.inputs.npz")));
+    let rel = match case.source {
+        Source::Example(model, inputs) => {
+            let dir = repo_root().join("examples");
+            return Ok((dir.join(model), dir.join(inputs)));
+        }
+        Source::Peer(rel) => rel,
     };
     let files = peer_files(case.name, rel, peers, work)?;
     if !case.float {
