@@ -422,9 +422,9 @@ fn head_rows<'o, const MASKED: bool>(
     Ok(o)
 }
 
-/// The softmax of the masked scores of rows `r0..r0 + rows` of queries `q` (not inlined: it keeps the unmasked
-/// path's code as it was). Keys past the last one any row of the block allows (a causal mask's future) get no
-/// score and no softmax, just the probability zero (the output zero point) for the value product.
+/// The softmax of the masked scores of rows `r0..r0 + rows` of queries `q` (one copy for every schedule). Keys past
+/// the last one any row of the block allows (a causal mask's future) get no score and no softmax, just the
+/// probability zero (the output zero point) for the value product.
 #[inline(never)]
 fn masked_probabilities(
     p: &MhsaI8<'_>,

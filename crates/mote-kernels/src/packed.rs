@@ -149,10 +149,10 @@ impl<'a> PackedLinear<'a> {
     /// The layer of the first `n` output channels (`1..=self.n()`): the same words up to the tile holding channel
     /// `n - 1`.
     pub fn first_outputs(&self, n: usize) -> Result<Self, KernelError> {
-        let words = self.words.get(..self.layout.words(n, self.k)).ok_or(KernelError::ShapeMismatch)?;
         if n > self.n {
             return Err(KernelError::ShapeMismatch);
         }
+        let words = self.words.get(..self.layout.words(n, self.k)).ok_or(KernelError::ShapeMismatch)?;
         Self::new(self.layout, n, self.k, words)
     }
 

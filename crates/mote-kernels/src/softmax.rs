@@ -190,8 +190,8 @@ pub(crate) fn masked_softmax_i8_rows(
     }
 }
 
-/// One row of [`softmax_i8_rows`] and [`masked_softmax_i8_rows`], `ok(j)` saying whether entry `j` takes part; 32-bit sums and products where
-/// they cannot overflow.
+/// One row of [`softmax_i8_rows`] and [`masked_softmax_i8_rows`], `ok(j)` saying whether entry `j` takes part;
+/// 32-bit sums and products where they cannot overflow.
 #[inline]
 fn softmax_i8_row(xs: &mut [i8], p: &SoftmaxI8Params<'_>, ok: impl Fn(usize) -> bool) {
     let zp = p.out_zero_point;
