@@ -346,10 +346,9 @@ pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
     if a == i32::MIN && b == i32::MIN {
         return i32::MAX;
     }
-    let ab = i64::from(a) * i64::from(b);
-    let nudge: i64 = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
-    // `/` truncates toward zero; with the nudge this rounds to nearest, halves toward +∞.
-    ((ab + nudge) / (1i64 << 31)) as i32
+    // TFLite adds a sign-dependent nudge and divides toward zero; both are `floor((ab + 2^30) / 2^31)`, one
+    // arithmetic shift (no 64-bit division on the MCU).
+    ((i64::from(a) * i64::from(b) + (1 << 30)) >> 31) as i32
 }
 
 /// gemmlowp `RoundingDivideByPowerOfTwo`: `x / 2^exponent` rounded to nearest, halves away from zero.
@@ -357,6 +356,12 @@ pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
 /// Any `exponent` is accepted (values above 31 give 0, or ±1 for `x = i32::MIN`, exponent 32).
 #[inline]
 pub fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
+    if exponent < 32 {
+        // The usual case in 32 bits (`mask >> 1` + 1 cannot overflow).
+        let mask = ((1u32 << exponent) - 1) as i32;
+        let threshold = (mask >> 1) + i32::from(x < 0);
+        return (x >> exponent) + i32::from((x & mask) > threshold);
+    }
     let e = exponent.min(62);
     let x = i64::from(x);
     let mask = (1i64 << e) - 1;
@@ -574,6 +579,8 @@ mod tests {
         assert_eq!(rounding_divide_by_pot(i32::MIN, 32), -1);
         assert_eq!(rounding_divide_by_pot(i32::MIN, 33), 0);
         assert_eq!(rounding_divide_by_pot(i32::MAX, 0), i32::MAX);
+        assert_eq!(rounding_divide_by_pot(i32::MIN, 0), i32::MIN);
+        assert_eq!(rounding_divide_by_pot(i32::MAX, 31), 1);
         assert_eq!(multiply_by_quantized_multiplier(100, 1 << 30, 0), 50);
         assert_eq!(multiply_by_quantized_multiplier(-3, 1 << 30, -1), -1); // -0.75
         assert_eq!(multiply_by_quantized_multiplier(1, 1 << 30, 2), 2);
@@ -625,6 +632,22 @@ mod tests {
             let mut got = x.clone();
             requantize_in_place(&mut got, &rq, inner).unwrap();
             prop_assert_eq!(got, want);
+        }
+    }
+
+    proptest! {
+        /// The shift forms equal TFLite's reference: a sign-dependent nudge and a division toward zero, then
+        /// the nearest integer of `x / 2^e` with halves away from zero.
+        #[test]
+        fn fixed_point_steps_equal_tflite(a in any::<i32>(), b in any::<i32>(), x in any::<i32>(), e in 0u32..40) {
+            let ab = i64::from(a) * i64::from(b);
+            let nudge: i64 = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+            let tflite = if a == i32::MIN && b == i32::MIN { i32::MAX } else { ((ab + nudge) / (1i64 << 31)) as i32 };
+            prop_assert_eq!(saturating_rounding_doubling_high_mul(a, b), tflite);
+            let d = 1i128 << e;
+            let mag = (2 * i128::from(x).abs() + d) / (2 * d);
+            let want = if x < 0 { -mag } else { mag };
+            prop_assert_eq!(i128::from(rounding_divide_by_pot(x, e)), if e == 0 { i128::from(x) } else { want });
         }
     }
 
