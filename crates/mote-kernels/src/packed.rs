@@ -184,6 +184,18 @@ const fn pair(lo: i32, hi: i32) -> i32 {
     ((lo as u32 & 0xffff) | ((hi as u32) << 16)) as i32
 }
 
+/// The Dsp16 quad at column `c` of rows (or channels) `a`, `b` of `at`: `[a(c, c+2), a(c+1, c+3), b(c, c+2),
+/// b(c+1, c+3)]` as half-word pairs, the order one `SMLAD` pair of the tile reads (weights and panels alike).
+#[inline(always)]
+fn dsp16_quad(at: impl Fn(usize, usize) -> i32, (a, b): (usize, usize), c: usize) -> [i32; 4] {
+    [
+        pair(at(a, c), at(a, c + 2)),
+        pair(at(a, c + 1), at(a, c + 3)),
+        pair(at(b, c), at(b, c + 2)),
+        pair(at(b, c + 1), at(b, c + 3)),
+    ]
+}
+
 /// `acc + lo(a)·lo(b) + hi(a)·hi(b)` in wrapping `i32`: Arm `SMLAD` (the instruction itself on DSP builds).
 #[cfg(all(mote_dsp, target_arch = "arm"))]
 #[inline(always)]
@@ -294,16 +306,7 @@ fn pack_dsp16(
         }
         let (body, tail) = rest.split_at_mut((4 * quads).min(rest.len()));
         for (q, quad) in body.chunks_exact_mut(4).enumerate() {
-            let c = 4 * q;
-            let words = [
-                pair(weight(j0, c), weight(j0, c + 2)),
-                pair(weight(j0, c + 1), weight(j0, c + 3)),
-                pair(weight(j1, c), weight(j1, c + 2)),
-                pair(weight(j1, c + 1), weight(j1, c + 3)),
-            ];
-            for (slot, v) in quad.iter_mut().zip(words) {
-                *slot = v;
-            }
+            quad.iter_mut().zip(dsp16_quad(&weight, (j0, j1), 4 * q)).for_each(|(slot, v)| *slot = v);
         }
         for (slot, v) in tail.iter_mut().zip([mul(j0), mul(j1)]) {
             *slot = v;
@@ -412,16 +415,7 @@ fn fill_panel_portable(x: &[i8], k: usize, r0: usize, r1: usize, panel: &mut [i3
         }
     };
     for (q, quad) in panel.chunks_exact_mut(4).enumerate() {
-        let c = 4 * q;
-        let v = [
-            pair(at(r0, c), at(r0, c + 2)),
-            pair(at(r0, c + 1), at(r0, c + 3)),
-            pair(at(r1, c), at(r1, c + 2)),
-            pair(at(r1, c + 1), at(r1, c + 3)),
-        ];
-        for (slot, v) in quad.iter_mut().zip(v) {
-            *slot = v;
-        }
+        quad.iter_mut().zip(dsp16_quad(at, (r0, r1), 4 * q)).for_each(|(slot, v)| *slot = v);
     }
 }
 
@@ -738,14 +732,7 @@ fn fill_part_panel(x: &[i8], k: usize, off: usize, (r0, r1): (usize, usize), pan
         }
     };
     for (q, quad) in panel.chunks_exact_mut(4).enumerate() {
-        let c = 4 * q;
-        let v = [
-            pair(at(r0, c), at(r0, c + 2)),
-            pair(at(r0, c + 1), at(r0, c + 3)),
-            pair(at(r1, c), at(r1, c + 2)),
-            pair(at(r1, c + 1), at(r1, c + 3)),
-        ];
-        quad.iter_mut().zip(v).for_each(|(slot, v)| *slot = v);
+        quad.iter_mut().zip(dsp16_quad(at, (r0, r1), 4 * q)).for_each(|(slot, v)| *slot = v);
     }
 }
 
