@@ -67,8 +67,8 @@ impl Files {
                 (f("onnx"), f("calib.npz"), f("inputs.npz"))
             }
             Source::Peer(rel) if peers.join(rel).is_dir() => {
-                let f = peer_files(m.name, rel, peers, work)?;
-                (f.model, f.calib, f.inputs)
+                let f = peer_files(m.name, rel, true, peers, work)?;
+                (f.model, f.calib.context("a float peer model's calibration")?, f.inputs)
             }
             Source::Peer(rel) => {
                 eprintln!("{}: skipped, {} not found", m.name, peers.join(rel).display());

@@ -98,16 +98,16 @@ pub fn run(cmd: &mut Command) -> Result<(bool, String, String)> {
 }
 
 /// A peer test case's files as `mote` reads them: the model, its shipped inputs (one array per graph input, named
-/// as the inputs) and, for a float model, calibration samples.
+/// as the inputs) and, for a float model, calibration samples (`None` for an integer one).
 pub struct PeerFiles {
     pub model: PathBuf,
     pub inputs: PathBuf,
-    pub calib: PathBuf,
+    pub calib: Option<PathBuf>,
 }
 
-/// Writes the inputs and the calibration samples of peer case `rel` into `work`: 32 noisy variants of the shipped
-/// input, seeded by `name` (as in docs/quantization.md).
-pub fn peer_files(name: &str, rel: &str, peers: &Path, work: &Path) -> Result<PeerFiles> {
+/// Writes the inputs of peer case `rel` into `work` and, when `float`, its calibration samples: 32 noisy variants of
+/// the shipped input, seeded by `name` (as in docs/quantization.md).
+pub fn peer_files(name: &str, rel: &str, float: bool, peers: &Path, work: &Path) -> Result<PeerFiles> {
     let dir = peers.join(rel);
     let model = dir.join("network.onnx");
     let g = mote_onnx::load(&model, &Default::default())?;
@@ -117,15 +117,18 @@ pub fn peer_files(name: &str, rel: &str, peers: &Path, work: &Path) -> Result<Pe
     let tag = rel.replace('/', "_");
     let inputs = work.join(format!("{tag}.inputs.npz"));
     mote_core::npz::write(&inputs, &names.iter().cloned().zip(shipped.iter().cloned()).collect::<Vec<_>>())?;
-    let calib = noisy_samples(&shipped, 32, name);
+    if !float {
+        return Ok(PeerFiles { model, inputs, calib: None });
+    }
+    let samples = noisy_samples(&shipped, 32, name);
     let stacked: Vec<(String, Tensor)> = names
         .into_iter()
         .enumerate()
-        .map(|(k, n)| Ok((n, concat0(&calib.iter().map(|s| s[k].clone()).collect::<Vec<_>>())?)))
+        .map(|(k, n)| Ok((n, concat0(&samples.iter().map(|s| s[k].clone()).collect::<Vec<_>>())?)))
         .collect::<Result<_>>()?;
     let calib = work.join(format!("{tag}.calib.npz"));
     mote_core::npz::write(&calib, &stacked)?;
-    Ok(PeerFiles { model, inputs, calib })
+    Ok(PeerFiles { model, inputs, calib: Some(calib) })
 }
 
 /// The int8 model and its inputs for one case, written into `work`.
@@ -137,13 +140,13 @@ fn prepare(case: &Case, peers: &Path, mote: &Path, work: &Path) -> Result<(PathB
         }
         Source::Peer(rel) => rel,
     };
-    let files = peer_files(case.name, rel, peers, work)?;
-    if !case.float {
+    let files = peer_files(case.name, rel, case.float, peers, work)?;
+    let Some(calib) = &files.calib else {
         return Ok((files.model, files.inputs));
-    }
+    };
     let q = work.join(format!("{}.int8.onnx", rel.replace('/', "_")));
     let (ok, _, err) =
-        run(Command::new(mote).arg("quantize").arg(&files.model).arg("--calib").arg(&files.calib).arg("-o").arg(&q))?;
+        run(Command::new(mote).arg("quantize").arg(&files.model).arg("--calib").arg(calib).arg("-o").arg(&q))?;
     if !ok {
         bail!("mote quantize {}: {err}", files.model.display());
     }
