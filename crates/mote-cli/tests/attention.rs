@@ -64,11 +64,12 @@ fn fwsa_block_streams_row_pairs_bit_exactly() {
     assert_eq!((layers[0]["op"].as_str(), layers[0]["macs"].as_u64()), (Some("QAttention"), Some(4_686_336)));
     let arena = v["arena"]["best"].as_u64().unwrap();
     assert!((81 * 32 + 12_824..=15_700).contains(&arena), "{}", v["arena"]);
-    // Layer by layer, the same model computes the same integers with the whole 8 x 81 x 81 map in memory.
+    // Layer by layer, the same model computes the same integers with the whole 8 x 81 x 81 map in memory twice
+    // (the scores and the probabilities the softmax writes from them).
     let layers = json(&deploy("on", &["--attention", "layers"]));
     assert_eq!(layers["bit_exact"], true);
     assert_eq!(values(&layers), values(&v));
-    assert!(layers["arena"]["best"].as_u64().unwrap() > 2 * 8 * 81 * 81, "{}", layers["arena"]);
+    assert!(layers["arena"]["best"].as_u64().unwrap() >= 2 * 8 * 81 * 81, "{}", layers["arena"]);
 }
 
 /// Projected keys and values: the fused kernel goes head by head (one head's keys and values packed at a time).

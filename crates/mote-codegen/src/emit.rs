@@ -1,6 +1,6 @@
 //! Rust source for each layer (one `mote-kernels` call) and the crate around them.
 use crate::fuse::{Fusion, Layer};
-use crate::{ArenaReport, CompileOptions, IoInfo, LayerInfo, Place, ARENA_TYPES};
+use crate::{ArenaReport, CompileOptions, IoInfo, LayerInfo, Place};
 use mote_core::ops::attention::{QAttention, QProjection};
 use mote_core::ops::conv::{Conv, MaxPool};
 use mote_core::ops::deeploy::{
@@ -26,7 +26,7 @@ pub struct Emitter<'a> {
     g: &'a Graph,
     nw: &'a Narrowing,
     statics: String,
-    /// Copies of non-`i8` inputs into their typed arenas, before the first layer.
+    /// Copies of non-`i8` inputs into the arena, before the first layer.
     prologue: String,
     body: String,
     /// Statics already emitted, by tensor, element type and layout (`true` = transposed).
@@ -36,7 +36,7 @@ pub struct Emitter<'a> {
     weight_bytes: usize,
     /// Weight layout of the target core's packed linear kernel (`None`: plain weights, portable kernels).
     packed: Option<PackedLayout>,
-    /// Per layer id, the `i32` arena elements `(offset, len)` lent to its kernel as scratch.
+    /// Per layer id, the arena bytes `(offset, len)` lent to its kernel as `i32` scratch.
     scratch: HashMap<u32, (usize, usize)>,
 }
 
@@ -58,7 +58,7 @@ fn product(s: &[usize]) -> usize {
     s.iter().product()
 }
 
-/// The Rust element type (and `Arena` field name) of a storage type.
+/// The Rust element type of a storage type.
 fn rust_ty(d: DType) -> Result<&'static str> {
     Ok(match d {
         DType::I8 => "i8",
@@ -69,8 +69,28 @@ fn rust_ty(d: DType) -> Result<&'static str> {
     })
 }
 
-/// An output slot of a layer: (element type, element offset, element count) in the typed arena.
-type Out = (DType, usize, usize);
+/// What a layer writes: an output (element type, byte offset, element count) and the byte range of its
+/// kernel scratch, if it has one. The rest of the arena is readable while it runs.
+#[derive(Clone, Copy, Debug)]
+struct Out {
+    dtype: DType,
+    offset: usize,
+    len: usize,
+    scratch: Option<(usize, usize)>,
+}
+
+impl Out {
+    /// The readable pieces of the arena around the output and scratch: (name, first byte, end byte), as
+    /// [`Emitter::block`] splits them.
+    fn pieces(&self) -> Vec<(&'static str, usize, usize)> {
+        let end = self.offset + self.len * self.dtype.size_of();
+        match self.scratch {
+            None => vec![("lo", 0, self.offset), ("hi", end, usize::MAX)],
+            Some((s, l)) if s < self.offset => vec![("lo", 0, s), ("mid", s + l, self.offset), ("hi", end, usize::MAX)],
+            Some((s, l)) => vec![("lo", 0, self.offset), ("mid", end, s), ("hi", s + l, usize::MAX)],
+        }
+    }
+}
 
 impl<'a> Emitter<'a> {
     pub fn new(
@@ -183,7 +203,7 @@ impl<'a> Emitter<'a> {
     }
 
     /// The call of a layer that runs on a packed kernel ([`packed_layer`]): its weights, bias and multipliers
-    /// packed into a static, its activation panel in the `i32` arena scratch planned for it.
+    /// packed into a static, its activation panel in the arena scratch planned for it.
     fn packed_call(
         &mut self,
         id: u32,
@@ -194,12 +214,13 @@ impl<'a> Emitter<'a> {
     ) -> Result<String> {
         let g = self.g;
         let node = &g.nodes[layer.nodes[0]];
-        let Some(&(at, len)) = self.scratch.get(&id) else { bail!("no scratch planned for packed layer {id}") };
+        if out.scratch.is_none() {
+            bail!("no scratch planned for packed layer {id}");
+        }
         let data = |t: TensorId| g.values[t].konst.as_ref().map(|c| c.to_i64_vec()).unwrap_or_default();
         let x = self.arg(node, 0, place, out)?;
         let x_shape = shape_of(g, node.inputs[0]);
         let m = product(&x_shape) / k;
-        let scratch = format!("let scratch = arena.i32.get_mut({at}..{}).ok_or(Error::Layout)?;", at + len);
         let (w, bias, input_offset, mul, kernel) = if let Some(q) = node.op.as_any().downcast_ref::<QLinear>() {
             let AccRescale::HighMul(mul) = &q.rescale else { bail!("packed layer {id} without HighMul rescale") };
             let w: Vec<i64> = data(node.inputs[1]);
@@ -241,9 +262,7 @@ impl<'a> Emitter<'a> {
             .map_err(|e| mote_core::Error::Invalid(format!("packing layer {id}: {e}")))?;
         let doc = format!("`{}` weights and bias packed for {layout:?}", node.name);
         let packed = self.static_array(format!("L{id}_PACKED"), "i32", &words, 4 * words.len(), &doc);
-        Ok(format!(
-            "let p = PackedLinear::new(PackedLayout::{layout:?}, {n}, {k}, &{packed})?;\n        {scratch}\n        {kernel}"
-        ))
+        Ok(format!("let p = PackedLinear::new(PackedLayout::{layout:?}, {n}, {k}, &{packed})?;\n        {kernel}"))
     }
 
     /// Expression for reading tensor `t` while the layer writes `out`.
@@ -251,19 +270,17 @@ impl<'a> Emitter<'a> {
         Ok(match place {
             Place::Input(k) => format!("in{k}"),
             Place::Const => format!("&{}[..]", self.konst(t)?),
-            Place::Arena(d, a, l) if d != out.0 => {
-                format!("arena.{}.get({a}..{}).ok_or(Error::Layout)?", rust_ty(d)?, a + l)
+            Place::Arena(d, a, l) => {
+                let end = a + l * d.size_of();
+                let Some((piece, start, _)) = out.pieces().into_iter().find(|&(_, s, e)| s <= a && end <= e) else {
+                    bail!("input `{}` overlaps the output or scratch in the arena", self.g.values[t].name)
+                };
+                format!("view::<{}>({piece}, {}, {l}).ok_or(Error::Layout)?", rust_ty(d)?, a - start)
             }
-            Place::Arena(_, a, l) if a + l <= out.1 => format!("lo.get({a}..{}).ok_or(Error::Layout)?", a + l),
-            Place::Arena(_, a, l) if a >= out.1 + out.2 => {
-                let s = a - out.1 - out.2;
-                format!("hi.get({s}..{}).ok_or(Error::Layout)?", s + l)
-            }
-            Place::Arena(..) => bail!("input `{}` overlaps the output in the arena", self.g.values[t].name),
         })
     }
 
-    /// Copies device input `k` (bytes) into its typed arena slot before the first layer.
+    /// Copies device input `k` (bytes) into its arena slot (as its element type) before the first layer.
     pub fn stage_input(&mut self, k: usize, d: DType, offset: usize, len: usize) -> Result<()> {
         let ty = rust_ty(d)?;
         let convert = match d.size_of() {
@@ -281,23 +298,27 @@ impl<'a> Emitter<'a> {
         };
         let _ = writeln!(
             self.prologue,
-            "    // input {k} into the {ty} arena\n    {{\n        \
-             let dst = arena.{ty}.get_mut({offset}..{}).ok_or(Error::Layout)?;\n        {convert}\n    }}",
-            offset + len
+            "    // input {k} into the arena as {ty}\n    {{\n        \
+             let dst = arena.bytes.get_mut({offset}..{}).and_then(view_mut::<{ty}>).ok_or(Error::Layout)?;\n        \
+             {convert}\n    }}",
+            offset + len * d.size_of()
         );
         Ok(())
     }
 
-    /// One layer: `mark(id)` and a block that splits the typed arena around the output and calls
+    /// One layer: `mark(id)` and a block that splits the arena around the output (and scratch) and calls
     /// the kernel (the fused kernel of a group).
     pub fn layer(&mut self, id: u32, layer: &Layer, place: &dyn Fn(TensorId) -> Place) -> Result<()> {
         let g = self.g;
         let node = &g.nodes[layer.nodes[layer.nodes.len() - 1]];
+        let single = node.outputs.len() == 1;
         let outs: Vec<Out> = node
             .outputs
             .iter()
             .map(|&o| match place(o) {
-                Place::Arena(d, a, l) => Ok((d, a, l)),
+                Place::Arena(dtype, offset, len) => {
+                    Ok(Out { dtype, offset, len, scratch: self.scratch.get(&id).copied().filter(|_| single) })
+                }
                 _ => bail!("output `{}` is not in the arena", g.values[o].name),
             })
             .collect::<Result<_>>()?;
@@ -355,8 +376,8 @@ impl<'a> Emitter<'a> {
         let [out] = outs.as_slice() else { bail!("{} outputs", outs.len()) };
         let call = match self.int8_op(id, node, place, *out)? {
             Some(call) => {
-                if out.0 != DType::I8 {
-                    bail!("output is {}, not int8", out.0);
+                if out.dtype != DType::I8 {
+                    bail!("output is {}, not int8", out.dtype);
                 }
                 call
             }
@@ -895,7 +916,9 @@ impl<'a> Emitter<'a> {
         out: Out,
     ) -> Result<String> {
         let g = self.g;
-        let Some(&(at, len)) = self.scratch.get(&id) else { bail!("no scratch planned for attention layer {id}") };
+        if out.scratch.is_none() {
+            bail!("no scratch planned for attention layer {id}");
+        }
         let layout = attention_layout(self.packed);
         let slots = q.input_slots();
         let data = |t: TensorId| g.values[t].konst.as_ref().map(|c| c.to_i64_vec()).unwrap_or_default();
@@ -954,8 +977,7 @@ impl<'a> Emitter<'a> {
              av: attention::ProductRequant {{ mul: {}, zero_point: {} }},\n            \
              out: PackedLinear::new(PackedLayout::{layout:?}, {out_dim}, {}, &{wo})?,\n            \
              out_zero_point: {},\n        }};\n        \
-             let schedule = attention::MhsaSchedule::{:?};\n        \
-             let scratch = arena.i32.get_mut({at}..{}).ok_or(Error::Layout)?;\n        {call}",
+             let schedule = attention::MhsaSchedule::{:?};\n        {call}",
             s.seq,
             s.embed,
             s.heads,
@@ -975,7 +997,6 @@ impl<'a> Emitter<'a> {
             q.heads * q.v_dim,
             q.out.y_zero_point,
             q.schedule,
-            at + len,
         ))
     }
 
@@ -991,11 +1012,12 @@ impl<'a> Emitter<'a> {
         let node = &self.g.nodes[layer.nodes[0]];
         let Some(q) = node.op.as_any().downcast_ref::<QMatMul>() else { bail!("layer {id} is not a QMatMul") };
         let AccRescale::HighMul(mul) = &q.rescale else { bail!("packed matmul {id} without HighMul rescale") };
-        let Some(&(at, len)) = self.scratch.get(&id) else { bail!("no scratch planned for packed layer {id}") };
+        if out.scratch.is_none() {
+            bail!("no scratch planned for packed layer {id}");
+        }
         let (a, b) = (self.arg(node, 0, place, out)?, self.arg(node, 1, place, out)?);
         Ok(format!(
             "let p = packed::PackedMatmul {{ batch: {}, m: {}, k: {}, n: {}, b_broadcast: {}, a_offset: {}, b_offset: {} }};\n        \
-             let scratch = arena.i32.get_mut({at}..{}).ok_or(Error::Layout)?;\n        \
              packed::matmul_packed({a}, {b}, &p, {}, {}, scratch, out)?;",
             mm.batch,
             mm.m,
@@ -1004,7 +1026,6 @@ impl<'a> Emitter<'a> {
             mm.b_broadcast,
             mm.a_offset,
             mm.b_offset,
-            at + len,
             mul.first().copied().unwrap_or(0),
             q.y_zero_point
         ))
@@ -1025,13 +1046,21 @@ impl<'a> Emitter<'a> {
     }
 
     fn block(&mut self, out: Out, call: &str) -> Result<()> {
-        let _ = writeln!(
-            self.body,
-            "    {{\n        let (lo, out, hi) = split(&mut arena.{}, {}, {})?;\n        {call}\n    }}",
-            rust_ty(out.0)?,
-            out.1,
-            out.2
-        );
+        let bytes = out.len * out.dtype.size_of();
+        let split = |lhs: &str, from: &str, at: usize, len: usize| {
+            format!("let ({lhs}) = split({from}, {at}, {len}).ok_or(Error::Layout)?;\n        ")
+        };
+        let mut s = split("lo, out, hi", "&mut arena.bytes", out.offset, bytes);
+        match out.scratch {
+            None => {}
+            Some((at, len)) if at < out.offset => s.push_str(&split("lo, scratch, mid", "lo", at, len)),
+            Some((at, len)) => s.push_str(&split("mid, scratch, hi", "hi", at - out.offset - bytes, len)),
+        }
+        let _ = write!(s, "let out = view_mut::<{}>(out).ok_or(Error::Layout)?;\n        ", rust_ty(out.dtype)?);
+        if out.scratch.is_some() {
+            s.push_str("let scratch = view_mut::<i32>(scratch).ok_or(Error::Layout)?;\n        ");
+        }
+        let _ = writeln!(self.body, "    {{\n        {s}{call}\n    }}");
         Ok(())
     }
 
@@ -1093,16 +1122,11 @@ impl<'a> Emitter<'a> {
                 })
                 .collect()
         };
-        let typed: Vec<String> = arena
-            .by_type
-            .iter()
-            .filter(|a| a.elements > 0)
-            .map(|a| format!("{}: {} bytes", a.dtype, a.bytes))
-            .collect();
         let _ = write!(
             lib,
             "//! Generated by mote (do not edit): the integer model as one allocation-free function.\n//!\n\
-             //! Arena: {} bytes ({}; {} plan; greedy-by-size would need {}, lower bound {}).\n\
+             //! Arena: {} bytes, one plan for every tensor whatever its type ({}; greedy-by-size would need {}, \
+             lower bound {}).\n\
              //! Weights and parameters: {} bytes of `static` data (flash).\n//!\n//! Inputs:\n{}//!\n//! Outputs:\n{}\
              #![no_std]\n#![allow(unused_variables, unused_imports, clippy::all)]\n\n\
              use mote_kernels::activation::HardswishParams;\n\
@@ -1115,10 +1139,10 @@ impl<'a> Emitter<'a> {
              use mote_kernels::requant::{{FixedPointRequant, HighMulRequant, Requant, ShiftRequant, ThresholdRequant}};\n\
              use mote_kernels::softmax::{{ISoftmaxParams, RowMask, SoftmaxI8Params}};\n\
              use mote_kernels::{{activation, attention, conv, elementwise, layout, matmul, norm, pool, requant, softmax}};\n\
+             use mote_kernels::arena::{{split, view, view_mut}};\n\
              pub use mote_kernels::KernelError;\n\n\
              mod weights;\nuse weights::*;\n\n",
             arena.best,
-            if typed.is_empty() { "empty".to_string() } else { typed.join(", ") },
             arena.strategy,
             arena.greedy,
             arena.lower_bound,
@@ -1126,15 +1150,6 @@ impl<'a> Emitter<'a> {
             io_doc(inputs),
             io_doc(outputs)
         );
-        for a in &arena.by_type {
-            let _ = writeln!(
-                lib,
-                "/// Elements of the `{0}` arena (tensors stored as {0}).\npub const ARENA_{1}: usize = {2};",
-                a.dtype,
-                a.dtype.to_string().to_uppercase(),
-                a.elements
-            );
-        }
         let _ = write!(
             lib,
             "/// Bytes of working memory one inference needs (`size_of::<Arena>()`).\npub const ARENA_BYTES: usize = {};\n\
@@ -1174,7 +1189,7 @@ impl<'a> Emitter<'a> {
         for (k, (p, io)) in outputs_place.iter().zip(outputs).enumerate() {
             let (src, d) = match p {
                 Place::Arena(d, a, l) => {
-                    (format!("arena.{}.get({a}..{}).ok_or(Error::Layout)?", rust_ty(*d)?, a + l), *d)
+                    (format!("view::<{}>(&arena.bytes, {a}, {l}).ok_or(Error::Layout)?", rust_ty(*d)?), *d)
                 }
                 Place::Input(i) => (format!("in{i}"), DType::I8),
                 Place::Const => bail!("output {k} is a constant"),
@@ -1217,7 +1232,6 @@ impl<'a> Emitter<'a> {
         }
         files.push(("Cargo.toml".into(), cargo));
         files.push(("src/lib.rs".into(), lib));
-        debug_assert_eq!(ARENA_TYPES.len(), arena.by_type.len());
         Ok(files)
     }
 }
@@ -1476,19 +1490,13 @@ fn broadcast_inner(b: &[usize], y: &[usize]) -> Option<usize> {
     }
 }
 
-/// The fixed part of every generated `lib.rs`: the arena type, the error type, `run` and `split`.
-const RUNTIME: &str = r#"/// The working memory of one inference: every activation lives at a planned offset in the arena
-/// of its element type (no byte is reinterpreted as another type).
+/// The fixed part of every generated `lib.rs`: the arena type, the error type and `run`.
+const RUNTIME: &str = r#"/// The working memory of one inference: every activation and kernel scratch lives at a planned byte offset
+/// (a multiple of 4; the arena is 16-byte aligned, so `i16`/`i32` tensors are aligned).
 #[repr(C, align(16))]
 pub struct Arena {
-    /// Tensors stored as `i32` (accumulators, wide activations).
-    pub i32: [i32; ARENA_I32],
-    /// Tensors stored as `i16`.
-    pub i16: [i16; ARENA_I16],
-    /// Tensors stored as `i8`.
-    pub i8: [i8; ARENA_I8],
-    /// Tensors stored as `u8` (unsigned activations, e.g. softmax outputs).
-    pub u8: [u8; ARENA_U8],
+    /// The bytes, viewed per tensor as its element type.
+    pub bytes: [u8; ARENA_BYTES],
 }
 
 const _: () = assert!(core::mem::size_of::<Arena>() == ARENA_BYTES);
@@ -1496,7 +1504,7 @@ const _: () = assert!(core::mem::size_of::<Arena>() == ARENA_BYTES);
 impl Arena {
     /// A zeroed arena (place it in a `static` cell or on a large enough stack).
     pub const fn new() -> Self {
-        Arena { i32: [0; ARENA_I32], i16: [0; ARENA_I16], i8: [0; ARENA_I8], u8: [0; ARENA_U8] }
+        Arena { bytes: [0; ARENA_BYTES] }
     }
 }
 
@@ -1533,13 +1541,6 @@ impl From<KernelError> for Error {
 /// receives the `OUTPUT_LENS[k]` bytes of output `k`.
 pub fn run(arena: &mut Arena, inputs: &[&[i8]], outputs: &mut [&mut [i8]]) -> Result<(), Error> {
     run_marked(arena, inputs, outputs, &mut |_| {})
-}
-
-/// A typed arena around a layer's output: elements before it, the output, elements after it.
-fn split<T>(arena: &mut [T], offset: usize, len: usize) -> Result<(&[T], &mut [T], &[T]), Error> {
-    let (lo, rest) = arena.split_at_mut_checked(offset).ok_or(Error::Layout)?;
-    let (out, hi) = rest.split_at_mut_checked(len).ok_or(Error::Layout)?;
-    Ok((lo, out, hi))
 }
 
 "#;

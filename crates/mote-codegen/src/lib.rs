@@ -19,9 +19,9 @@
 //! element-wise `RequantShift` (or `iGELU`/`iHardswish` + `RequantShift`) that is the last reader
 //! of a same-type, same-length input overwrites it (an in-place hint to the planner).
 //!
-//! Memory: one arena per element type, each planned by `mote-plan` (reshapes alias their input),
-//! together one `#[repr(C)]` struct `Arena { i32, i16, i8, u8 }`, so no byte is ever reinterpreted
-//! (no `unsafe`) and each kernel gets typed slices. Weights and parameters become `static` arrays
+//! Memory: one byte arena planned by `mote-plan` for every tensor and kernel scratch whatever its element
+//! type (reshapes alias their input), so tensors of different types that are never alive together share
+//! bytes; each layer views its ranges as typed slices (`mote_kernels::arena`, alignment-checked, no `unsafe`). Weights and parameters become `static` arrays
 //! (flash); each op becomes one kernel call, in schedule order, between `mark(layer)` calls for
 //! per-layer instruction counts. The generated code has no heap, no `static mut`, no `unsafe`
 //! (outside the opt-in C ABI), and returns an error instead of panicking.
@@ -81,41 +81,19 @@ impl CompileOptions {
     }
 }
 
-/// Arena sizes: the chosen plan, TFLite Micro's greedy-by-size, and the lower bound, summed over
-/// the per-type arenas.
+/// Arena sizes: the chosen plan, TFLite Micro's greedy-by-size, and the lower bound.
 #[derive(Clone, Debug)]
 pub struct ArenaReport {
-    /// Bytes of the chosen plan: `size_of::<Arena>()` (`ARENA_BYTES`), the per-type arenas
-    /// together, padded to the struct's 16-byte alignment.
+    /// Bytes of the chosen plan: `size_of::<Arena>()` (`ARENA_BYTES`), padded to its 16-byte alignment.
     pub best: usize,
-    /// Bytes with greedy-by-size plans (padded the same way).
+    /// Bytes with a greedy-by-size plan (padded the same way).
     pub greedy: usize,
-    /// Sum over the types of the largest number of bytes live at once (no typed plan can be smaller).
+    /// The largest number of bytes live at once (no plan can be smaller).
     pub lower_bound: usize,
-    /// The strategy that produced `best` (per type when they differ).
+    /// The strategy that produced `best`.
     pub strategy: String,
-    /// Every per-type plan is proven optimal.
+    /// The plan is proven optimal.
     pub optimal: bool,
-    /// The per-type arenas, in `Arena` field order (`i32`, `i16`, `i8`, `u8`); types no tensor
-    /// uses have 0 elements.
-    pub by_type: Vec<TypedArena>,
-}
-
-/// One element type's arena (a field of the generated `Arena`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TypedArena {
-    /// Element type.
-    pub dtype: DType,
-    /// Length of the array.
-    pub elements: usize,
-    /// Bytes of the chosen plan (`elements · size`).
-    pub bytes: usize,
-    /// Bytes of the greedy-by-size plan.
-    pub greedy: usize,
-    /// Lower bound in bytes.
-    pub lower_bound: usize,
-    /// Byte offset of the field inside `Arena`.
-    pub offset: usize,
 }
 
 /// A device input or output.
@@ -169,7 +147,7 @@ pub struct TensorInfo {
     pub name: String,
     /// Size in bytes.
     pub bytes: usize,
-    /// Byte offset inside `Arena` (the typed arena's field offset plus the offset within it).
+    /// Byte offset inside `Arena`.
     pub offset: usize,
     /// Layer that writes it.
     pub first: usize,
@@ -304,7 +282,7 @@ fn device(g: &Graph, opts: &CompileOptions) -> Result<Device> {
 enum Place {
     /// Device input `k`, read in place from the caller's `i8` slice.
     Input(usize),
-    /// Elements `offset..offset+len` of the arena of this element type.
+    /// `len` elements of this type from byte `offset` of the arena.
     Arena(DType, usize, usize),
     /// A constant (weights), emitted as a static.
     Const,
@@ -315,11 +293,11 @@ fn is_alias(op: &str) -> bool {
     matches!(op, "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze")
 }
 
-/// The arena element types, in `Arena` field order (widest first: no padding between fields).
-const ARENA_TYPES: [DType; 4] = [DType::I32, DType::I16, DType::I8, DType::U8];
-
-/// Alignment of every buffer, in bytes (word-aligned for 32-bit loads and SIMD).
+/// Alignment of every buffer's byte offset (word-aligned for `i32` views, 32-bit loads and SIMD).
 const BUFFER_ALIGN: usize = 4;
+
+/// Alignment of the generated `Arena` (its size is padded to a multiple of it).
+const ARENA_ALIGN: usize = 16;
 
 /// Compiles the graph into a crate; see the crate docs.
 pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
@@ -342,7 +320,7 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     }
     let root_of = |t: TensorId| *root.get(&t).unwrap_or(&t);
     let mut layer_groups = fuse::layers(g, &dev.nw, &layers_nodes);
-    // Arena buffers (roots written by a layer, and inputs staged into their typed arena), with
+    // Arena buffers (roots written by a layer, and inputs staged into the arena), with
     // lifetimes in layer steps: (root, type, first, last).
     let mut buffers: Vec<(TensorId, DType, usize, usize)> = Vec::new();
     let mut index: HashMap<TensorId, usize> = HashMap::new();
@@ -408,74 +386,37 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
             Some((step, layout.scratch_words(k)))
         })
         .collect();
-    let mut scratch: HashMap<u32, (usize, usize)> = HashMap::new();
-
-    // One plan per element type; buffer b gets (type, element offset, element count).
+    // One plan for every buffer and kernel scratch, whatever its element type: buffer b gets (type, byte offset,
+    // element count); tensors of different types that are never alive together share bytes.
     let plan_err = |e: mote_plan::PlanError| mote_core::Error::Invalid(format!("memory planning failed: {e}"));
-    let mut at = vec![(DType::I8, 0usize, 0usize); buffers.len()];
-    let mut by_type = Vec::new();
-    let (mut field_offset, mut greedy_total, mut lower_total) = (0, 0, 0);
-    let mut strategies: Vec<(DType, String)> = Vec::new();
-    let mut optimal = true;
-    for d in ARENA_TYPES {
-        let members: Vec<usize> = (0..buffers.len()).filter(|&b| buffers[b].1 == d).collect();
-        let mut specs: Vec<Buffer> = members
-            .iter()
-            .map(|&b| {
-                let (t, _, first, last) = buffers[b];
-                let spec = Buffer::new(g.values[t].ty.len() * d.size_of(), BUFFER_ALIGN, first, last);
-                match in_place.get(&b).and_then(|x| members.iter().position(|m| m == x)) {
-                    Some(target) => spec.sharing(target),
-                    None => spec,
-                }
-            })
-            .collect();
-        if d == DType::I32 {
-            specs.extend(scratch_layers.iter().map(|&(step, words)| Buffer::new(4 * words, BUFFER_ALIGN, step, step)));
-        }
-        let best = mote_plan::plan(&specs, opts.strategy).map_err(plan_err)?;
-        let greedy = mote_plan::plan(&specs, Strategy::GreedyBySize).map_err(plan_err)?;
-        let lower = mote_plan::lower_bound(&specs);
-        let size = d.size_of();
-        // Byte offsets are multiples of 4 and sizes multiples of the element size: exact division.
-        let elements = best.arena_bytes.div_ceil(size);
-        for (m, &b) in members.iter().enumerate() {
-            at[b] = (d, best.offset(m) / size, specs[m].size / size);
-        }
-        if d == DType::I32 {
-            for (j, &(step, words)) in scratch_layers.iter().enumerate() {
-                scratch.insert(step as u32, (best.offset(members.len() + j) / 4, words));
+    let mut specs: Vec<Buffer> = buffers
+        .iter()
+        .enumerate()
+        .map(|(b, &(t, d, first, last))| {
+            let spec = Buffer::new(g.values[t].ty.len() * d.size_of(), BUFFER_ALIGN, first, last);
+            match in_place.get(&b) {
+                Some(&target) => spec.sharing(target),
+                None => spec,
             }
-        }
-        if !members.is_empty() || (d == DType::I32 && !scratch_layers.is_empty()) {
-            strategies.push((d, best.strategy.to_string()));
-            optimal &= best.optimal;
-        }
-        by_type.push(TypedArena {
-            dtype: d,
-            elements,
-            bytes: elements * size,
-            greedy: greedy.arena_bytes.div_ceil(size) * size,
-            lower_bound: lower,
-            offset: field_offset,
-        });
-        field_offset += elements * size;
-        greedy_total += greedy.arena_bytes.div_ceil(size) * size;
-        lower_total += lower;
-    }
-    let pad = |b: usize| b.div_ceil(16) * 16;
-    let strategy = match strategies.as_slice() {
-        [] => opts.strategy.to_string(),
-        [(_, s), rest @ ..] if rest.iter().all(|(_, r)| r == s) => s.clone(),
-        list => list.iter().map(|(d, s)| format!("{d}: {s}")).collect::<Vec<_>>().join(", "),
-    };
+        })
+        .collect();
+    specs.extend(scratch_layers.iter().map(|&(step, words)| Buffer::new(4 * words, BUFFER_ALIGN, step, step)));
+    let best = mote_plan::plan(&specs, opts.strategy).map_err(plan_err)?;
+    let greedy = mote_plan::plan(&specs, Strategy::GreedyBySize).map_err(plan_err)?;
+    let at: Vec<(DType, usize, usize)> =
+        buffers.iter().enumerate().map(|(b, &(t, d, _, _))| (d, best.offset(b), g.values[t].ty.len())).collect();
+    let scratch: HashMap<u32, (usize, usize)> = scratch_layers
+        .iter()
+        .enumerate()
+        .map(|(j, &(step, words))| (step as u32, (best.offset(buffers.len() + j), 4 * words)))
+        .collect();
+    let pad = |b: usize| b.div_ceil(ARENA_ALIGN) * ARENA_ALIGN;
     let arena = ArenaReport {
-        best: pad(field_offset),
-        greedy: pad(greedy_total),
-        lower_bound: lower_total,
-        strategy,
-        optimal,
-        by_type,
+        best: pad(best.arena_bytes),
+        greedy: pad(greedy.arena_bytes),
+        lower_bound: mote_plan::lower_bound(&specs),
+        strategy: best.strategy.to_string(),
+        optimal: best.optimal,
     };
 
     let mut place: HashMap<TensorId, Place> = HashMap::new();
@@ -488,14 +429,7 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     for (b, &(t, d, first, last)) in buffers.iter().enumerate() {
         let (_, off, len) = at[b];
         place.insert(t, Place::Arena(d, off, len));
-        let field = arena.by_type.iter().find(|a| a.dtype == d).map_or(0, |a| a.offset);
-        tensors.push(TensorInfo {
-            name: g.values[t].name.clone(),
-            bytes: len * d.size_of(),
-            offset: field + off * d.size_of(),
-            first,
-            last,
-        });
+        tensors.push(TensorInfo { name: g.values[t].name.clone(), bytes: len * d.size_of(), offset: off, first, last });
     }
     let place_of = |t: TensorId| -> Place {
         if g.values[t].konst.is_some() {

@@ -131,7 +131,6 @@ mod tests {
                 lower_bound: arena,
                 strategy: "best".into(),
                 optimal: true,
-                by_type: vec![],
             },
             weight_bytes: weights,
             inputs: vec![],

@@ -124,7 +124,6 @@ mod tests {
                 lower_bound: 4608,
                 strategy: "best-fit".into(),
                 optimal: true,
-                by_type: vec![],
             },
             weight_bytes: 100,
             inputs: vec![io("x", vec![1, 8, 8], 0.5, -3), io("mask */", vec![4], 1.0, 0)],

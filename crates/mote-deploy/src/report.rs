@@ -453,14 +453,7 @@ pub(crate) mod tests {
         let t = |name: &str, bytes, offset, first, last| TensorInfo { name: name.into(), bytes, offset, first, last };
         let compiled = Compiled {
             files: vec![],
-            arena: ArenaReport {
-                best: 96,
-                greedy: 128,
-                lower_bound: 96,
-                strategy: "best-fit".into(),
-                optimal: true,
-                by_type: vec![],
-            },
+            arena: ArenaReport { best: 96, greedy: 128, lower_bound: 96, strategy: "best-fit".into(), optimal: true },
             weight_bytes: 1000,
             inputs: vec![IoInfo {
                 name: "x".into(),

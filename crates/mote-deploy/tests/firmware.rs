@@ -26,14 +26,7 @@ fn compiled() -> Compiled {
             (PathBuf::from("Cargo.toml"), FIXTURE_TOML.into()),
             (PathBuf::from("src/lib.rs"), FIXTURE_LIB.into()),
         ],
-        arena: ArenaReport {
-            best: 16,
-            greedy: 16,
-            lower_bound: 16,
-            strategy: "hand-written".into(),
-            optimal: true,
-            by_type: vec![],
-        },
+        arena: ArenaReport { best: 16, greedy: 16, lower_bound: 16, strategy: "hand-written".into(), optimal: true },
         weight_bytes: 0,
         inputs: vec![IoInfo {
             name: "x".into(),

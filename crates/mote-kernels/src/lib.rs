@@ -29,6 +29,7 @@ mod elem;
 mod error;
 
 pub mod activation;
+pub mod arena;
 pub mod attention;
 pub mod conv;
 pub mod decoder;
