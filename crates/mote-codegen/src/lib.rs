@@ -33,8 +33,9 @@ pub mod decoder;
 mod emit;
 mod fuse;
 
+use mote_core::ops::shape::Transpose;
 use mote_core::passes::narrow::{narrow, Narrowing};
-use mote_core::{bail, DType, Graph, NodeId, Result, Tensor, TensorId};
+use mote_core::{bail, DType, Graph, Node, NodeId, Result, Tensor, TensorId};
 pub use mote_kernels::packed::PackedLayout;
 use mote_plan::{Buffer, Strategy};
 use std::collections::HashMap;
@@ -288,9 +289,16 @@ enum Place {
     Const,
 }
 
-/// Ops whose output is their input reinterpreted (same bytes, new shape): no code, same place.
-fn is_alias(op: &str) -> bool {
-    matches!(op, "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze")
+/// Nodes whose output is their input reinterpreted (same bytes, new shape): no code, same place. Besides the
+/// reshapes, a `Transpose` that keeps the order of the axes longer than 1 (torch exports swap a batch axis of 1
+/// with the tokens) moves no element.
+fn is_alias(g: &Graph, node: &Node) -> bool {
+    if let Some(t) = node.op.as_any().downcast_ref::<Transpose>() {
+        let dims = &g.values[node.inputs[0]].ty.shape;
+        let moved: Vec<usize> = t.perm.iter().copied().filter(|&a| dims.get(a).is_some_and(|&d| d > 1)).collect();
+        return moved.windows(2).all(|w| w[0] < w[1]);
+    }
+    matches!(node.op.name(), "Reshape" | "Flatten" | "Squeeze" | "Unsqueeze")
 }
 
 /// Alignment of every buffer's byte offset (word-aligned for `i32` views, 32-bit loads and SIMD).
@@ -311,7 +319,7 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     let mut layers_nodes: Vec<NodeId> = Vec::new();
     for &n in &dev.nodes {
         let node = &g.nodes[n];
-        if is_alias(node.op.name()) {
+        if is_alias(g, node) {
             let src = node.inputs[0];
             root.insert(node.outputs[0], *root.get(&src).unwrap_or(&src));
         } else {
