@@ -3,6 +3,7 @@
 use crate::io::{load_model, parse_shape};
 use anyhow::{bail, Result};
 use mote_core::passes::attention::{fuse_attention, FusedAttention, SchedulePolicy};
+use mote_core::passes::rows::chunk_mlps;
 use mote_core::{DType, Graph};
 use mote_deploy::Strategy;
 use mote_deploy::{
@@ -88,6 +89,10 @@ pub struct BuildArgs {
     /// Query rows per block of fused attention, instead of the planner's choice.
     #[arg(long, value_name = "ROWS")]
     pub attention_rows: Option<usize>,
+    /// Token rows per block of an MLP (linear, element-wise ops, linear), so only one block of its wide hidden
+    /// tensor is alive; 0 computes every MLP whole. Default: blocks whose hidden tensor is no larger than the input.
+    #[arg(long, value_name = "ROWS")]
+    pub mlp_rows: Option<usize>,
 }
 
 /// How `--attention` runs self-attention blocks.
@@ -111,6 +116,7 @@ impl BuildArgs {
             portable_kernels: false,
             attention: AttentionMode::default(),
             attention_rows: None,
+            mlp_rows: None,
         }
     }
 }
@@ -177,6 +183,14 @@ pub fn compile_for_board(
             .map_err(|e| anyhow::anyhow!("{}: fusing attention: {e}", model.display()))?;
         notes.extend(fused.iter().map(attention_note));
     }
+    let mlps = chunk_mlps(&mut graph, build.mlp_rows)
+        .map_err(|e| anyhow::anyhow!("{}: cutting MLPs into row blocks: {e}", model.display()))?;
+    notes.extend(mlps.iter().map(|m| {
+        format!(
+            "MLP `{}`: {} token rows in blocks of {} (one block of the {}-wide hidden tensor alive at a time)",
+            m.output, m.rows, m.block_rows, m.hidden
+        )
+    }));
     let mut opts = CompileOptions::new(crate_name.clone(), paths.kernels.clone());
     opts.strategy = build.strategy.into();
     opts.c_abi = c_abi;

@@ -33,6 +33,8 @@ pub struct Emitter<'a> {
     konst: HashMap<(TensorId, DType, bool), String>,
     /// The same by content (element type and values): equal constants share one static.
     konst_data: HashMap<(DType, Vec<i64>), String>,
+    /// Every static emitted, by element type and values.
+    statics_by_content: HashMap<(String, String), String>,
     weight_bytes: usize,
     /// Weight layout of the target core's packed linear kernel (`None`: plain weights, portable kernels).
     packed: Option<PackedLayout>,
@@ -109,6 +111,7 @@ impl<'a> Emitter<'a> {
             body: String::new(),
             konst: HashMap::new(),
             konst_data: HashMap::new(),
+            statics_by_content: HashMap::new(),
             weight_bytes: 0,
         }
     }
@@ -117,7 +120,8 @@ impl<'a> Emitter<'a> {
         self.weight_bytes
     }
 
-    /// Emits `static NAME: [ty; n]` and returns NAME.
+    /// Emits `static NAME: [ty; n]` and returns NAME, or the name of an equal static already emitted (the blocks
+    /// of an MLP cut into row blocks share their packed weights and tables).
     fn static_array<T: std::fmt::Display>(
         &mut self,
         name: String,
@@ -126,8 +130,13 @@ impl<'a> Emitter<'a> {
         bytes: usize,
         doc: &str,
     ) -> String {
-        let _ = writeln!(self.statics, "/// {doc}\npub static {name}: [{ty}; {}] = {};\n", v.len(), array(v));
+        let content = (ty.to_string(), array(v));
+        if let Some(existing) = self.statics_by_content.get(&content) {
+            return existing.clone();
+        }
+        let _ = writeln!(self.statics, "/// {doc}\npub static {name}: [{ty}; {}] = {};\n", v.len(), content.1);
         self.weight_bytes += bytes;
+        self.statics_by_content.insert(content, name.clone());
         name
     }
 

@@ -20,10 +20,13 @@
 //! of a same-type, same-length input overwrites it (an in-place hint to the planner).
 //!
 //! Memory: one byte arena planned by `mote-plan` for every tensor and kernel scratch whatever its element
-//! type (reshapes alias their input), so tensors of different types that are never alive together share
-//! bytes; each layer views its ranges as typed slices (`mote_kernels::arena`, alignment-checked, no `unsafe`). Weights and parameters become `static` arrays
-//! (flash); each op becomes one kernel call, in schedule order, between `mark(layer)` calls for
-//! per-layer instruction counts. The generated code has no heap, no `static mut`, no `unsafe`
+//! type, so tensors of different types that are never alive together share bytes. Reshapes and transposes
+//! that move no element are their input's bytes, a `Slice` of whole rows is a view into its input, and the
+//! operands of a `Concat` of whole rows are written straight into its output (the row blocks of
+//! `mote_core::passes::rows`); each layer views its ranges as typed slices (`mote_kernels::arena`,
+//! alignment-checked, no `unsafe`). Weights and parameters become `static` arrays (flash, equal ones once);
+//! each op becomes one kernel call, in schedule order, between `mark(layer)` calls for per-layer instruction
+//! counts. The generated code has no heap, no `static mut`, no `unsafe`
 //! (outside the opt-in C ABI), and returns an error instead of panicking.
 //!
 //! Device I/O is bytes (`&[i8]`): an 8-bit tensor is its elements (a `u8` tensor passes the same
@@ -33,7 +36,7 @@ pub mod decoder;
 mod emit;
 mod fuse;
 
-use mote_core::ops::shape::Transpose;
+use mote_core::ops::shape::{Concat, Slice, Transpose};
 use mote_core::passes::narrow::{narrow, Narrowing};
 use mote_core::{bail, DType, Graph, Node, NodeId, Result, Tensor, TensorId};
 pub use mote_kernels::packed::PackedLayout;
@@ -307,6 +310,61 @@ const BUFFER_ALIGN: usize = 4;
 /// Alignment of the generated `Arena` (its size is padded to a multiple of it).
 const ARENA_ALIGN: usize = 16;
 
+/// The tensor owning `t`'s bytes and `t`'s byte offset in it (see `compile`).
+fn resolve(root: &HashMap<TensorId, (TensorId, usize)>, mut t: TensorId) -> (TensorId, usize) {
+    let mut offset = 0;
+    while let Some(&(r, o)) = root.get(&t) {
+        (t, offset) = (r, offset + o);
+    }
+    (t, offset)
+}
+
+/// A `Slice` that keeps whole rows of its input (one sliced axis, step 1, every axis before it of length 1): its
+/// output is the input's bytes from this element offset on.
+fn row_view(g: &Graph, node: &Node) -> Option<usize> {
+    let s = node.op.as_any().downcast_ref::<Slice>()?;
+    let dims = &g.values[node.inputs[0]].ty.shape;
+    let sliced: Vec<usize> =
+        (0..dims.len()).filter(|&a| (s.starts.get(a), s.ends.get(a)) != (Some(&0), Some(&(dims[a] as i64)))).collect();
+    let Some(&a) = sliced.first() else { return Some(0) };
+    let ok = sliced.len() == 1 && s.steps.iter().all(|&st| st == 1) && dims[..a].iter().all(|&d| d == 1);
+    let start = usize::try_from(*s.starts.get(a)?).ok()?;
+    ok.then(|| start * dims[a + 1..].iter().product::<usize>())
+}
+
+/// A `Concat` whose operands can be written in place into its output: concatenated along an axis with only
+/// axes of length 1 before it (each operand is then a contiguous range of the output), each operand written by
+/// a layer, read by nothing else and no graph output. Returns each operand's element offset in the output.
+fn concat_blocks(
+    g: &Graph,
+    node: &Node,
+    consumers: &[Vec<NodeId>],
+    root: &HashMap<TensorId, (TensorId, usize)>,
+    device: &[NodeId],
+) -> Option<Vec<usize>> {
+    let c = node.op.as_any().downcast_ref::<Concat>()?;
+    let dims = &g.values[node.outputs[0]].ty.shape;
+    let producers = g.producers();
+    let own = |&i: &TensorId| {
+        let written = producers[i].is_some_and(|p| device.contains(&p) && !is_alias(g, &g.nodes[p]));
+        written
+            && !root.contains_key(&i)
+            && consumers[i].len() == 1
+            && !g.outputs.contains(&i)
+            && !g.values[i].ty.is_empty()
+            && node.inputs.iter().filter(|&&j| j == i).count() == 1
+    };
+    if !dims[..c.axis.min(dims.len())].iter().all(|&d| d == 1) || !node.inputs.iter().all(own) {
+        return None;
+    }
+    let offsets = node.inputs.iter().scan(0, |at, &i| {
+        let o = *at;
+        *at += g.values[i].ty.len();
+        Some(o)
+    });
+    Some(offsets.collect())
+}
+
 /// Compiles the graph into a crate; see the crate docs.
 pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     let dev = device(g, opts)?;
@@ -315,18 +373,39 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
             .ok_or_else(|| mote_core::Error::Invalid(format!("`{}` has no device storage type", g.values[t].name)))
     };
     // Root tensor of every alias chain.
-    let mut root: HashMap<TensorId, TensorId> = HashMap::new();
+    // Tensors that are bytes of another one: `t -> (tensor, byte offset)` (reshapes, row views, the blocks of a
+    // row concatenation); `root_of` follows the chain to the tensor that owns a buffer.
+    let mut root: HashMap<TensorId, (TensorId, usize)> = HashMap::new();
     let mut layers_nodes: Vec<NodeId> = Vec::new();
+    let consumers = g.consumers();
+    let read_in_place: Vec<TensorId> =
+        dev.inputs.iter().filter(|(_, io)| io.dtype == DType::I8).map(|(t, _)| *t).collect();
     for &n in &dev.nodes {
         let node = &g.nodes[n];
+        let same_storage =
+            |a: TensorId, b: TensorId| dev.nw.storage[a].is_some() && dev.nw.storage[a] == dev.nw.storage[b];
         if is_alias(g, node) {
-            let src = node.inputs[0];
-            root.insert(node.outputs[0], *root.get(&src).unwrap_or(&src));
+            root.insert(node.outputs[0], (node.inputs[0], 0));
+        } else if let Some(offset) = row_view(g, node).filter(|_| same_storage(node.inputs[0], node.outputs[0])) {
+            let (src, _) = resolve(&root, node.inputs[0]);
+            if read_in_place.contains(&src) || g.values[src].konst.is_some() {
+                layers_nodes.push(n); // the caller's input slice: no arena bytes to view
+                continue;
+            }
+            let size = dev.nw.storage[node.inputs[0]].map_or(1, |d| d.size_of());
+            root.insert(node.outputs[0], (node.inputs[0], offset * size));
+        } else if let Some(blocks) = concat_blocks(g, node, &consumers, &root, &dev.nodes)
+            .filter(|_| node.inputs.iter().all(|&i| same_storage(i, node.outputs[0])))
+        {
+            let size = dev.nw.storage[node.outputs[0]].map_or(1, |d| d.size_of());
+            for (&i, offset) in node.inputs.iter().zip(blocks) {
+                root.insert(i, (node.outputs[0], offset * size));
+            }
         } else {
             layers_nodes.push(n);
         }
     }
-    let root_of = |t: TensorId| *root.get(&t).unwrap_or(&t);
+    let root_of = |t: TensorId| resolve(&root, t).0;
     let mut layer_groups = fuse::layers(g, &dev.nw, &layers_nodes);
     // Arena buffers (roots written by a layer, and inputs staged into the arena), with
     // lifetimes in layer steps: (root, type, first, last).
@@ -348,11 +427,18 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
                 }
             }
         }
-        // Only the last node's outputs are stored; a fused group keeps the others in registers.
+        // Only the last node's outputs are stored; a fused group keeps the others in registers. A block of a
+        // row concatenation writes into the concatenation's buffer, which lives from its first block on.
         let last = layer.nodes[layer.nodes.len() - 1];
         for &o in &g.nodes[last].outputs {
-            index.insert(o, buffers.len());
-            buffers.push((o, storage(o)?, step, step));
+            let r = root_of(o);
+            match index.get(&r) {
+                Some(&b) if r != o => buffers[b].2 = buffers[b].2.min(step),
+                _ => {
+                    index.insert(r, buffers.len());
+                    buffers.push((r, storage(r)?, step, step));
+                }
+            }
         }
     }
     let end = layer_groups.len();
@@ -368,8 +454,11 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         if !fuse::element_wise(g, layer) && !fuse::attention_in_place(g, layer) {
             continue;
         }
-        let x = root_of(g.nodes[layer.nodes[0]].inputs[0]);
+        let (x, x_offset) = resolve(&root, g.nodes[layer.nodes[0]].inputs[0]);
         let y = g.nodes[layer.nodes[layer.nodes.len() - 1]].outputs[0];
+        if x_offset != 0 || root_of(y) != y {
+            continue; // a row view or a block of a concatenation
+        }
         let (Some(&bx), Some(&by)) = (index.get(&x), index.get(&y)) else { continue };
         let same = buffers[bx].1 == buffers[by].1 && g.values[x].ty.len() == g.values[y].ty.len();
         let int8_kernel = layer.fusion == fuse::Fusion::Single || buffers[by].1 == DType::I8;
@@ -443,7 +532,11 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         if g.values[t].konst.is_some() {
             return Place::Const;
         }
-        place.get(&root_of(t)).copied().unwrap_or(Place::Const)
+        let (r, offset) = resolve(&root, t);
+        match place.get(&r).copied() {
+            Some(Place::Arena(d, at, _)) => Place::Arena(d, at + offset, g.values[t].ty.len()),
+            p => p.unwrap_or(Place::Const),
+        }
     };
 
     let mut e = emit::Emitter::new(g, &dev.nw, opts.packed_layout, scratch);

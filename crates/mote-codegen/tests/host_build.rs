@@ -246,13 +246,24 @@ fn c_abi_staticlib_links_into_a_c_program_and_matches() {
 /// Compiles Deeploy test case `rel` (inputs typed as `types`), runs the crate on the host, and
 /// checks it against the reference and the reference against the goldens.
 fn check_deeploy(peers: &Path, name: &str, rel: &str, types: &[(&str, DType)]) -> Compiled {
-    check_deeploy_with(peers, rel, types, options(name))
+    check_deeploy_with(peers, rel, types, options(name), None)
 }
 
-fn check_deeploy_with(peers: &Path, rel: &str, types: &[(&str, DType)], mut opts: CompileOptions) -> Compiled {
+/// [`check_deeploy`] with options, and MLPs cut into blocks of rows (`chunk_mlps`) when `mlp_rows` is given.
+fn check_deeploy_with(
+    peers: &Path,
+    rel: &str,
+    types: &[(&str, DType)],
+    mut opts: CompileOptions,
+    mlp_rows: Option<Option<usize>>,
+) -> Compiled {
     let name = opts.crate_name.clone();
     let dir = peers.join(rel);
-    let g = mote_onnx::load(dir.join("network.onnx"), &Default::default()).unwrap();
+    let mut g = mote_onnx::load(dir.join("network.onnx"), &Default::default()).unwrap();
+    if let Some(rows) = mlp_rows {
+        let chunked = mote_core::passes::rows::chunk_mlps(&mut g, rows).unwrap();
+        assert_eq!(chunked.len(), 1, "{name}: {chunked:?}");
+    }
     let inputs: Vec<Tensor> = mote_core::npz::read(dir.join("inputs.npz"))
         .unwrap()
         .into_iter()
@@ -314,16 +325,27 @@ fn peer_integer_models_match_the_goldens_bit_for_bit() {
 }
 
 /// With an Arm DSP core's layout, Deeploy's `MatMul [+ Add] + RequantShift` layers run the packed kernel
-/// (SMLAD accumulation, then the RequantShift) and still match the goldens.
+/// (SMLAD accumulation, then the RequantShift) and still match the goldens, whole or with the MLP computed in
+/// blocks of token rows (its 64 × 512 hidden tensor and the packed kernel's panel are the arena's peak).
 #[test]
 fn peer_integer_model_with_packed_linear_layers_matches_the_goldens() {
     let Some(peers) = peers() else { return };
-    let opts = CompileOptions { packed_layout: Some(PackedLayout::Dsp16), ..options("icct_packed") };
-    let c = check_deeploy_with(&peers, "Models/CCT/Int/ICCT", &[], opts);
-    let lib = &c.files.iter().find(|(p, _)| p.ends_with("lib.rs")).unwrap().1;
-    assert_eq!(lib.matches("packed::linear_packed_requant(").count(), 6, "ICCT's six linear layers");
-    assert_eq!(lib.matches("packed::conv2d_packed_requant(").count(), 1, "ICCT's convolution");
-    assert!(!lib.contains("conv::conv2d_requant("));
+    let mut arenas = Vec::new();
+    for (name, mlp_rows) in
+        [("icct_packed", None), ("icct_packed_mlp16", Some(None)), ("icct_packed_mlp5", Some(Some(5)))]
+    {
+        let opts = CompileOptions { packed_layout: Some(PackedLayout::Dsp16), ..options(name) };
+        let c = check_deeploy_with(&peers, "Models/CCT/Int/ICCT", &[], opts, mlp_rows);
+        let lib = &c.files.iter().find(|(p, _)| p.ends_with("lib.rs")).unwrap().1;
+        let blocks = [1, 4, 13][arenas.len()];
+        assert_eq!(lib.matches("packed::linear_packed_requant(").count(), 4 + 2 * blocks, "{name}: 6 linear layers");
+        assert_eq!(lib.matches("packed::conv2d_packed_requant(").count(), 1, "ICCT's convolution");
+        assert!(!lib.contains("conv::conv2d_requant("));
+        arenas.push(c.arena.best);
+    }
+    // In blocks of 16 rows (the default: a block's hidden tensor no larger than the MLP's input) the tokenizer's
+    // convolution becomes the peak; blocks of 5 rows (13 blocks, the last of 4) need no more.
+    assert_eq!(arenas, [51_248, 49_664, 49_664]);
 }
 
 /// Deeploy's integer kernel cases exercise the other paths: wide outputs (little-endian i32),
