@@ -3,7 +3,7 @@
 use crate::io::{load_model, parse_shape};
 use anyhow::{bail, Result};
 use mote_core::passes::attention::{fuse_attention, FusedAttention, SchedulePolicy};
-use mote_core::passes::rows::chunk_mlps;
+use mote_core::passes::rows::{chunk_mlps, split_heads};
 use mote_core::{DType, Graph};
 use mote_deploy::Strategy;
 use mote_deploy::{
@@ -182,6 +182,14 @@ pub fn compile_for_board(
         let fused = fuse_attention(&mut graph, &policy)
             .map_err(|e| anyhow::anyhow!("{}: fusing attention: {e}", model.display()))?;
         notes.extend(fused.iter().map(attention_note));
+        let heads = split_heads(&mut graph)
+            .map_err(|e| anyhow::anyhow!("{}: splitting attention heads: {e}", model.display()))?;
+        notes.extend(heads.iter().map(|h| {
+            format!(
+                "attention `{}` (layer by layer): {} heads one at a time (one head's scores alive instead of {} values)",
+                h.output, h.heads, h.map_elements
+            )
+        }));
     }
     let mlps = chunk_mlps(&mut graph, build.mlp_rows)
         .map_err(|e| anyhow::anyhow!("{}: cutting MLPs into row blocks: {e}", model.display()))?;

@@ -396,6 +396,8 @@ fn deploy_exact_integer_peer_model() {
     let report = json(&mote(&[&args[..], &["--input-type", "input=u8"]].concat()));
     assert_eq!(report["bit_exact"], true, "{report}");
     assert!(report["instructions"]["inference"].as_u64().unwrap() > 0);
+    // Its attention runs head by head: one head's 66 x 66 scores alive, not all 8 (38,016 B layer by layer).
+    assert_eq!(report["arena"]["best"], 8_592, "{report}");
     // Without the type, the uint8 input data (0..254) does not fit the default int8 input: a clean error.
     assert_error(&mote(&args), &["outside its device type i8", "--input-type NAME=u8"]);
 }

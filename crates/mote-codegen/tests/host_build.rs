@@ -246,24 +246,30 @@ fn c_abi_staticlib_links_into_a_c_program_and_matches() {
 /// Compiles Deeploy test case `rel` (inputs typed as `types`), runs the crate on the host, and
 /// checks it against the reference and the reference against the goldens.
 fn check_deeploy(peers: &Path, name: &str, rel: &str, types: &[(&str, DType)]) -> Compiled {
-    check_deeploy_with(peers, rel, types, options(name), None)
+    check_deeploy_with(peers, rel, types, options(name), &|_| {})
 }
 
-/// [`check_deeploy`] with options, and MLPs cut into blocks of rows (`chunk_mlps`) when `mlp_rows` is given.
+/// The graph passes `mote compile` runs by default on a graph the fused attention kernel does not take: attention
+/// head by head, MLPs in blocks of rows. Returns how many blocks of each were rewritten.
+fn default_passes(g: &mut Graph) -> (usize, usize) {
+    (
+        mote_core::passes::rows::split_heads(g).unwrap().len(),
+        mote_core::passes::rows::chunk_mlps(g, None).unwrap().len(),
+    )
+}
+
+/// [`check_deeploy`] with options, after `prepare` rewrites the graph.
 fn check_deeploy_with(
     peers: &Path,
     rel: &str,
     types: &[(&str, DType)],
     mut opts: CompileOptions,
-    mlp_rows: Option<Option<usize>>,
+    prepare: &dyn Fn(&mut Graph),
 ) -> Compiled {
     let name = opts.crate_name.clone();
     let dir = peers.join(rel);
     let mut g = mote_onnx::load(dir.join("network.onnx"), &Default::default()).unwrap();
-    if let Some(rows) = mlp_rows {
-        let chunked = mote_core::passes::rows::chunk_mlps(&mut g, rows).unwrap();
-        assert_eq!(chunked.len(), 1, "{name}: {chunked:?}");
-    }
+    prepare(&mut g);
     let inputs: Vec<Tensor> = mote_core::npz::read(dir.join("inputs.npz"))
         .unwrap()
         .into_iter()
@@ -281,22 +287,48 @@ fn check_deeploy_with(
     c
 }
 
-/// Deeploy's integerized peer models: narrowed to their device types, the generated crate matches the
-/// exact-I64 reference interpreter byte for byte, the reference matches the goldens, and one byte arena
-/// for all their types (u8, i8, i32) needs no more than the bytes live at the busiest step.
+/// Deeploy's integerized peer models, as given and after `mote compile`'s default passes (attention head by
+/// head, MLPs in row blocks): narrowed to their device types, the generated crate matches the exact-I64
+/// reference interpreter byte for byte, the reference matches the goldens, and one byte arena for all their
+/// types (u8, i8, i32) needs no more than the bytes live at the busiest step.
 #[test]
 fn peer_integer_models_match_the_goldens_bit_for_bit() {
     let Some(peers) = peers() else { return };
-    for (name, rel, types, arena) in [
+    for (name, rel, types, arenas, rewrites) in [
         // Deeploy's harness feeds EEGFormer's input (0..254) as uint8; the others as int8.
-        ("eegformer", "Models/EEGFormer", &[("input", DType::U8)][..], 38_016),
-        ("icct", "Models/CCT/Int/ICCT", &[][..], 49_664),
-        ("microllama_int8", "Models/microLlama/INT8/microLlama1", &[][..], 2_880),
+        ("eegformer", "Models/EEGFormer", &[("input", DType::U8)][..], [(38_016, 38_016), (8_592, 8_580)], (1, 0)),
+        ("icct", "Models/CCT/Int/ICCT", &[][..], [(49_664, 49_664), (49_664, 49_664)], (0, 1)),
+        ("microllama_int8", "Models/microLlama/INT8/microLlama1", &[][..], [(2_880, 2_880), (2_880, 2_880)], (0, 0)),
         // Eight cached steps, and the first step with empty caches ([1,16,0,4] inputs).
-        ("microllama8_int8", "Models/microLlama/INT8/microLlama8", &[][..], 10_048),
-        ("microllama1_parallel_int8", "Models/microLlama/INT8/microLlama1_parallel", &[][..], 1_856),
-    ] {
-        let c = check_deeploy(&peers, name, rel, types);
+        (
+            "microllama8_int8",
+            "Models/microLlama/INT8/microLlama8",
+            &[][..],
+            [(10_048, 10_048), (10_048, 10_048)],
+            (0, 0),
+        ),
+        (
+            "microllama1_parallel_int8",
+            "Models/microLlama/INT8/microLlama1_parallel",
+            &[][..],
+            [(1_856, 1_856), (1_856, 1_856)],
+            (0, 0),
+        ),
+    ]
+    .into_iter()
+    .flat_map(|(name, rel, types, arenas, rewrites)| {
+        [
+            (name.to_string(), rel, types, arenas[0], None),
+            (format!("{name}_passes"), rel, types, arenas[1], Some(rewrites)),
+        ]
+    }) {
+        let prepare = |g: &mut Graph| {
+            if let Some(want) = rewrites {
+                assert_eq!(default_passes(g), want, "{name}: (attention blocks, MLPs) rewritten");
+            }
+        };
+        let c = check_deeploy_with(&peers, rel, types, options(&name), &prepare);
+        let arena = arenas;
         // The most bytes live at one step (an in-place pair, at one offset at its hand-over step, counted once):
         // one byte arena for every type needs at least that, and the plan reaches it (up to the 16-byte padding).
         let steps = c.tensors.iter().map(|t| t.last + 1).max().unwrap_or(0);
@@ -318,9 +350,10 @@ fn peer_integer_models_match_the_goldens_bit_for_bit() {
             c.arena.lower_bound,
             c.weight_bytes
         );
-        // Every plan meets the lower bound.
-        assert_eq!((c.arena.best, c.arena.lower_bound), (arena, arena), "{name}");
-        assert_eq!(live, arena, "{name}: no kernel scratch at the peak");
+        // The plans meet the lower bound (up to the alignment of offsets to 4 bytes), which is the tensors'.
+        // EEGFormer's eight heads one at a time: 38,016 -> 8,592 B (its 8 x 66 x 66 scores were 92% of it).
+        assert_eq!((c.arena.best, c.arena.lower_bound), arena, "{name}");
+        assert_eq!(live, arena.1, "{name}: no kernel scratch at the peak");
     }
 }
 
@@ -335,7 +368,12 @@ fn peer_integer_model_with_packed_linear_layers_matches_the_goldens() {
         [("icct_packed", None), ("icct_packed_mlp16", Some(None)), ("icct_packed_mlp5", Some(Some(5)))]
     {
         let opts = CompileOptions { packed_layout: Some(PackedLayout::Dsp16), ..options(name) };
-        let c = check_deeploy_with(&peers, "Models/CCT/Int/ICCT", &[], opts, mlp_rows);
+        let prepare = |g: &mut Graph| {
+            if let Some(rows) = mlp_rows {
+                assert_eq!(mote_core::passes::rows::chunk_mlps(g, rows).unwrap().len(), 1);
+            }
+        };
+        let c = check_deeploy_with(&peers, "Models/CCT/Int/ICCT", &[], opts, &prepare);
         let lib = &c.files.iter().find(|(p, _)| p.ends_with("lib.rs")).unwrap().1;
         let blocks = [1, 4, 13][arenas.len()];
         assert_eq!(lib.matches("packed::linear_packed_requant(").count(), 4 + 2 * blocks, "{name}: 6 linear layers");

@@ -1,14 +1,17 @@
-//! MLP hidden chunks: a linear layer that widens the tokens, the element-wise ops on its wide output, and the
-//! linear layer that narrows it back (with the element-wise ops right after it, e.g. Deeploy's bias `Add` and
-//! `RequantShift`) run a block of token rows at a time, so only one block of the wide hidden tensors is alive
-//! instead of all of it.
+//! Blocks of a chain of layers that need only a block of their input at a time, so only a block of the wide
+//! tensors inside the chain is alive instead of all of it:
+//! - **MLP hidden chunks** ([`chunk_mlps`]): a linear layer that widens the tokens, the element-wise ops on its
+//!   output, and the linear layer that narrows it back (with the element-wise ops right after it, e.g. Deeploy's
+//!   bias `Add` and `RequantShift`) run a block of token rows at a time.
+//! - **Attention head by head** ([`split_heads`]): the product of queries and keys batched over heads, the ops on
+//!   its scores and the product with the values run one head at a time, for the blocks the fused attention kernel
+//!   does not take (Deeploy's integer ops, onnxruntime's QDQ graphs).
 //!
-//! The rewrite is exact: every op of such a chain maps row i of its inputs to row i of its output (linear layers
-//! with constant weights, element-wise ops whose constants are the same for every row), so each block computes
-//! the same integers as the whole. The graph says it plainly: the input X (as `[rows, K]`) is cut by row
-//! `Slice`s, each block runs copies of the chain's nodes, and a `Concat` of the blocks' outputs (reshaped back)
-//! writes the chain's output tensor. Code generation turns those `Slice`s into views of X and the `Concat` into
-//! the blocks writing their rows of the output directly, so the rewrite moves no data.
+//! The rewrite is exact: every op of such a chain maps row (head) i of its inputs to row (head) i of its output, so
+//! each block computes the same integers as the whole. The graph says it plainly: the chain's activation inputs
+//! are cut by `Slice`s, each block runs copies of the chain's nodes, and a `Concat` of the blocks' outputs
+//! (reshaped back) writes the chain's output tensor. Code generation turns those `Slice`s into views of their
+//! inputs and the `Concat` into the blocks writing their part of the output directly, so the rewrite moves no data.
 use crate::ops::shape::{Concat, Reshape, Slice};
 use crate::{Graph, Node, NodeId, Result, TensorId};
 use std::collections::HashSet;
@@ -64,9 +67,15 @@ fn is_row_elementwise(g: &Graph, n: &Node, shape: &[usize], chain: &HashSet<Tens
         })
 }
 
-/// The chain starting at linear node `a`, in graph order, and its output tensor; `None` when the nodes reading
-/// its hidden tensors are not all element-wise ops and one narrowing linear layer.
-fn chain_from(g: &Graph, a: NodeId, consumers: &[Vec<NodeId>]) -> Option<(Vec<NodeId>, TensorId)> {
+/// The chain starting at node `a`, in graph order, its `last` node and its output tensor; `None` when the nodes reading its
+/// hidden tensors are not all `middle` ops and one `last` op (then the element-wise ops right after it).
+fn chain_from(
+    g: &Graph,
+    a: NodeId,
+    consumers: &[Vec<NodeId>],
+    middle: impl Fn(&Node, &[usize], &HashSet<TensorId>) -> bool,
+    last: impl Fn(&Node, &HashSet<TensorId>) -> bool,
+) -> Option<(Vec<NodeId>, NodeId, TensorId)> {
     let hidden_shape = g.values[g.nodes[a].outputs[0]].ty.shape.clone();
     let mut hidden: HashSet<TensorId> = HashSet::from([g.nodes[a].outputs[0]]);
     let mut nodes = vec![a];
@@ -76,16 +85,16 @@ fn chain_from(g: &Graph, a: NodeId, consumers: &[Vec<NodeId>]) -> Option<(Vec<No
         if !node.inputs.iter().any(|t| hidden.contains(t)) {
             continue;
         }
-        if exit.is_none() && is_row_elementwise(g, node, &hidden_shape, &hidden) {
+        if exit.is_none() && middle(node, &hidden_shape, &hidden) {
             hidden.insert(node.outputs[0]);
-        } else if exit.is_none() && is_linear(g, node) && hidden.contains(&node.inputs[0]) {
+        } else if exit.is_none() && last(node, &hidden) {
             exit = Some(n);
         } else {
             return None; // a reader outside the chain (or a second narrowing layer)
         }
         nodes.push(n);
     }
-    exit?;
+    let exit = exit?;
     if hidden.iter().any(|t| g.outputs.contains(t)) {
         return None;
     }
@@ -99,7 +108,7 @@ fn chain_from(g: &Graph, a: NodeId, consumers: &[Vec<NodeId>]) -> Option<(Vec<No
         nodes.push(*next);
         y = g.nodes[*next].outputs[0];
     }
-    Some((nodes, y))
+    Some((nodes, exit, y))
 }
 
 /// Rewrites every MLP chain whose first linear layer writes more elements than it reads into blocks of rows:
@@ -116,7 +125,9 @@ pub fn chunk_mlps(g: &mut Graph, block_rows: Option<usize>) -> Result<Vec<Chunke
         if taken.contains(&a) || !is_linear(g, &g.nodes[a]) {
             continue;
         }
-        let Some((nodes, y)) = chain_from(g, a, &consumers) else { continue };
+        let middle = |n: &Node, shape: &[usize], hidden: &HashSet<TensorId>| is_row_elementwise(g, n, shape, hidden);
+        let last = |n: &Node, hidden: &HashSet<TensorId>| is_linear(g, n) && hidden.contains(&n.inputs[0]);
+        let Some((nodes, _, y)) = chain_from(g, a, &consumers, middle, last) else { continue };
         let x = &g.values[g.nodes[a].inputs[0]].ty;
         let hidden = &g.values[g.nodes[a].outputs[0]].ty;
         let rows = x.len() / x.shape[x.shape.len() - 1].max(1);
@@ -136,9 +147,8 @@ pub fn chunk_mlps(g: &mut Graph, block_rows: Option<usize>) -> Result<Vec<Chunke
     }
     // Last chain first: a rewrite only moves the nodes after its own first node.
     for (nodes, y, mlp) in chains.iter().rev() {
-        let x = g.nodes[nodes[0]].inputs[0];
-        let k = g.values[x].ty.shape[g.values[x].ty.shape.len() - 1];
-        rewrite(g, nodes, x, *y, (mlp.rows, k), mlp.block_rows)?;
+        let inputs = vec![g.nodes[nodes[0]].inputs[0]];
+        rewrite(g, nodes, *y, &Cut { inputs, axis: 0, len: mlp.rows, block: mlp.block_rows, flatten: true })?;
     }
     if !chains.is_empty() {
         super::prune(g);
@@ -146,52 +156,146 @@ pub fn chunk_mlps(g: &mut Graph, block_rows: Option<usize>) -> Result<Vec<Chunke
     Ok(chains.into_iter().map(|c| c.2).collect())
 }
 
-/// Replaces the chain `nodes` (input `x` of `rows × k`, output `y`) by blocks of `r` rows, placed where the chain's
-/// last node was.
-fn rewrite(
-    g: &mut Graph,
-    nodes: &[NodeId],
-    x: TensorId,
-    y: TensorId,
-    (rows, k): (usize, usize),
-    r: usize,
-) -> Result<()> {
-    let first_new = g.nodes.len();
-    let x_name = g.values[x].name.clone();
-    let x2 = if g.values[x].ty.shape.len() == 2 {
-        x
-    } else {
-        let op = Reshape { shape: vec![rows, k], label: "Reshape" };
-        g.add_node(format!("{x_name}/rows"), Box::new(op), vec![x], &[format!("{x_name}/rows")])?[0]
+/// A product of two activations batched over heads (`[1, H, ..]`, mote's `QMatMul` or Deeploy's `MatMul`): the
+/// head axis and count.
+fn batched_heads(g: &Graph, n: &Node) -> Option<(usize, usize)> {
+    let ([a, b], ["MatMul" | "QMatMul"]) = (n.inputs.as_slice(), [n.op.name()]) else { return None };
+    let shape = &g.values[n.outputs[0]].ty.shape;
+    let axis = shape.iter().position(|&d| d > 1)?;
+    let fits = |t: TensorId| {
+        let v = &g.values[t];
+        v.konst.is_none() && v.ty.shape.len() == shape.len() && v.ty.shape[..=axis] == shape[..=axis]
     };
+    (axis + 2 < shape.len() && shape[axis] > 1 && fits(*a) && fits(*b)).then_some((axis, shape[axis]))
+}
+
+/// A softmax over the last axis (the same for every head), reading one chain tensor.
+fn is_row_softmax(g: &Graph, n: &Node, shape: &[usize], chain: &HashSet<TensorId>) -> bool {
+    ["QSoftmax", "ITAMax", "iSoftmax", "Softmax"].contains(&n.op.name())
+        && n.outputs.len() == 1
+        && g.values[n.outputs[0]].ty.shape == shape
+        && chain.contains(&n.inputs[0])
+        && n.inputs[1..].iter().all(|&t| g.values[t].konst.is_some())
+}
+
+/// One attention block rewritten to run head by head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadByHead {
+    /// Name of the block's output tensor (the second product's, or the element-wise ops' after it).
+    pub output: String,
+    /// Heads.
+    pub heads: usize,
+    /// Elements of the score map of all heads, of which one head's is alive at a time.
+    pub map_elements: usize,
+}
+
+/// Rewrites every layer-by-layer attention block — a product of activations batched over heads, element-wise
+/// ops and a softmax over the last axis on its scores, and the product with the values — whose scores hold more
+/// elements than its queries, keys and values together, to run one head at a time, so one head's scores are alive
+/// instead of every head's (the depth-first order of the fused kernel, for blocks it does not take: Deeploy's
+/// integer ops, onnxruntime's QDQ graphs). Returns the blocks rewritten.
+pub fn split_heads(g: &mut Graph) -> Result<Vec<HeadByHead>> {
+    let consumers = g.consumers();
+    let mut chains = Vec::new();
+    let mut taken: HashSet<NodeId> = HashSet::new();
+    for a in 0..g.nodes.len() {
+        let Some((axis, heads)) = batched_heads(g, &g.nodes[a]).filter(|_| !taken.contains(&a)) else { continue };
+        let middle = |n: &Node, shape: &[usize], hidden: &HashSet<TensorId>| {
+            is_row_elementwise(g, n, shape, hidden) || is_row_softmax(g, n, shape, hidden)
+        };
+        let last = |n: &Node, hidden: &HashSet<TensorId>| {
+            batched_heads(g, n) == Some((axis, heads))
+                && hidden.contains(&n.inputs[0])
+                && !hidden.contains(&n.inputs[1])
+        };
+        let Some((nodes, exit, y)) = chain_from(g, a, &consumers, middle, last) else { continue };
+        let inputs = vec![g.nodes[a].inputs[0], g.nodes[a].inputs[1], g.nodes[exit].inputs[1]];
+        let map = g.values[g.nodes[a].outputs[0]].ty.len();
+        if map <= inputs.iter().map(|&t| g.values[t].ty.len()).sum::<usize>() {
+            continue; // the scores are no larger than the queries, keys and values: splitting saves little
+        }
+        taken.extend(nodes.iter().copied());
+        let block = HeadByHead { output: g.values[y].name.clone(), heads, map_elements: map };
+        chains.push((nodes, y, Cut { inputs, axis, len: heads, block: 1, flatten: false }, block));
+    }
+    for (nodes, y, cut, _) in chains.iter().rev() {
+        rewrite(g, nodes, *y, cut)?;
+    }
+    if !chains.is_empty() {
+        super::prune(g);
+    }
+    Ok(chains.into_iter().map(|c| c.3).collect())
+}
+
+/// How a chain is cut into blocks: its activation inputs, each cut along `axis` (every axis before it of length 1,
+/// once an MLP input is flattened to `[rows, k]`), `block` of the axis' `len` indices per block.
+struct Cut {
+    inputs: Vec<TensorId>,
+    axis: usize,
+    len: usize,
+    block: usize,
+    /// Flatten the inputs to `[rows, k]` first (and the output back).
+    flatten: bool,
+}
+
+/// Replaces the chain `nodes` (output `y`) by its blocks, placed where the chain's last node was.
+fn rewrite(g: &mut Graph, nodes: &[NodeId], y: TensorId, cut: &Cut) -> Result<()> {
+    let first_new = g.nodes.len();
+    let mut sources = Vec::new();
+    for &t in &cut.inputs {
+        let (name, shape) = (g.values[t].name.clone(), g.values[t].ty.shape.clone());
+        let src = if cut.flatten && shape.len() != 2 {
+            let k = shape[shape.len() - 1];
+            let op = Reshape { shape: vec![cut.len, k], label: "Reshape" };
+            g.add_node(format!("{name}/rows"), Box::new(op), vec![t], &[format!("{name}/rows")])?[0]
+        } else {
+            t
+        };
+        sources.push((t, src));
+    }
+    let axis = if cut.flatten { 0 } else { cut.axis };
     let mut blocks = Vec::new();
-    for s in (0..rows).step_by(r) {
-        let e = (s + r).min(rows);
-        let slice = Slice { starts: vec![s as i64, 0], ends: vec![e as i64, k as i64], steps: vec![1, 1] };
-        let xs = g.add_node(format!("{x_name}/rows{s}"), Box::new(slice), vec![x2], &[format!("{x_name}/rows{s}")])?[0];
-        let mut map = std::collections::HashMap::from([(x, xs)]);
+    for s in (0..cut.len).step_by(cut.block) {
+        let e = (s + cut.block).min(cut.len);
+        let mut map = std::collections::HashMap::new();
+        for &(t, src) in &sources {
+            let shape = &g.values[src].ty.shape;
+            let at = |a: usize, v: usize, whole: usize| if a == axis { v as i64 } else { whole as i64 };
+            let slice = Slice {
+                starts: (0..shape.len()).map(|a| at(a, s, 0)).collect(),
+                ends: (0..shape.len()).map(|a| at(a, e, shape[a])).collect(),
+                steps: vec![1; shape.len()],
+            };
+            let name = format!("{}/block{s}", g.values[t].name);
+            map.insert(t, g.add_node(name.clone(), Box::new(slice), vec![src], &[name])?[0]);
+        }
         for &n in nodes {
             let node = g.nodes[n].clone();
             let inputs: Vec<TensorId> = node.inputs.iter().map(|t| *map.get(t).unwrap_or(t)).collect();
             let out = node.outputs[0];
-            let name = format!("{}/rows{s}", g.values[out].name);
-            let t = g.add_node(format!("{}/rows{s}", node.name), node.op.clone_box(), inputs, &[name])?[0];
+            let name = format!("{}/block{s}", g.values[out].name);
+            let t = g.add_node(format!("{}/block{s}", node.name), node.op.clone_box(), inputs, &[name])?[0];
             g.values[t].quant = g.values[out].quant.clone();
             map.insert(out, t);
         }
         blocks.push(map[&y]);
     }
-    // The blocks' rows, concatenated (then reshaped) into the chain's own output tensor.
+    // The blocks, concatenated (then reshaped) into the chain's own output tensor.
     let y_name = g.values[y].name.clone();
     let y_shape = g.values[y].ty.shape.clone();
-    let concat: Box<dyn crate::Op> = Box::new(Concat { axis: 0 });
-    if y_shape.len() == 2 {
-        g.infer_node(&y_name, concat.as_ref(), &blocks)?;
-        g.nodes.push(Node { name: format!("{y_name}/rows"), op: concat, inputs: blocks, outputs: vec![y] });
+    let concat: Box<dyn crate::Op> = Box::new(Concat { axis });
+    let joined = g.infer_node(&y_name, concat.as_ref(), &blocks)?;
+    if joined.first().map(|t| &t.shape) == Some(&y_shape) {
+        g.nodes.push(Node { name: format!("{y_name}/blocks"), op: concat, inputs: blocks, outputs: vec![y] });
     } else {
-        let flat = g.add_node(format!("{y_name}/rows"), concat, blocks, &[format!("{y_name}/rows")])?[0];
+        let flat = g.add_node(format!("{y_name}/blocks"), concat, blocks, &[format!("{y_name}/blocks")])?[0];
         let op = Reshape { shape: y_shape, label: "Reshape" };
-        g.nodes.push(Node { name: format!("{y_name}/unrows"), op: Box::new(op), inputs: vec![flat], outputs: vec![y] });
+        g.nodes.push(Node {
+            name: format!("{y_name}/unblocks"),
+            op: Box::new(op),
+            inputs: vec![flat],
+            outputs: vec![y],
+        });
     }
     // The new nodes take the place of the chain's last node (everything they read exists by then).
     let new: Vec<Node> = g.nodes.drain(first_new..).collect();
@@ -267,6 +371,55 @@ mod tests {
             assert_eq!((count("Slice"), count("QLinear"), count("Concat")), (slices, 2 * slices, 1), "{rows:?}");
             assert_eq!(c.run(vec![x.clone()]).unwrap(), want, "{rows:?}");
         }
+    }
+
+    /// Layer-by-layer attention over `h` heads of `s` tokens by `p` (queries, transposed keys and values are graph
+    /// inputs), causal; with its inputs.
+    fn attention(h: usize, s: usize, p: usize) -> (Graph, Vec<Tensor>) {
+        use crate::ops::quant::{QMatMul, QSoftmax};
+        let mut g = Graph::default();
+        let input = |g: &mut Graph, name: &str, shape: Vec<usize>| {
+            let t = g.add_value(name, TensorType::new(DType::I8, shape.clone()), None);
+            g.inputs.push(t);
+            let n = shape.iter().product::<usize>();
+            (
+                t,
+                Tensor::from_vec(&shape, (0..n).map(|i| (((i * 53 + name.len()) % 200) as i32 - 100) as i8).collect())
+                    .unwrap(),
+            )
+        };
+        let (q, xq) = input(&mut g, "q", vec![1, h, s, p]);
+        let (kt, xk) = input(&mut g, "kt", vec![1, h, p, s]);
+        let (v, xv) = input(&mut g, "v", vec![1, h, s, p]);
+        let mm = |za: i32, mul: i32| QMatMul {
+            a_zero_point: za,
+            b_zero_point: 3,
+            rescale: AccRescale::HighMul(vec![mul]),
+            y_zero_point: -2,
+        };
+        let sc = g.add_node("scores", Box::new(mm(1, 1 << 26)), vec![q, kt], &["scores".into()]).unwrap()[0];
+        let exp = Box::new(core::array::from_fn(|d| (32768.0 * (-0.04 * d as f64).exp()).round() as u16));
+        let mask = Some(((0..s * s).map(|i| i % s <= i / s).collect(), s));
+        let sm = QSoftmax { exp, out_recip: 256 << 16, out_zero_point: -128, mask };
+        let pr = g.add_node("softmax", Box::new(sm), vec![sc], &["probs".into()]).unwrap()[0];
+        let y = g.add_node("av", Box::new(mm(-128, 1 << 24)), vec![pr, v], &["av".into()]).unwrap()[0];
+        g.outputs.push(y);
+        (g, vec![xq, xk, xv])
+    }
+
+    /// Head by head, the block computes the same integers; a block whose scores are smaller than its inputs stays.
+    #[test]
+    fn attention_runs_head_by_head() {
+        let (g, x) = attention(3, 8, 2);
+        let want = g.run(x.clone()).unwrap();
+        let mut c = g.clone();
+        let done = split_heads(&mut c).unwrap();
+        assert_eq!(done, [HeadByHead { output: "av".into(), heads: 3, map_elements: 192 }]);
+        let count = |op: &str| c.nodes.iter().filter(|n| n.op.name() == op).count();
+        assert_eq!((count("Slice"), count("QMatMul"), count("QSoftmax"), count("Concat")), (9, 6, 3, 1));
+        assert_eq!(c.run(x).unwrap(), want);
+        let (mut small, _) = attention(3, 2, 4);
+        assert!(split_heads(&mut small).unwrap().is_empty());
     }
 
     /// Nothing changes when the hidden tensor is read outside the chain, when chunking is off, or when the
