@@ -3,7 +3,7 @@
 //! hardswish in TFLite-style int8 models; build tables on the host) and clamp (ReLU/ReLU6).
 
 use crate::elem::{check_range, IntElem};
-use crate::requant::{per_scheme, Requant, RequantOne};
+use crate::requant::Requant;
 use crate::KernelError;
 
 /// iGELU of one value in checked `i64`; `None` if any step overflows or the result leaves `i32`.
@@ -63,7 +63,7 @@ pub fn igelu_requant<T: IntElem>(
 ) -> Result<(), KernelError> {
     rq.check::<T>(1)?;
     check_all_i8(|v| igelu_one(v, b, one))?;
-    per_scheme!(rq, r => map_i8(x, out, |v| T::from_i32_sat(r.one(igelu_one(v, b, one).unwrap_or(0), 0))))
+    map_i8(x, out, |v| T::from_i32_sat(rq.apply(igelu_one(v, b, one).unwrap_or(0), 0)))
 }
 
 /// [`igelu_requant`] to int8 in place: `x[i] = rq(igelu(x[i]))`, so the int8 input and output share
@@ -71,11 +71,9 @@ pub fn igelu_requant<T: IntElem>(
 pub fn igelu_requant_in_place(x: &mut [i8], b: i32, one: i32, rq: &Requant<'_>) -> Result<(), KernelError> {
     rq.check::<i8>(1)?;
     check_all_i8(|v| igelu_one(v, b, one))?;
-    per_scheme!(rq, r => {
-        for v in x.iter_mut() {
-            *v = i8::from_i32_sat(r.one(igelu_one(*v, b, one).unwrap_or(0), 0));
-        }
-    });
+    for v in x.iter_mut() {
+        *v = i8::from_i32_sat(rq.apply(igelu_one(*v, b, one).unwrap_or(0), 0));
+    }
     Ok(())
 }
 
@@ -116,7 +114,7 @@ pub fn ihardswish_requant<T: IntElem>(
     }
     let f = |v| ihardswish_one(v, p.three, p.six, p.one_over_six);
     check_all_i8(f)?;
-    per_scheme!(rq, r => map_i8(x, out, |v| T::from_i32_sat(r.one(f(v).unwrap_or(0), 0))))
+    map_i8(x, out, |v| T::from_i32_sat(rq.apply(f(v).unwrap_or(0), 0)))
 }
 
 /// [`ihardswish_requant`] to int8 in place: `x[i] = rq(ihardswish(x[i]))` (identical results).
@@ -127,11 +125,9 @@ pub fn ihardswish_requant_in_place(x: &mut [i8], p: &HardswishParams, rq: &Requa
     }
     let f = |v| ihardswish_one(v, p.three, p.six, p.one_over_six);
     check_all_i8(f)?;
-    per_scheme!(rq, r => {
-        for v in x.iter_mut() {
-            *v = i8::from_i32_sat(r.one(f(*v).unwrap_or(0), 0));
-        }
-    });
+    for v in x.iter_mut() {
+        *v = i8::from_i32_sat(rq.apply(f(*v).unwrap_or(0), 0));
+    }
     Ok(())
 }
 

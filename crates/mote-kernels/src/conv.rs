@@ -6,7 +6,7 @@
 //! (true-value zero, or the zero point in TFLite terms). Accumulation: wrapping `i32`.
 
 use crate::elem::IntElem;
-use crate::requant::{per_scheme, Requant, RequantOne};
+use crate::requant::Requant;
 use crate::KernelError;
 
 /// Output length of one spatial dim: `floor((input + pads - dilation·(kernel-1) - 1) / stride) + 1`.
@@ -224,12 +224,12 @@ pub fn conv2d_requant<A: IntElem, T: IntElem>(
 ) -> Result<(), KernelError> {
     rq.check::<T>(p.out_channels)?;
     let g = p.validate(x.len(), w.len(), bias.map(<[i32]>::len), out.len())?;
-    per_scheme!(rq, r => for_each_output(x, w, p, &g, |idx, oc, acc| {
+    for_each_output(x, w, p, &g, |idx, oc, acc| {
         let b = bias.and_then(|b| b.get(oc)).copied().unwrap_or(0);
         if let Some(o) = out.get_mut(idx) {
-            *o = T::from_i32_sat(r.one(acc.wrapping_add(b), oc));
+            *o = T::from_i32_sat(rq.apply(acc.wrapping_add(b), oc));
         }
-    }));
+    });
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 //! per-channel `[C,1,1]` tensor over NCHW. General numpy broadcasting must be materialized first.
 
 use crate::elem::{check_range, IntElem};
-use crate::requant::{multiply_by_quantized_multiplier, per_scheme, Requant, RequantOne, MAX_Q31_SHIFT, MIN_Q31_SHIFT};
+use crate::requant::{multiply_by_quantized_multiplier, Requant, MAX_Q31_SHIFT, MIN_Q31_SHIFT};
 use crate::KernelError;
 
 /// The `b` element paired with each element of `a` under the broadcast rule, checked: `b[(i / inner) % b.len()]`
@@ -102,7 +102,7 @@ pub fn add_i32_requant<A: IntElem, B: IntElem, T: IntElem>(
     if rq.channels() != 1 {
         return Err(KernelError::ShapeMismatch);
     }
-    per_scheme!(rq, r => broadcast_map(a, b, inner, out, |x, y| T::from_i32_sat(r.one(x.to_i32().wrapping_add(y.to_i32()), 0))))
+    broadcast_map(a, b, inner, out, |x, y| T::from_i32_sat(rq.apply(x.to_i32().wrapping_add(y.to_i32()), 0)))
 }
 
 /// [`mul_i32`] followed by a per-tensor requantization (`rq.channels() = 1`), without storing the
@@ -120,7 +120,7 @@ pub fn mul_i32_requant<A: IntElem, B: IntElem, T: IntElem>(
     if rq.channels() != 1 {
         return Err(KernelError::ShapeMismatch);
     }
-    per_scheme!(rq, r => broadcast_map(a, b, inner, out, |x, y| T::from_i32_sat(r.one(x.to_i32().wrapping_mul(y.to_i32()), 0))))
+    broadcast_map(a, b, inner, out, |x, y| T::from_i32_sat(rq.apply(x.to_i32().wrapping_mul(y.to_i32()), 0)))
 }
 
 /// TFLite / CMSIS-NN int8 `ADD` quantization parameters (`arm_elementwise_add_s8`).

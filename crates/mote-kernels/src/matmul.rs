@@ -6,7 +6,7 @@
 //! `k <= 65_793` (no offsets, no bias).
 
 use crate::elem::IntElem;
-use crate::requant::{per_scheme, Requant, RequantOne};
+use crate::requant::Requant;
 use crate::KernelError;
 
 /// Where a batch of row-major matrices sits in a flat slice.
@@ -224,11 +224,11 @@ pub fn qk_t_requant<A: IntElem, B: IntElem, T: IntElem>(
 ) -> Result<(), KernelError> {
     rq.check::<T>(p.n)?;
     p.validate(a.len(), b.len(), out.len(), true)?;
-    per_scheme!(rq, r => p.for_each_nt(a, b, |idx, j, acc| {
+    p.for_each_nt(a, b, |idx, j, acc| {
         if let Some(o) = out.get_mut(idx) {
-            *o = T::from_i32_sat(r.one(acc, j));
+            *o = T::from_i32_sat(rq.apply(acc, j));
         }
-    }));
+    });
     Ok(())
 }
 
@@ -255,11 +255,11 @@ pub fn av_requant<A: IntElem, B: IntElem, T: IntElem>(
 ) -> Result<(), KernelError> {
     rq.check::<T>(p.n)?;
     p.validate(a.len(), v.len(), out.len(), false)?;
-    per_scheme!(rq, r => p.for_each_nn(a, v, |idx, j, acc| {
+    p.for_each_nn(a, v, |idx, j, acc| {
         if let Some(o) = out.get_mut(idx) {
-            *o = T::from_i32_sat(r.one(acc, j));
+            *o = T::from_i32_sat(rq.apply(acc, j));
         }
-    }));
+    });
     Ok(())
 }
 
@@ -323,11 +323,11 @@ pub fn linear_requant<A: IntElem, T: IntElem>(
     rq.check::<T>(d.n)?;
     check_linear(x.len(), w.len(), bias, d, out.len())?;
     let p = BatchedMatmul { a_offset: input_offset, ..BatchedMatmul::packed_nt(1, d.m, d.k, d.n) };
-    per_scheme!(rq, r => p.for_each_nt(x, w, |idx, j, acc| {
+    p.for_each_nt(x, w, |idx, j, acc| {
         if let Some(o) = out.get_mut(idx) {
-            *o = T::from_i32_sat(r.one(acc.wrapping_add(bias_at(bias, j)), j));
+            *o = T::from_i32_sat(rq.apply(acc.wrapping_add(bias_at(bias, j)), j));
         }
-    }));
+    });
     Ok(())
 }
 

@@ -253,55 +253,6 @@ impl<'a> ThresholdRequant<'a> {
     }
 }
 
-/// One requantization scheme applied to a value of channel `ch` (per-tensor schemes ignore `ch`): the variants of
-/// [`Requant`], so that a kernel can pick the scheme once per call ([`per_scheme`]) instead of once per element.
-pub trait RequantOne: Copy {
-    /// Requantizes `x` of channel `ch`.
-    fn one(&self, x: i32, ch: usize) -> i32;
-}
-
-impl RequantOne for ShiftRequant<'_> {
-    #[inline(always)]
-    fn one(&self, x: i32, ch: usize) -> i32 {
-        self.apply(x, ch)
-    }
-}
-
-impl RequantOne for FixedPointRequant<'_> {
-    #[inline(always)]
-    fn one(&self, x: i32, ch: usize) -> i32 {
-        self.apply(x, ch)
-    }
-}
-
-impl RequantOne for HighMulRequant<'_> {
-    #[inline(always)]
-    fn one(&self, x: i32, ch: usize) -> i32 {
-        self.apply(x, ch)
-    }
-}
-
-impl RequantOne for ThresholdRequant<'_> {
-    #[inline(always)]
-    fn one(&self, x: i32, _ch: usize) -> i32 {
-        self.apply(x)
-    }
-}
-
-/// Evaluates `$body` with `$r` bound to the concrete scheme ([`RequantOne`]) of the [`Requant`] `$rq`: the loop in
-/// `$body` is compiled once per scheme and does not dispatch per element.
-macro_rules! per_scheme {
-    ($rq:expr, $r:ident => $body:expr) => {
-        match $rq {
-            $crate::requant::Requant::Shift($r) => $body,
-            $crate::requant::Requant::FixedPoint($r) => $body,
-            $crate::requant::Requant::Threshold($r) => $body,
-            $crate::requant::Requant::HighMul($r) => $body,
-        }
-    };
-}
-pub(crate) use per_scheme;
-
 /// Any requantization scheme, as taken by the fused kernels (matmul, conv, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Requant<'a> {
@@ -450,11 +401,9 @@ pub fn requantize<I: IntElem, T: IntElem>(
         return Err(KernelError::ShapeMismatch);
     }
     if c == 1 {
-        per_scheme!(rq, r => {
-            for (o, &v) in out.iter_mut().zip(x) {
-                *o = T::from_i32_sat(r.one(v.to_i32(), 0));
-            }
-        });
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = T::from_i32_sat(rq.apply(v.to_i32(), 0));
+        }
         return Ok(());
     }
     let block = c.checked_mul(inner).ok_or(KernelError::ShapeMismatch)?;
@@ -480,11 +429,9 @@ pub fn requantize_in_place<T: IntElem>(x: &mut [T], rq: &Requant<'_>, inner: usi
     let c = rq.channels();
     rq.check::<T>(c)?;
     if c == 1 {
-        per_scheme!(rq, r => {
-            for v in x.iter_mut() {
-                *v = T::from_i32_sat(r.one(v.to_i32(), 0));
-            }
-        });
+        for v in x.iter_mut() {
+            *v = T::from_i32_sat(rq.apply(v.to_i32(), 0));
+        }
         return Ok(());
     }
     let block = c.checked_mul(inner).ok_or(KernelError::ShapeMismatch)?;
