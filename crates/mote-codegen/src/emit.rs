@@ -31,9 +31,7 @@ pub struct Emitter<'a> {
     body: String,
     /// Statics already emitted, by tensor, element type and layout (`true` = transposed).
     konst: HashMap<(TensorId, DType, bool), String>,
-    /// The same by content (element type and values): equal constants share one static.
-    konst_data: HashMap<(DType, Vec<i64>), String>,
-    /// Every static emitted, by element type and values.
+    /// Every static emitted, by element type and values: equal ones are emitted once.
     statics_by_content: HashMap<(String, String), String>,
     weight_bytes: usize,
     /// Weight layout of the target core's packed linear kernel (`None`: plain weights, portable kernels).
@@ -110,7 +108,6 @@ impl<'a> Emitter<'a> {
             prologue: String::new(),
             body: String::new(),
             konst: HashMap::new(),
-            konst_data: HashMap::new(),
             statics_by_content: HashMap::new(),
             weight_bytes: 0,
         }
@@ -173,15 +170,9 @@ impl<'a> Emitter<'a> {
             vals = (0..cols).flat_map(|c| (0..rows).map(move |r| (r, c))).map(|(r, c)| vals[r * cols + c]).collect();
             doc.push_str(&format!(", transposed to [{cols}, {rows}]"));
         }
-        let content = (d, vals);
-        if let Some(n) = self.konst_data.get(&content).cloned() {
-            self.konst.insert(key, n.clone());
-            return Ok(n);
-        }
-        let name = format!("W{}", self.konst_data.len());
-        let n = self.static_array(name, rust_ty(d)?, &content.1, content.1.len() * d.size_of(), &doc);
+        let name = format!("W{}", self.statics_by_content.len());
+        let n = self.static_array(name, rust_ty(d)?, &vals, vals.len() * d.size_of(), &doc);
         self.konst.insert(key, n.clone());
-        self.konst_data.insert(content, n.clone());
         Ok(n)
     }
 

@@ -372,7 +372,6 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         dev.nw.storage[t]
             .ok_or_else(|| mote_core::Error::Invalid(format!("`{}` has no device storage type", g.values[t].name)))
     };
-    // Root tensor of every alias chain.
     // Tensors that are bytes of another one: `t -> (tensor, byte offset)` (reshapes, row views, the blocks of a
     // row concatenation); `root_of` follows the chain to the tensor that owns a buffer.
     let mut root: HashMap<TensorId, (TensorId, usize)> = HashMap::new();
