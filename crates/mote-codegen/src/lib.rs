@@ -41,7 +41,7 @@ use mote_core::passes::narrow::{narrow, Narrowing};
 use mote_core::{bail, DType, Graph, Node, NodeId, Result, Tensor, TensorId};
 pub use mote_kernels::packed::PackedLayout;
 use mote_plan::{Buffer, Strategy};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 /// What to generate.
@@ -338,13 +338,12 @@ fn row_view(g: &Graph, node: &Node) -> Option<usize> {
 fn concat_blocks(
     g: &Graph,
     node: &Node,
-    consumers: &[Vec<NodeId>],
+    (producers, consumers): (&[Option<NodeId>], &[Vec<NodeId>]),
     root: &HashMap<TensorId, (TensorId, usize)>,
-    device: &[NodeId],
+    device: &HashSet<NodeId>,
 ) -> Option<Vec<usize>> {
     let c = node.op.as_any().downcast_ref::<Concat>()?;
     let dims = &g.values[node.outputs[0]].ty.shape;
-    let producers = g.producers();
     let own = |&i: &TensorId| {
         let written = producers[i].is_some_and(|p| device.contains(&p) && !is_alias(g, &g.nodes[p]));
         written
@@ -376,13 +375,13 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
     // row concatenation); `root_of` follows the chain to the tensor that owns a buffer.
     let mut root: HashMap<TensorId, (TensorId, usize)> = HashMap::new();
     let mut layers_nodes: Vec<NodeId> = Vec::new();
-    let consumers = g.consumers();
+    let (producers, consumers) = (g.producers(), g.consumers());
+    let device: HashSet<NodeId> = dev.nodes.iter().copied().collect();
+    let same_storage = |a: TensorId, b: TensorId| dev.nw.storage[a].is_some() && dev.nw.storage[a] == dev.nw.storage[b];
     let read_in_place: Vec<TensorId> =
         dev.inputs.iter().filter(|(_, io)| io.dtype == DType::I8).map(|(t, _)| *t).collect();
     for &n in &dev.nodes {
         let node = &g.nodes[n];
-        let same_storage =
-            |a: TensorId, b: TensorId| dev.nw.storage[a].is_some() && dev.nw.storage[a] == dev.nw.storage[b];
         if is_alias(g, node) {
             root.insert(node.outputs[0], (node.inputs[0], 0));
         } else if let Some(offset) = row_view(g, node).filter(|_| same_storage(node.inputs[0], node.outputs[0])) {
@@ -393,7 +392,7 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
             }
             let size = dev.nw.storage[node.inputs[0]].map_or(1, |d| d.size_of());
             root.insert(node.outputs[0], (node.inputs[0], offset * size));
-        } else if let Some(blocks) = concat_blocks(g, node, &consumers, &root, &dev.nodes)
+        } else if let Some(blocks) = concat_blocks(g, node, (&producers, &consumers), &root, &device)
             .filter(|_| node.inputs.iter().all(|&i| same_storage(i, node.outputs[0])))
         {
             let size = dev.nw.storage[node.outputs[0]].map_or(1, |d| d.size_of());

@@ -143,17 +143,10 @@ pub fn chunk_mlps(g: &mut Graph, block_rows: Option<usize>) -> Result<Vec<Chunke
             block_rows: r,
             hidden: hidden.shape[hidden.shape.len() - 1],
         };
-        chains.push((nodes, y, mlp));
+        let cut = Cut { inputs: vec![g.nodes[a].inputs[0]], axis: 0, len: rows, block: r, flatten: true };
+        chains.push((nodes, y, cut, mlp));
     }
-    // Last chain first: a rewrite only moves the nodes after its own first node.
-    for (nodes, y, mlp) in chains.iter().rev() {
-        let inputs = vec![g.nodes[nodes[0]].inputs[0]];
-        rewrite(g, nodes, *y, &Cut { inputs, axis: 0, len: mlp.rows, block: mlp.block_rows, flatten: true })?;
-    }
-    if !chains.is_empty() {
-        super::prune(g);
-    }
-    Ok(chains.into_iter().map(|c| c.2).collect())
+    rewrite_chains(g, chains)
 }
 
 /// A product of two activations batched over heads (`[1, H, ..]`, mote's `QMatMul` or Deeploy's `MatMul`): the
@@ -218,6 +211,12 @@ pub fn split_heads(g: &mut Graph) -> Result<Vec<HeadByHead>> {
         let block = HeadByHead { output: g.values[y].name.clone(), heads, map_elements: map };
         chains.push((nodes, y, Cut { inputs, axis, len: heads, block: 1, flatten: false }, block));
     }
+    rewrite_chains(g, chains)
+}
+
+/// Rewrites each chain `(nodes, output, cut, report)` into its blocks and returns the reports.
+fn rewrite_chains<R>(g: &mut Graph, chains: Vec<(Vec<NodeId>, TensorId, Cut, R)>) -> Result<Vec<R>> {
+    // Last chain first: a rewrite only moves the nodes after its own first node.
     for (nodes, y, cut, _) in chains.iter().rev() {
         rewrite(g, nodes, *y, cut)?;
     }
@@ -227,8 +226,8 @@ pub fn split_heads(g: &mut Graph) -> Result<Vec<HeadByHead>> {
     Ok(chains.into_iter().map(|c| c.3).collect())
 }
 
-/// How a chain is cut into blocks: its activation inputs, each cut along `axis` (every axis before it of length 1,
-/// once an MLP input is flattened to `[rows, k]`), `block` of the axis' `len` indices per block.
+/// How a chain is cut into blocks: its activation inputs, each cut along `axis` (every axis before it of length 1;
+/// axis 0 of an MLP input flattened to `[rows, k]`), `block` of the axis' `len` indices per block.
 struct Cut {
     inputs: Vec<TensorId>,
     axis: usize,
@@ -253,7 +252,7 @@ fn rewrite(g: &mut Graph, nodes: &[NodeId], y: TensorId, cut: &Cut) -> Result<()
         };
         sources.push((t, src));
     }
-    let axis = if cut.flatten { 0 } else { cut.axis };
+    let axis = cut.axis;
     let mut blocks = Vec::new();
     for s in (0..cut.len).step_by(cut.block) {
         let e = (s + cut.block).min(cut.len);
