@@ -403,18 +403,25 @@ fn deploy_exact_integer_peer_model() {
 }
 
 /// onnxruntime's `quantize_static` QDQ models (which reshape the float input before quantizing it) deploy as they
-/// are: the quantization moves to the model edge, and the board computes what the host's int8 graph does.
+/// are: the quantization moves to the model edge, and the board computes what the host's int8 graph does. Their
+/// attention blocks (one input projection split three ways, queries and keys scaled by tables) run as the fused
+/// kernel; layer by layer they give the same outputs.
 #[test]
 fn onnxruntime_qdq_models_deploy_bit_exactly() {
     if !emulation_available("cortex-m4") {
         return;
     }
-    for (dir, stem) in [("digits", "digits_encoder"), ("torch-encoder", "kws_encoder_op17")] {
+    for (dir, stem, blocks) in [("digits", "digits_encoder", 2), ("torch-encoder", "kws_encoder_op17", 1)] {
         let (model, inputs) =
             (example(dir, &format!("{stem}.ort_qdq.onnx")), example(dir, &format!("{stem}.inputs.npz")));
-        let v = json(&mote(&["deploy", &model, "--board", "stm32l4r5", "--inputs", &inputs, "--json"]));
-        assert_eq!(v["bit_exact"], true, "{stem}: {v}");
-        let layers = v["layers"].as_array().unwrap();
-        assert!(layers.iter().any(|l| l["op"] == "QSoftmax"), "{stem}: {v}");
+        let args = ["deploy", &model, "--board", "stm32l4r5", "--inputs", &inputs, "--json"];
+        let fused = json(&mote(&args));
+        assert_eq!(fused["bit_exact"], true, "{stem}: {fused}");
+        let ops =
+            |v: &serde_json::Value, op: &str| v["layers"].as_array().unwrap().iter().filter(|l| l["op"] == op).count();
+        assert_eq!((ops(&fused, "QAttention"), ops(&fused, "QSoftmax")), (blocks, 0), "{stem}: {fused}");
+        let layers = json(&mote(&[&args[..], &["--attention", "layers"]].concat()));
+        assert_eq!((ops(&layers, "QAttention"), ops(&layers, "QSoftmax")), (0, blocks), "{stem}: {layers}");
+        assert_eq!(fused["outputs"], layers["outputs"], "{stem}");
     }
 }

@@ -935,14 +935,25 @@ impl<'a> Emitter<'a> {
             let doc = format!("`{}` {name} projection packed per head for {layout:?}", node.name);
             Ok(e.static_array(format!("L{id}_{}", name.to_uppercase()), "i32", &words, 4 * words.len(), &doc))
         };
-        let wq = pack(self, "query", slots[0], slots[1], &q.q, q.heads)?;
+        let head_projection = |e: &mut Self, name: &str, w, b, p: &QProjection| -> Result<String> {
+            let words = pack(e, name, w, b, p, q.heads)?;
+            let table = match &p.table {
+                Some((t, zp)) => {
+                    let doc = format!("`{}` table after the {name} projection", node.name);
+                    let t = e.static_array(format!("L{id}_{}_TABLE", name.to_uppercase()), "i8", &t[..], 256, &doc);
+                    format!("Some((&{t}, {zp}))")
+                }
+                None => "None".into(),
+            };
+            Ok(format!(
+                "attention::HeadProjection {{ words: &{words}, zero_point: {}, table: {table} }}",
+                p.y_zero_point
+            ))
+        };
+        let wq = head_projection(self, "query", slots[0], slots[1], &q.q)?;
         let optional = |e: &mut Self, name: &str, w, b, p: &Option<QProjection>| -> Result<String> {
             Ok(match p {
-                Some(p) => format!(
-                    "Some(attention::HeadProjection {{ words: &{}, zero_point: {} }})",
-                    pack(e, name, w, b, p, q.heads)?,
-                    p.y_zero_point
-                ),
+                Some(p) => format!("Some({})", head_projection(e, name, w, b, p)?),
                 None => "None".into(),
             })
         };
@@ -969,7 +980,7 @@ impl<'a> Emitter<'a> {
             "let p = attention::MhsaI8 {{\n            \
              shape: attention::MhsaShape {{ seq: {}, embed: {}, heads: {}, qk_dim: {}, v_dim: {}, out_dim: {}, project_k: {}, project_v: {}, proj_layout: PackedLayout::{layout:?}, out_layout: PackedLayout::{layout:?} }},\n            \
              x_zero_point: {},\n            \
-             q: attention::HeadProjection {{ words: &{wq}, zero_point: {} }},\n            \
+             q: {wq},\n            \
              k: {wk},\n            v: {wv},\n            \
              scores: attention::ProductRequant {{ mul: {}, zero_point: {} }},\n            \
              softmax: SoftmaxI8Params {{ exp: &{exp}, out_recip: {}, out_zero_point: {} }},\n            \
@@ -987,7 +998,6 @@ impl<'a> Emitter<'a> {
             s.project_k,
             s.project_v,
             q.q.x_zero_point,
-            q.q.y_zero_point,
             q.scores.mul,
             q.scores.zero_point,
             q.softmax.out_recip,

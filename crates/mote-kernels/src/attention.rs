@@ -23,6 +23,7 @@
 //!
 //! [`softmax_i8`]: crate::softmax::softmax_i8
 
+use crate::activation::lut_i8_in_place;
 use crate::packed::{
     dsp16_acc_add, dsp16_acc_init, dsp16_acc_store, dsp16_part_panel_words, linear_packed, pack_activations,
     pack_linear, LinearWeights, PackedLayout, PackedLinear,
@@ -182,13 +183,32 @@ impl MhsaShape {
 }
 
 /// Projections of `x` for every head: `heads` packed `[dim, embed]` layers one after the other (`layout.words(dim,
-/// embed)` words each, `x`'s zero point folded into their bias) and their output zero point.
+/// embed)` words each, `x`'s zero point folded into their bias), their output zero point, and an optional table
+/// applied to every projected value before the products read it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeadProjection<'a> {
     /// The packed layers.
     pub words: &'a [i32],
     /// Zero point of the projected tensor.
     pub zero_point: i32,
+    /// A table over the projected values (indexed by value + 128) and the zero point of its results: onnxruntime's
+    /// QDQ attention scales queries and keys each by `P^(-1/4)`, a requantizing `Mul` after the head split.
+    pub table: Option<(&'a [i8; 256], i32)>,
+}
+
+impl HeadProjection<'_> {
+    /// Zero point of the values the products read (after the table, if any).
+    fn operand_zero_point(&self) -> i32 {
+        self.table.map_or(self.zero_point, |(_, zp)| zp)
+    }
+
+    /// Applies the table, if any, to projected values.
+    fn apply_table(&self, t: &mut [i8]) -> Result<(), KernelError> {
+        match self.table {
+            Some((table, _)) => lut_i8_in_place(t, table),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Packs a projection `src` (`[heads·dim, k]`, multipliers per tensor or per channel) as `heads` packed `[dim, k]`
@@ -409,6 +429,7 @@ fn head_rows<'o, const MASKED: bool>(
     let (pq, pv) = (s.qk_dim, s.v_dim);
     let q = blk.qo.get_mut(..rows * pq).ok_or(KernelError::ShapeMismatch)?;
     product(x_rows, &head(s, &p.q, pq, h)?, rows, p.q.zero_point, panel, q)?;
+    p.q.apply_table(q)?;
     let scores = blk.scores.get_mut(..rows * s.seq).ok_or(KernelError::ShapeMismatch)?;
     match p.mask {
         Some(mask) if MASKED => masked_probabilities(p, q, (r0, rows), keys, mask, scores, panel)?,
@@ -529,7 +550,7 @@ fn prepare<'s>(
         bytes: bytemuck::cast_slice_mut(bytes),
     };
     if !s.project_k {
-        pack_keys(io.x(), s.seq, s.embed, p.x_zero_point, p.q.zero_point, p.scores, sc.key_words);
+        pack_keys(io.x(), s.seq, s.embed, p.x_zero_point, p.q.operand_zero_point(), p.scores, sc.key_words);
     }
     if !s.project_v {
         pack_values(io.x(), s.seq, s.embed, p.x_zero_point, p.softmax.out_zero_point, p.av, sc.value_words);
@@ -558,12 +579,14 @@ fn head_major<const MASKED: bool>(
         if let Some(k) = &p.k {
             let keys = shared.get_mut(..seq * pq).ok_or(KernelError::ShapeMismatch)?;
             product(io.x(), &head(&s, k, pq, h)?, seq, k.zero_point, panel, keys)?;
-            pack_keys(keys, seq, pq, k.zero_point, p.q.zero_point, p.scores, key_words);
+            k.apply_table(keys)?;
+            pack_keys(keys, seq, pq, k.operand_zero_point(), p.q.operand_zero_point(), p.scores, key_words);
         }
         if let Some(v) = &p.v {
             let values = shared.get_mut(..seq * pv).ok_or(KernelError::ShapeMismatch)?;
             product(io.x(), &head(&s, v, pv, h)?, seq, v.zero_point, panel, values)?;
-            pack_values(values, seq, pv, v.zero_point, zp_prob, p.av, value_words);
+            v.apply_table(values)?;
+            pack_values(values, seq, pv, v.operand_zero_point(), zp_prob, p.av, value_words);
         }
         let keys = PackedLinear::new(PackedLayout::Dsp16, seq, pq, key_words)?;
         let values = PackedLinear::new(PackedLayout::Dsp16, pv, seq, value_words)?;
@@ -640,6 +663,8 @@ mod tests {
         zp: i32,
         n: usize,
         k: usize,
+        /// A table applied to the outputs, and the zero point of its results.
+        table: Option<([i8; 256], i32)>,
     }
 
     impl Layer {
@@ -651,7 +676,24 @@ mod tests {
                 zp: r.i32_in(-20, 20),
                 n,
                 k,
+                table: None,
             }
+        }
+
+        /// The layer's outputs for the products: through its table, if any, with their zero point.
+        fn operand(&self, x: &[i8], zx: i32) -> (Vec<i8>, i32) {
+            let mut y = self.apply(x, zx);
+            match &self.table {
+                Some((t, zp)) => {
+                    crate::activation::lut_i8_in_place(&mut y, t).unwrap();
+                    (y, *zp)
+                }
+                None => (y, self.zp),
+            }
+        }
+
+        fn projection<'w>(&'w self, words: &'w [i32]) -> HeadProjection<'w> {
+            HeadProjection { words, zero_point: self.zp, table: self.table.as_ref().map(|(t, zp)| (t, *zp)) }
         }
 
         /// The plain reference: `linear_requant` with a `HighMul` requantization.
@@ -725,11 +767,20 @@ mod tests {
     }
 
     impl Case {
-        fn random(seed: u64, shape: MhsaShape, masking: Masking) -> Case {
+        /// A random block; with `tables`, every projection has a random table after it.
+        fn random(seed: u64, shape: MhsaShape, masking: Masking, tables: bool) -> Case {
             let mut r = Lcg(seed);
             let (s, e, h) = (shape.seq, shape.embed, shape.heads);
-            let project = |r: &mut Lcg, yes: bool, dim: usize| yes.then(|| Layer::random(r, h * dim, e));
-            let q = Layer::random(&mut r, h * shape.qk_dim, e);
+            let layer = |r: &mut Lcg, n: usize| {
+                let mut l = Layer::random(r, n, e);
+                if tables {
+                    let t = r.vec_i8(256);
+                    l.table = Some((core::array::from_fn(|i| t[i]), r.i32_in(-9, 9)));
+                }
+                l
+            };
+            let project = |r: &mut Lcg, yes: bool, dim: usize| yes.then(|| layer(r, h * dim));
+            let q = layer(&mut r, h * shape.qk_dim);
             let k = project(&mut r, shape.project_k, shape.qk_dim);
             let v = project(&mut r, shape.project_v, shape.v_dim);
             let scale = 0.02 + f64::from(r.i32_in(0, 100)) / 1000.0;
@@ -764,15 +815,15 @@ mod tests {
         fn reference(&self, x: &[i8]) -> Vec<i8> {
             let sh = &self.shape;
             let (s, hs, pq, pv) = (sh.seq, sh.heads, sh.qk_dim, sh.v_dim);
-            let q = self.q.apply(x, self.zx);
-            let (k, zk) = self.k.as_ref().map_or((x.to_vec(), self.zx), |l| (l.apply(x, self.zx), l.zp));
-            let (v, zv) = self.v.as_ref().map_or((x.to_vec(), self.zx), |l| (l.apply(x, self.zx), l.zp));
+            let (q, zq) = self.q.operand(x, self.zx);
+            let (k, zk) = self.k.as_ref().map_or((x.to_vec(), self.zx), |l| l.operand(x, self.zx));
+            let (v, zv) = self.v.as_ref().map_or((x.to_vec(), self.zx), |l| l.operand(x, self.zx));
             let (kh, vh) = (if self.k.is_some() { hs } else { 1 }, if self.v.is_some() { hs } else { 1 });
             let mut concat = vec![0i8; s * hs * pv];
             for h in 0..hs {
                 let qh = head_cols(&q, hs, pq, h);
                 let kt = transpose(&head_cols(&k, kh, pq, h % kh), s, pq);
-                let sc = product(&qh, self.q.zp, &kt, zk, (s, pq, s), self.scores);
+                let sc = product(&qh, zq, &kt, zk, (s, pq, s), self.scores);
                 let mut pr = vec![0i8; s * s];
                 let mask = self.mask.as_deref().map(|m| RowMask { allowed: m, rows: s });
                 softmax_i8(&sc, s, mask, &self.softmax(), &mut pr).unwrap();
@@ -796,9 +847,9 @@ mod tests {
             let p = MhsaI8 {
                 shape: sh,
                 x_zero_point: self.zx,
-                q: HeadProjection { words: &q, zero_point: self.q.zp },
-                k: k.as_deref().map(|w| HeadProjection { words: w, zero_point: self.k.as_ref().unwrap().zp }),
-                v: v.as_deref().map(|w| HeadProjection { words: w, zero_point: self.v.as_ref().unwrap().zp }),
+                q: self.q.projection(&q),
+                k: k.as_deref().map(|w| self.k.as_ref().unwrap().projection(w)),
+                v: v.as_deref().map(|w| self.v.as_ref().unwrap().projection(w)),
                 scores: self.scores,
                 softmax: self.softmax(),
                 mask,
@@ -851,7 +902,8 @@ mod tests {
         for (seed, (base, masking)) in cases.into_iter().enumerate() {
             for layout in [PackedLayout::Dsp16, PackedLayout::Mve8, PackedLayout::Rv32] {
                 let sh = MhsaShape { proj_layout: layout, out_layout: layout, ..base };
-                let case = Case::random(seed as u64 + 1, sh, masking);
+                // Tables after the projections (onnxruntime's scaled queries and keys) on the projected blocks.
+                let case = Case::random(seed as u64 + 1, sh, masking, sh.project_k && seed != 1);
                 let x = Lcg(seed as u64 + 100).vec_i8(sh.seq * sh.embed);
                 let want = case.reference(&x);
                 // Outputs are not all saturated: the comparison sees real values.
@@ -881,10 +933,10 @@ mod tests {
     #[test]
     fn bad_arguments_are_refused_before_writing() {
         let sh = shape(5, 4, 2, 4, 4, false);
-        let case = Case::random(7, sh, Masking::None);
+        let case = Case::random(7, sh, Masking::None, false);
         let x = Lcg(3).vec_i8(20);
         // Row-major needs keys and values that are x.
-        let proj = Case::random(7, shape(5, 4, 2, 4, 4, true), Masking::None);
+        let proj = Case::random(7, shape(5, 4, 2, 4, 4, true), Masking::None, true);
         assert_eq!(proj.fused(&x, MhsaSchedule::RowMajor { block_rows: 2 }, false), Err(KernelError::InvalidParam));
         assert_eq!(case.fused(&x, MhsaSchedule::HeadMajor { block_rows: 0 }, false), Err(KernelError::InvalidParam));
         assert_eq!(

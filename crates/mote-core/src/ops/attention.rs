@@ -8,8 +8,8 @@ use mote_kernels::attention::{mhsa_i8, pack_heads, HeadProjection, MhsaI8, MhsaS
 use mote_kernels::packed::{LinearWeights, PackedLayout, PackedLinear};
 use mote_kernels::softmax::{RowMask, SoftmaxI8Params};
 
-/// A projection inside the block: `HighMul` multipliers (per tensor or per output channel) and the output zero
-/// point; its weights `[n, embed]` (int8) and bias `[n]` (int32) are inputs of the op.
+/// A projection inside the block: `HighMul` multipliers (per tensor or per output channel), the output zero
+/// point and an optional table after it; its weights `[n, embed]` (int8) and bias `[n]` (int32) are inputs of the op.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QProjection {
     /// `HighMul` multipliers of `s_x·s_w / s_y`.
@@ -18,6 +18,16 @@ pub struct QProjection {
     pub x_zero_point: i32,
     /// Output zero point.
     pub y_zero_point: i32,
+    /// A `QLut` table over the projected values and the zero point of its results (onnxruntime's scaling of
+    /// queries and keys); not on the output projection.
+    pub table: Option<(Box<[i8; 256]>, i32)>,
+}
+
+impl QProjection {
+    /// The kernel's view of the projection packed in `words`.
+    pub fn heads<'a>(&'a self, words: &'a [i32]) -> HeadProjection<'a> {
+        HeadProjection { words, zero_point: self.y_zero_point, table: self.table.as_ref().map(|(t, zp)| (&**t, *zp)) }
+    }
 }
 
 /// int8 self-attention of `x [seq, embed]`: inputs `x, wq, bq, [wk, bk], [wv, bv], wo, bo`, output `[seq, out]`.
@@ -181,9 +191,9 @@ impl Op for QAttention {
         let p = MhsaI8 {
             shape,
             x_zero_point: self.q.x_zero_point,
-            q: HeadProjection { words: &q, zero_point: self.q.y_zero_point },
-            k: k.as_deref().zip(self.k.as_ref()).map(|(w, p)| HeadProjection { words: w, zero_point: p.y_zero_point }),
-            v: v.as_deref().zip(self.v.as_ref()).map(|(w, p)| HeadProjection { words: w, zero_point: p.y_zero_point }),
+            q: self.q.heads(&q),
+            k: k.as_deref().zip(self.k.as_ref()).map(|(w, p)| p.heads(w)),
+            v: v.as_deref().zip(self.v.as_ref()).map(|(w, p)| p.heads(w)),
             scores: self.scores,
             softmax: SoftmaxI8Params {
                 exp: &self.softmax.exp,

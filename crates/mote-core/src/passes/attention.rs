@@ -7,8 +7,8 @@
 //! tensor but `x` and the output must have no other reader. Requantizations must be `HighMul` (the packed kernels').
 use super::prune;
 use crate::ops::attention::{QAttention, QProjection};
-use crate::ops::quant::{AccRescale, QLinear, QMatMul, QSoftmax};
-use crate::ops::shape::{Reshape, Transpose};
+use crate::ops::quant::{AccRescale, QLinear, QLut, QMatMul, QSoftmax};
+use crate::ops::shape::{Gather, Reshape, Transpose};
 use crate::{Graph, Node, NodeId, Result, Tensor, TensorId};
 use mote_kernels::attention::{MhsaSchedule, MhsaScratch, MhsaShape, ProductRequant};
 use mote_kernels::packed::PackedLayout;
@@ -101,20 +101,41 @@ pub fn plan_schedule(s: &MhsaShape, policy: &SchedulePolicy) -> Option<(MhsaSche
         .min_by_key(|c| (4 * c.1.total_words(), c.2))
 }
 
+/// Where a block's queries, keys or values come from: `heads · dim` output columns of a `QLinear` from `cols` on,
+/// through layout ops (and at most one `QLut`).
+struct Source {
+    linear: NodeId,
+    cols: usize,
+    dim: usize,
+    table: Option<NodeId>,
+}
+
 /// Everything a match found.
 struct Block {
     x: TensorId,
     heads: usize,
     qk_dim: usize,
     v_dim: usize,
-    q: NodeId,
-    k: Option<NodeId>,
-    v: Option<NodeId>,
+    q: Source,
+    k: Option<Source>,
+    v: Option<Source>,
     scores: NodeId,
     softmax: NodeId,
     av: NodeId,
     out: NodeId,
     nodes: Vec<NodeId>,
+}
+
+/// Whether `n` only moves elements: reshapes, transposes, gathers at constant indices.
+fn is_layout(n: &Node) -> bool {
+    let op = n.op.as_any();
+    op.is::<Reshape>() || op.is::<Transpose>() || op.is::<Gather>()
+}
+
+/// The flat indices `0..n` as an `i32` tensor of `shape`, to follow where layout ops move each element.
+fn iota(shape: &[usize]) -> Option<Tensor> {
+    let n: usize = shape.iter().product();
+    Tensor::from_vec(shape, (0..n).map(|i| i32::try_from(i).ok()).collect::<Option<Vec<i32>>>()?).ok()
 }
 
 struct Matcher<'g> {
@@ -124,93 +145,160 @@ struct Matcher<'g> {
 }
 
 impl Matcher<'_> {
-    /// The node producing `t` when `t` has exactly one reader, downcast to `T`.
-    fn single<T: 'static>(&self, t: TensorId) -> Option<(NodeId, &T)> {
-        let n = self.producer[t]?;
-        self.reader(t)?;
-        Some((n, self.g.nodes[n].op.as_any().downcast_ref::<T>()?))
-    }
-
-    /// `Transpose(perm)` of `Reshape([S, H, P])` of a `QLinear`: `(linear, H, P, [transpose, reshape])`.
-    fn head_split(&self, t: TensorId, perm: &[usize]) -> Option<(NodeId, usize, usize, [NodeId; 2])> {
-        let (tn, tr) = self.single::<Transpose>(t)?;
-        (tr.perm == perm).then_some(())?;
-        let (rn, rs) = self.single::<Reshape>(self.g.nodes[tn].inputs[0])?;
-        let [_, h, p] = rs.shape[..] else { return None };
-        let (ln, _) = self.single::<QLinear>(self.g.nodes[rn].inputs[0])?;
-        Some((ln, h, p, [tn, rn]))
-    }
-
-    /// The one node reading `t`, when `t` has exactly one reader (and is no graph output).
-    fn reader(&self, t: TensorId) -> Option<NodeId> {
-        match self.consumers[t].as_slice() {
-            [n] if !self.g.outputs.contains(&t) => Some(*n),
-            _ => None,
+    /// `t` after the layout nodes `chain` (in order; their other inputs constants), or `None` if one fails.
+    fn follow(&self, mut t: Tensor, chain: &[NodeId]) -> Option<Tensor> {
+        for &n in chain {
+            let node = &self.g.nodes[n];
+            let consts: Option<Vec<&Tensor>> =
+                node.inputs[1..].iter().map(|&i| self.g.values[i].konst.as_deref()).collect();
+            let mut inputs = vec![&t];
+            inputs.extend(consts?);
+            t = node.op.eval(&inputs).ok()?.into_iter().next()?;
         }
+        Some(t)
     }
 
-    fn linear_input(&self, n: NodeId) -> TensorId {
-        self.g.nodes[n].inputs[0]
+    /// The source of a head-split operand `t`: `[.., heads, seq, dim]` (`[.., heads, dim, seq]` for transposed
+    /// keys) whose element `(h, s, p)` is column `cols + h·dim + p` of row `s` of a `QLinear`'s output, reached
+    /// through layout ops and at most one element-wise `QLut`. Returns it, its head count and its nodes.
+    fn source(&self, t: TensorId, transposed: bool) -> Option<(Source, usize, Vec<NodeId>)> {
+        let g = self.g;
+        let (mut chain, mut table, mut cur) = (Vec::new(), None, t);
+        let linear = loop {
+            let n = self.producer[cur]?;
+            let op = g.nodes[n].op.as_any();
+            if op.is::<QLinear>() {
+                break n;
+            } else if op.is::<QLut>() && table.is_none() {
+                table = Some(n);
+            } else if !is_layout(&g.nodes[n]) {
+                return None;
+            } else {
+                chain.push(n);
+            }
+            cur = g.nodes[n].inputs[0];
+        };
+        chain.reverse();
+        let [seq, width] = g.values[cur].ty.shape[..] else { return None };
+        let r = self.follow(iota(&[seq, width])?, &chain)?;
+        let (shape, at) = (r.shape(), r.to_i64_vec());
+        let dim = *shape.get(shape.len().checked_sub(if transposed { 2 } else { 1 })?)?;
+        let heads = at.len().checked_div(seq * dim)?;
+        let cols = usize::try_from(*at.first()?).ok()?;
+        let (s_last, s_mid) = if transposed { (*shape.last()?, dim) } else { (dim, seq) };
+        let fits = heads > 0 && heads * seq * dim == at.len() && cols + heads * dim <= width;
+        let exact = fits
+            && s_last * s_mid == seq * dim
+            && at.iter().enumerate().all(|(i, &v)| {
+                let (h, a, b) = (i / (seq * dim), (i / s_last) % s_mid, i % s_last);
+                let (s, p) = if transposed { (b, a) } else { (a, b) };
+                v == (s * width + cols + h * dim + p) as i64
+            });
+        exact.then_some(())?;
+        let mut nodes = chain;
+        nodes.extend([Some(linear), table].into_iter().flatten());
+        Some((Source { linear, cols, dim, table }, heads, nodes))
+    }
+
+    /// The output projection of head outputs `t` (`[.., heads, seq, v_dim]`): a `QLinear` reading them through
+    /// layout ops as `[seq, heads·v_dim]`, the heads side by side. Returns it and the layout nodes.
+    fn concat(&self, t: TensorId, heads: usize) -> Option<(NodeId, Vec<NodeId>)> {
+        let g = self.g;
+        let (mut chain, mut cur) = (Vec::new(), t);
+        let out = loop {
+            let &[n] = self.consumers[cur].as_slice() else { return None };
+            if g.nodes[n].op.as_any().is::<QLinear>() && g.nodes[n].inputs[0] == cur {
+                break n;
+            }
+            (is_layout(&g.nodes[n]) && g.nodes[n].inputs[0] == cur).then_some(())?;
+            chain.push(n);
+            cur = g.nodes[n].outputs[0];
+        };
+        let shape = &g.values[t].ty.shape;
+        let (dim, seq) = (*shape.last()?, *shape.get(shape.len().checked_sub(2)?)?);
+        let r = self.follow(iota(shape)?, &chain)?;
+        let at = r.to_i64_vec();
+        let exact = r.shape() == [seq, heads * dim]
+            && at.iter().enumerate().all(|(i, &v)| {
+                let (s, h, p) = (i / (heads * dim), (i / dim) % heads, i % dim);
+                v == ((h * seq + s) * dim + p) as i64
+            });
+        exact.then_some((out, chain))
     }
 
     fn block(&self, sm: NodeId) -> Option<Block> {
         let g = self.g;
         let sm_node = &g.nodes[sm];
-        let (mm1, _) = self.single::<QMatMul>(sm_node.inputs[0])?;
+        let mm1 = self.producer[sm_node.inputs[0]]?;
+        g.nodes[mm1].op.as_any().is::<QMatMul>().then_some(())?;
         let (a, b) = (g.nodes[mm1].inputs[0], g.nodes[mm1].inputs[1]);
-        let (q, heads, qk_dim, q_nodes) = self.head_split(a, &[1, 0, 2])?;
-        let x = self.linear_input(q);
-        let mut nodes = vec![q, mm1, sm];
+        let (q, heads, q_nodes) = self.source(a, false)?;
+        let x = g.nodes[q.linear].inputs[0];
+        let mut nodes = vec![mm1, sm];
         nodes.extend(q_nodes);
-        let k = match self.head_split(b, &[1, 2, 0]) {
-            Some((k, hk, pk, k_nodes)) => {
-                (hk == heads && pk == qk_dim && self.linear_input(k) == x).then_some(())?;
-                nodes.push(k);
+        let k = match self.source(b, true) {
+            Some((k, hk, k_nodes)) => {
+                (hk == heads && k.dim == q.dim && g.nodes[k.linear].inputs[0] == x).then_some(())?;
                 nodes.extend(k_nodes);
                 Some(k)
             }
             None => {
-                let (tn, tr) = self.single::<Transpose>(b)?;
+                let tn = self.producer[b]?;
+                let tr = g.nodes[tn].op.as_any().downcast_ref::<Transpose>()?;
                 (tr.perm == [1, 0] && g.nodes[tn].inputs[0] == x).then_some(())?;
                 nodes.push(tn);
                 None
             }
         };
         let probs = sm_node.outputs[0];
-        let mm2 = self.reader(probs)?;
+        let &[mm2] = self.consumers[probs].as_slice() else { return None };
         (g.nodes[mm2].op.as_any().is::<QMatMul>() && g.nodes[mm2].inputs[0] == probs).then_some(())?;
         let vt = g.nodes[mm2].inputs[1];
         let (v, v_dim) = if vt == x {
             (None, g.values[x].ty.shape.get(1).copied()?)
         } else {
-            let (v, hv, pv, v_nodes) = self.head_split(vt, &[1, 0, 2])?;
-            (hv == heads && self.linear_input(v) == x).then_some(())?;
-            nodes.push(v);
+            let (v, hv, v_nodes) = self.source(vt, false)?;
+            (hv == heads && g.nodes[v.linear].inputs[0] == x).then_some(())?;
             nodes.extend(v_nodes);
-            (Some(v), pv)
+            let d = v.dim;
+            (Some(v), d)
         };
         nodes.push(mm2);
-        // mm2 -> Transpose [1,0,2] -> Reshape [S, H·Pv] -> QLinear.
-        let tn = self.reader(g.nodes[mm2].outputs[0])?;
-        let tr = g.nodes[tn].op.as_any().downcast_ref::<Transpose>()?;
-        (tr.perm == [1, 0, 2]).then_some(())?;
-        let rn = self.reader(g.nodes[tn].outputs[0])?;
-        g.nodes[rn].op.as_any().downcast_ref::<Reshape>()?;
-        let r_out = g.nodes[rn].outputs[0];
-        let out = self.reader(r_out)?;
-        (g.nodes[out].op.as_any().is::<QLinear>() && g.nodes[out].inputs[0] == r_out).then_some(())?;
-        nodes.extend([tn, rn, out]);
-        let xs = &g.values[x].ty.shape;
-        (xs.len() == 2 && g.values[r_out].ty.shape == [xs[0], heads * v_dim]).then_some(())?;
+        let (out, o_nodes) = self.concat(g.nodes[mm2].outputs[0], heads)?;
+        nodes.extend(o_nodes);
+        nodes.sort_unstable();
+        nodes.dedup();
+        // Every tensor the block makes is read inside it only (the output projection's result aside).
+        let inner = nodes.iter().flat_map(|&n| &g.nodes[n].outputs);
+        let closed = inner
+            .clone()
+            .all(|&t| !g.outputs.contains(&t) && self.consumers[t].iter().all(|c| *c == out || nodes.contains(c)));
+        (closed && g.values[x].ty.shape.len() == 2).then_some(())?;
+        nodes.push(out);
+        let qk_dim = q.dim;
         Some(Block { x, heads, qk_dim, v_dim, q, k, v, scores: mm1, softmax: sm, av: mm2, out, nodes })
     }
 }
 
-/// A `QLinear`'s projection parameters, when its rescale is `HighMul`.
-fn projection(n: &Node) -> Option<QProjection> {
+/// The parameters of `n` output channels of a `QLinear` from `cols` on, when its rescale is `HighMul`.
+fn projection(n: &Node, cols: usize, width: usize) -> Option<QProjection> {
     let q = n.op.as_any().downcast_ref::<QLinear>()?;
     let AccRescale::HighMul(mul) = &q.rescale else { return None };
-    Some(QProjection { mul: mul.clone(), x_zero_point: q.x_zero_point, y_zero_point: q.y_zero_point })
+    let mul = if mul.len() == 1 { mul.clone() } else { mul.get(cols..cols + width)?.to_vec() };
+    Some(QProjection { mul, x_zero_point: q.x_zero_point, y_zero_point: q.y_zero_point, table: None })
+}
+
+/// A source's projection, its table (with the zero point `zp` its reader gives the table's results) or, without
+/// one, `None` unless the reader's zero point `zp` is the projection's.
+fn source_projection(g: &Graph, s: &Source, heads: usize, zp: i32) -> Option<QProjection> {
+    let p = projection(&g.nodes[s.linear], s.cols, heads * s.dim)?;
+    match s.table {
+        Some(t) => {
+            let table = g.nodes[t].op.as_any().downcast_ref::<QLut>()?.table.clone();
+            Some(QProjection { table: Some((table, zp)), ..p })
+        }
+        None => (p.y_zero_point == zp).then_some(p),
+    }
 }
 
 /// A `QMatMul`'s per-tensor `HighMul` requantization and its input zero points.
@@ -223,20 +311,20 @@ fn product(n: &Node) -> Option<(ProductRequant, i32, i32)> {
 
 /// The op of a matched block, when its parameters fit the fused kernel.
 fn attention_op(g: &Graph, b: &Block) -> Option<QAttention> {
-    let q = projection(&g.nodes[b.q])?;
-    let k = b.k.map(|n| projection(&g.nodes[n])).map_or(Some(None), |p| p.map(Some))?;
-    let v = b.v.map(|n| projection(&g.nodes[n])).map_or(Some(None), |p| p.map(Some))?;
-    let out = projection(&g.nodes[b.out])?;
     let (scores, za, zb) = product(&g.nodes[b.scores])?;
     let (av, zp, zv) = product(&g.nodes[b.av])?;
+    let h = b.heads;
+    let q = source_projection(g, &b.q, h, za)?;
+    let k = b.k.as_ref().map(|s| source_projection(g, s, h, zb)).map_or(Some(None), |p| p.map(Some))?;
+    let v = b.v.as_ref().map(|s| source_projection(g, s, h, zv)).map_or(Some(None), |p| p.map(Some))?;
+    let out_cols = g.values[g.nodes[b.out].inputs[0]].ty.shape[1];
+    let out = projection(&g.nodes[b.out], 0, g.values[g.nodes[b.out].outputs[0]].ty.shape[1])?;
+    (out_cols == h * b.v_dim).then_some(())?;
     let softmax = g.nodes[b.softmax].op.as_any().downcast_ref::<QSoftmax>()?.clone();
     let zx = q.x_zero_point;
-    let zk = k.as_ref().map_or(zx, |k| k.y_zero_point);
-    let zv_want = v.as_ref().map_or(zx, |v| v.y_zero_point);
-    let consistent = za == q.y_zero_point
-        && zb == zk
+    let consistent = (k.is_some() || zb == zx)
         && zp == softmax.out_zero_point
-        && zv == zv_want
+        && (v.is_some() || zv == zx)
         && out.x_zero_point == av.zero_point
         && [&k, &v].iter().all(|p| p.as_ref().is_none_or(|p| p.x_zero_point == zx));
     consistent.then_some(QAttention {
@@ -254,15 +342,29 @@ fn attention_op(g: &Graph, b: &Block) -> Option<QAttention> {
     })
 }
 
-/// A linear node's bias input, or a zero bias constant added to `g`.
-fn bias_of(g: &mut Graph, n: NodeId) -> TensorId {
-    if let Some(&b) = g.nodes[n].inputs.get(2) {
-        return b;
+/// The weights and bias of output channels `cols..cols + n` of linear node `l`: its own inputs when that is all of
+/// them (a zero bias added when it has none), else constants sliced from them.
+fn weights_of(g: &mut Graph, l: NodeId, cols: usize, n: usize) -> Result<(TensorId, TensorId)> {
+    let w = g.nodes[l].inputs[1];
+    let bias = g.nodes[l].inputs.get(2).copied();
+    let (rows, k) = (g.values[w].ty.shape[0], g.values[w].ty.shape[1]);
+    let whole = cols == 0 && n == rows;
+    if let (true, Some(b)) = (whole, bias) {
+        return Ok((w, b));
     }
-    let w = g.nodes[n].inputs[1];
-    let rows = g.values[w].ty.shape[0];
-    let name = format!("{}/zero_bias", g.nodes[n].name);
-    g.add_const(name, Tensor::from_vec(&[rows], vec![0i32; rows]).expect("length matches"))
+    let name = g.nodes[l].name.clone();
+    let konst = |g: &Graph, t: TensorId| g.values[t].konst.as_ref().map(|c| c.to_i64_vec());
+    let wd = konst(g, w).ok_or_else(|| crate::Error::Invalid(format!("{name}: weights are not constant")))?;
+    let bd = match bias {
+        Some(b) => konst(g, b).ok_or_else(|| crate::Error::Invalid(format!("{name}: bias is not constant")))?,
+        None => vec![0; rows],
+    };
+    let wt = wd[cols * k..(cols + n) * k].iter().map(|&v| v as i8).collect();
+    let bt = bd[cols..cols + n].iter().map(|&v| v as i32).collect();
+    let w =
+        if whole { w } else { g.add_const(format!("{name}/w[{cols}..{}]", cols + n), Tensor::from_vec(&[n, k], wt)?) };
+    let b = g.add_const(format!("{name}/bias[{cols}..{}]", cols + n), Tensor::from_vec(&[n], bt)?);
+    Ok((w, b))
 }
 
 /// Replaces every matched attention block of the int8 graph `g` by one [`QAttention`] scheduled by `policy`, and
@@ -283,9 +385,13 @@ pub fn fuse_attention(g: &mut Graph, policy: &SchedulePolicy) -> Result<Vec<Fuse
         });
         let Some((b, op, shape, scratch, estimated_instructions)) = found else { break };
         let mut inputs = vec![b.x];
-        for n in [Some(b.q), b.k, b.v, Some(b.out)].into_iter().flatten() {
-            inputs.push(g.nodes[n].inputs[1]);
-            inputs.push(bias_of(g, n));
+        let out_n = g.values[g.nodes[b.out].outputs[0]].ty.shape[1];
+        let parts = [Some(&b.q), b.k.as_ref(), b.v.as_ref()].into_iter().flatten();
+        let ranges: Vec<(NodeId, usize, usize)> =
+            parts.map(|s| (s.linear, s.cols, b.heads * s.dim)).chain([(b.out, 0, out_n)]).collect();
+        for (l, cols, n) in ranges {
+            let (w, bias) = weights_of(g, l, cols, n)?;
+            inputs.extend([w, bias]);
         }
         let y = g.nodes[b.out].outputs[0];
         let name = g.nodes[b.out].name.clone();
@@ -390,6 +496,95 @@ mod tests {
         g.outputs.push(y);
         let input = Tensor::from_vec(&[s, e], r.i8s(s * e)).unwrap();
         (g, input)
+    }
+
+    /// The block as onnxruntime's QDQ export of `nn.MultiheadAttention` lowers to int8 ops: one `[3E, E]` input
+    /// projection split by `Reshape [1,S,1,3,E]`, `Transpose`, a squeeze and three `Gather`s, each head split by
+    /// `Reshape [S,1,H,P]` + `Transpose` (keys to `[1,H,P,S]`), queries and keys scaled by a `QLut` each, and the
+    /// heads merged by `Transpose [2,0,1,3]` + `Reshape [S,E]`.
+    fn ort_block_graph(s: usize, e: usize, h: usize, seed: u64) -> (Graph, Tensor) {
+        let mut r = Rng(seed);
+        let p = e / h;
+        let mut g = Graph::default();
+        let x = g.add_value("x", TensorType::new(DType::I8, vec![s, e]), None);
+        g.inputs.push(x);
+        let zx = r.next(-5, 5);
+        let node = |g: &mut Graph, name: &str, op: Box<dyn crate::Op>, inputs: Vec<TensorId>| {
+            g.add_node(name, op, inputs, &[name.to_string()]).unwrap()[0]
+        };
+        let linear = |g: &mut Graph, r: &mut Rng, name: &str, input: TensorId, zi: i32, n: usize, k: usize| {
+            let w = g.add_const(format!("{name}.w"), Tensor::from_vec(&[n, k], r.i8s(n * k)).unwrap());
+            let b = g.add_const(format!("{name}.b"), Tensor::from_vec(&[n], vec![r.next(-900, 900); n]).unwrap());
+            let mul = (0..n).map(|_| r.next(1 << 22, 1 << 24)).collect();
+            let op = QLinear { x_zero_point: zi, rescale: AccRescale::HighMul(mul), y_zero_point: r.next(-5, 5) };
+            let zy = op.y_zero_point;
+            (g.add_node(name, Box::new(op), vec![input, w, b], &[format!("{name}.y")]).unwrap()[0], zy)
+        };
+        let reshape = |shape: Vec<usize>| Box::new(Reshape { shape, label: "Reshape" });
+        let (qkv, zqkv) = linear(&mut g, &mut r, "in_proj", x, zx, 3 * e, e);
+        let t = node(&mut g, "r5", reshape(vec![1, s, 1, 3, e]), vec![qkv]);
+        let t = node(&mut g, "t5", Box::new(Transpose { perm: vec![3, 1, 2, 0, 4] }), vec![t]);
+        let t = node(&mut g, "squeeze", reshape(vec![3, s, 1, e]), vec![t]);
+        let part = |g: &mut Graph, i: usize, perm: Vec<usize>| {
+            let idx = g.add_const(format!("idx{i}"), Tensor::from_vec(&[], vec![i as i64]).unwrap());
+            let y = node(g, &format!("gather{i}"), Box::new(Gather { axis: 0 }), vec![t, idx]);
+            let y = node(g, &format!("heads{i}"), reshape(vec![s, 1, h, p]), vec![y]);
+            node(g, &format!("perm{i}"), Box::new(Transpose { perm }), vec![y])
+        };
+        let (q, k, v) =
+            (part(&mut g, 0, vec![1, 2, 0, 3]), part(&mut g, 1, vec![1, 2, 3, 0]), part(&mut g, 2, vec![1, 2, 0, 3]));
+        let scale = |g: &mut Graph, r: &mut Rng, name: &str, t: TensorId| {
+            let table: Box<[i8; 256]> =
+                Box::new(core::array::from_fn(|i| ((i as i32 - 128) * 7 / 10 + r.next(-1, 1)) as i8));
+            node(g, name, Box::new(QLut { table, label: "Mul".into() }), vec![t])
+        };
+        let (q, k) = (scale(&mut g, &mut r, "qscale", q), scale(&mut g, &mut r, "kscale", k));
+        let mm = |zy: i32, za: i32, zb: i32, mul: i32| QMatMul {
+            a_zero_point: za,
+            b_zero_point: zb,
+            rescale: AccRescale::HighMul(vec![mul]),
+            y_zero_point: zy,
+        };
+        let scores = mm(r.next(-5, 5), r.next(-3, 3), r.next(-3, 3), r.next(1 << 21, 1 << 23));
+        let sc = node(&mut g, "scores", Box::new(scores), vec![q, k]);
+        let exp: Box<[u16; 256]> =
+            Box::new(core::array::from_fn(|d| (32768.0 * (-0.05 * d as f64).exp()).round() as u16));
+        let sm = QSoftmax { exp, out_recip: 256 << 16, out_zero_point: -128, mask: None };
+        let pr = node(&mut g, "softmax", Box::new(sm), vec![sc]);
+        let av = mm(r.next(-5, 5), -128, zqkv, r.next(1 << 20, 1 << 22));
+        let zo = av.y_zero_point;
+        let o = node(&mut g, "av", Box::new(av), vec![pr, v]);
+        let o = node(&mut g, "merge", Box::new(Transpose { perm: vec![2, 0, 1, 3] }), vec![o]);
+        let o = node(&mut g, "concat", reshape(vec![s, e]), vec![o]);
+        let (y, _) = linear(&mut g, &mut r, "out", o, zo, e, e);
+        g.outputs.push(y);
+        let input = Tensor::from_vec(&[s, e], r.i8s(s * e)).unwrap();
+        (g, input)
+    }
+
+    /// onnxruntime's form fuses into one op whose queries and keys carry their tables, with the same integers; a
+    /// merge that is not the heads side by side is left alone.
+    #[test]
+    fn onnxruntime_blocks_fuse_with_their_tables() {
+        let (g, x) = ort_block_graph(6, 8, 2, 11);
+        let want = g.run(vec![x.clone()]).unwrap();
+        let policy = SchedulePolicy { budget_bytes: 1 << 20, block_rows: None };
+        let mut f = g.clone();
+        let fused = fuse_attention(&mut f, &policy).unwrap();
+        assert_eq!(fused.len(), 1);
+        assert_eq!(f.nodes.len(), 1, "{:?}", f.nodes.iter().map(|n| n.op.name()).collect::<Vec<_>>());
+        let op = f.nodes[0].op.as_any().downcast_ref::<QAttention>().unwrap();
+        assert_eq!((op.heads, op.qk_dim, op.v_dim), (2, 4, 4));
+        assert!(
+            op.q.table.is_some() && op.k.as_ref().unwrap().table.is_some() && op.v.as_ref().unwrap().table.is_none()
+        );
+        assert_eq!(f.run(vec![x.clone()]).unwrap()[0], want[0]);
+
+        let mut wrong = g.clone();
+        let merge = wrong.nodes.iter().position(|n| n.name == "merge").unwrap();
+        wrong.nodes[merge].op = Box::new(Transpose { perm: vec![2, 0, 3, 1] });
+        wrong.nodes[merge + 1].op = Box::new(Reshape { shape: vec![6, 8], label: "Reshape" });
+        assert!(fuse_attention(&mut wrong, &policy).unwrap().is_empty());
     }
 
     /// Fusing keeps every output integer, for projected and FWSA blocks, causal or not, under any block size.
