@@ -3,7 +3,7 @@
 use crate::io::{load_model, parse_shape};
 use anyhow::{bail, Result};
 use mote_core::passes::attention::{fuse_attention, FusedAttention, SchedulePolicy};
-use mote_core::passes::rows::{chunk_mlps, split_heads};
+use mote_core::passes::rows::{chunk_mlps, split_heads, ChunkedMlp};
 use mote_core::{DType, Graph};
 use mote_deploy::Strategy;
 use mote_deploy::{
@@ -90,7 +90,8 @@ pub struct BuildArgs {
     #[arg(long, value_name = "ROWS")]
     pub attention_rows: Option<usize>,
     /// Token rows per block of an MLP (linear, element-wise ops, linear), so only one block of its wide hidden
-    /// tensor is alive; 0 computes every MLP whole. Default: blocks whose hidden tensor is no larger than the input.
+    /// tensor is alive; 0 computes every MLP whole. Default: the block size whose plan needs the smallest arena,
+    /// the fewest blocks among equals (no blocks when they save no arena).
     #[arg(long, value_name = "ROWS")]
     pub mlp_rows: Option<usize>,
 }
@@ -191,7 +192,12 @@ pub fn compile_for_board(
             )
         }));
     }
-    let mlps = chunk_mlps(&mut graph, build.mlp_rows)
+    let mut opts = CompileOptions::new(crate_name.clone(), paths.kernels.clone());
+    opts.strategy = build.strategy.into();
+    opts.c_abi = c_abi;
+    opts.input_types = build.input_types.clone();
+    opts.packed_layout = if build.portable_kernels { None } else { board.packed_layout() };
+    let (graph, mlps) = block_mlps(graph, build.mlp_rows, &opts)
         .map_err(|e| anyhow::anyhow!("{}: cutting MLPs into row blocks: {e}", model.display()))?;
     notes.extend(mlps.iter().map(|m| {
         format!(
@@ -199,11 +205,6 @@ pub fn compile_for_board(
             m.output, m.rows, m.block_rows, m.hidden
         )
     }));
-    let mut opts = CompileOptions::new(crate_name.clone(), paths.kernels.clone());
-    opts.strategy = build.strategy.into();
-    opts.c_abi = c_abi;
-    opts.input_types = build.input_types.clone();
-    opts.packed_layout = if build.portable_kernels { None } else { board.packed_layout() };
     let compile = |opts: &CompileOptions| {
         mote_codegen::compile(&graph, opts)
             .map_err(|e| anyhow::anyhow!("{}: cannot compile for the MCU: {e}", model.display()))
@@ -226,6 +227,37 @@ pub fn compile_for_board(
         compiled = plain;
     }
     Ok(ForBoard { board, graph, compiled, crate_name, opts, paths, notes })
+}
+
+/// Cuts the MLPs of `graph` into row blocks: `rows` per block when given (0: none), else the block size (the
+/// pass's default, or a power of two) whose plan with `opts` needs the smallest arena, with the fewest blocks
+/// among equals; no blocks when they save no arena (each block costs a few calls).
+fn block_mlps(graph: Graph, rows: Option<usize>, opts: &CompileOptions) -> mote_core::Result<(Graph, Vec<ChunkedMlp>)> {
+    let chunked = |rows: Option<usize>| -> mote_core::Result<(Graph, Vec<ChunkedMlp>)> {
+        let mut g = graph.clone();
+        let mlps = chunk_mlps(&mut g, rows)?;
+        Ok((g, mlps))
+    };
+    if rows.is_some() {
+        return chunked(rows);
+    }
+    let default = chunked(None)?;
+    let most_rows = default.1.iter().map(|m| m.rows).max().unwrap_or(0);
+    if most_rows == 0 {
+        return Ok(default);
+    }
+    let blocks = |mlps: &[ChunkedMlp]| mlps.iter().map(|m| m.rows.div_ceil(m.block_rows)).sum::<usize>();
+    let arena = |g: &Graph| mote_codegen::compile(g, opts).map(|c| c.arena.best);
+    let mut best = (arena(&graph)?, 0, (graph.clone(), Vec::new()));
+    let powers = (0..).map(|k| 1usize << k).take_while(|&r| r < most_rows);
+    for candidate in std::iter::once(Ok(default)).chain(powers.map(|r| chunked(Some(r)))) {
+        let candidate = candidate?;
+        let key = (arena(&candidate.0)?, blocks(&candidate.1));
+        if key < (best.0, best.1) {
+            best = (key.0, key.1, candidate);
+        }
+    }
+    Ok(best.2)
 }
 
 /// One line about a fused attention block.

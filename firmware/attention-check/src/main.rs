@@ -152,10 +152,12 @@ fn check(b: &mut Buffers) -> Result<(usize, usize), KernelError> {
             k: cd,
         };
         pack_linear(layout, &src, &mut b.o[..o_words])?;
+        let q_table: [i8; 256] = core::array::from_fn(|i| ((i as i32 - 128) * 3 / 4) as i8);
         let p = MhsaI8 {
             shape,
             x_zero_point: zx,
-            q: HeadProjection { words: &b.q[..q_words], zero_point: zq },
+            // Queries scaled by a table after their projection, as onnxruntime's QDQ attention does.
+            q: HeadProjection { words: &b.q[..q_words], zero_point: zq, table: Some((&q_table, zq / 2)) },
             k: None,
             v: None,
             scores: ProductRequant { mul: g.range(1 << 20, 1 << 23), zero_point: g.range(-5, 5) },

@@ -45,8 +45,43 @@ fn is_linear(g: &Graph, n: &Node) -> bool {
     weights && g.values[n.inputs[0]].konst.is_none() && g.values[n.inputs[0]].ty.shape.len() >= 2
 }
 
-/// `n` is element-wise over tensors of `shape` (its data inputs in `chain`), with constants that are the same for
-/// every row (all axes but the last of length 1).
+/// `shape` as `(rows, last axis)` when at most one axis before the last is longer than 1.
+fn row_form(shape: &[usize]) -> Option<(usize, usize)> {
+    let (&last, lead) = shape.split_last()?;
+    (lead.iter().filter(|&&d| d > 1).count() <= 1).then(|| (lead.iter().product(), last))
+}
+
+/// Whether two shapes hold the same rows: equal, or equal up to axes of length 1 before the last (onnxruntime's
+/// QDQ MLPs reshape `[s, f]` to `[1, s, f]` between their linear layers).
+fn same_rows(a: &[usize], b: &[usize]) -> bool {
+    a == b || row_form(a).is_some_and(|r| row_form(b) == Some(r))
+}
+
+/// The rows axis of `shape`: the one axis before the last longer than 1, or else the one before the last.
+fn rows_axis(shape: &[usize]) -> usize {
+    let lead = shape.len().saturating_sub(1);
+    shape[..lead].iter().position(|&d| d > 1).unwrap_or(lead.saturating_sub(1))
+}
+
+/// `shape` with `rows` rows (see [`rows_axis`]).
+fn with_rows(shape: &[usize], rows: usize) -> Vec<usize> {
+    let mut s = shape.to_vec();
+    if let Some(d) = s.get_mut(rows_axis(shape)) {
+        *d = rows;
+    }
+    s
+}
+
+/// `n` is a `Reshape` of a chain tensor that keeps its rows and last axis.
+fn is_row_reshape(g: &Graph, n: &Node, shape: &[usize], chain: &HashSet<TensorId>) -> bool {
+    n.op.as_any().is::<Reshape>()
+        && chain.contains(&n.inputs[0])
+        && row_form(shape).is_some()
+        && same_rows(&g.values[n.outputs[0]].ty.shape, shape)
+}
+
+/// `n` is element-wise over tensors of `shape` (its data inputs in `chain`; up to axes of length 1 before the last,
+/// see [`same_rows`]), with constants that are the same for every row (all axes but the last of length 1).
 fn is_row_elementwise(g: &Graph, n: &Node, shape: &[usize], chain: &HashSet<TensorId>) -> bool {
     let row_constant = |t: TensorId| {
         let s = &g.values[t].ty.shape;
@@ -54,13 +89,14 @@ fn is_row_elementwise(g: &Graph, n: &Node, shape: &[usize], chain: &HashSet<Tens
             && s.split_last()
                 .is_none_or(|(&last, lead)| lead.iter().all(|&d| d == 1) && (last == 1 || Some(&last) == shape.last()))
     };
+    let out = &g.values[n.outputs[0]].ty.shape;
     ELEMENTWISE.contains(&n.op.name())
         && n.outputs.len() == 1
-        && g.values[n.outputs[0]].ty.shape == shape
+        && same_rows(out, shape)
         && n.inputs.iter().any(|t| chain.contains(t))
         && n.inputs.iter().all(|&t| {
             if chain.contains(&t) {
-                g.values[t].ty.shape == shape
+                g.values[t].ty.shape == *out
             } else {
                 g.values[t].konst.is_some() && row_constant(t)
             }
@@ -111,9 +147,35 @@ fn chain_from(
     Some((nodes, exit, y))
 }
 
+/// The most hidden tensors of an MLP chain (`nodes`, narrowing layer `exit`) alive at once, a reshape counting as
+/// the tensor it reshapes (it moves no data).
+fn hidden_alive(g: &Graph, nodes: &[NodeId], exit: NodeId) -> usize {
+    use std::collections::HashMap;
+    let mut owner: HashMap<TensorId, TensorId> = HashMap::new();
+    // Per hidden tensor: the chain step that writes it and the last one that reads it.
+    let mut span: HashMap<TensorId, (usize, usize)> = HashMap::new();
+    let mut inside = true;
+    for (i, &n) in nodes.iter().enumerate() {
+        let node = &g.nodes[n];
+        for t in &node.inputs {
+            if let Some(s) = owner.get(t).and_then(|o| span.get_mut(o)) {
+                s.1 = i;
+            }
+        }
+        inside &= n != exit;
+        if inside {
+            let out = node.outputs[0];
+            let reshaped = node.op.as_any().is::<Reshape>().then(|| owner.get(&node.inputs[0]).copied()).flatten();
+            owner.insert(out, reshaped.unwrap_or(out));
+            span.entry(reshaped.unwrap_or(out)).or_insert((i, i));
+        }
+    }
+    (0..nodes.len()).map(|i| span.values().filter(|&&(a, b)| a <= i && i <= b).count()).max().unwrap_or(1)
+}
+
 /// Rewrites every MLP chain whose first linear layer writes more elements than it reads into blocks of rows:
-/// `block_rows` rows per block when given (0: no chunking), else as many blocks as make one block's hidden
-/// tensor no larger than the chain's input. Returns the chains rewritten.
+/// `block_rows` rows per block when given (0: no chunking), else as many blocks as make the hidden tensors of one
+/// block alive at once no larger than the chain's input. Returns the chains rewritten.
 pub fn chunk_mlps(g: &mut Graph, block_rows: Option<usize>) -> Result<Vec<ChunkedMlp>> {
     if block_rows == Some(0) {
         return Ok(Vec::new());
@@ -125,13 +187,15 @@ pub fn chunk_mlps(g: &mut Graph, block_rows: Option<usize>) -> Result<Vec<Chunke
         if taken.contains(&a) || !is_linear(g, &g.nodes[a]) {
             continue;
         }
-        let middle = |n: &Node, shape: &[usize], hidden: &HashSet<TensorId>| is_row_elementwise(g, n, shape, hidden);
+        let middle = |n: &Node, shape: &[usize], hidden: &HashSet<TensorId>| {
+            is_row_elementwise(g, n, shape, hidden) || is_row_reshape(g, n, shape, hidden)
+        };
         let last = |n: &Node, hidden: &HashSet<TensorId>| is_linear(g, n) && hidden.contains(&n.inputs[0]);
-        let Some((nodes, _, y)) = chain_from(g, a, &consumers, middle, last) else { continue };
+        let Some((nodes, exit, y)) = chain_from(g, a, &consumers, middle, last) else { continue };
         let x = &g.values[g.nodes[a].inputs[0]].ty;
         let hidden = &g.values[g.nodes[a].outputs[0]].ty;
         let rows = x.len() / x.shape[x.shape.len() - 1].max(1);
-        let blocks = hidden.len().div_ceil(x.len().max(1)).min(rows);
+        let blocks = (hidden_alive(g, &nodes, exit) * hidden.len()).div_ceil(x.len().max(1)).min(rows);
         let r = block_rows.unwrap_or(rows.div_ceil(blocks.max(1))).min(rows);
         if r >= rows || (block_rows.is_none() && hidden.len() <= x.len()) {
             continue;
@@ -269,7 +333,11 @@ fn rewrite(g: &mut Graph, nodes: &[NodeId], y: TensorId, cut: &Cut) -> Result<()
             map.insert(t, g.add_node(name.clone(), Box::new(slice), vec![src], &[name])?[0]);
         }
         for &n in nodes {
-            let node = g.nodes[n].clone();
+            let mut node = g.nodes[n].clone();
+            // A reshape inside an MLP chain keeps the rows: a block's has the block's rows.
+            if let Some(r) = node.op.as_any().downcast_ref::<Reshape>().filter(|_| cut.flatten) {
+                node.op = Box::new(Reshape { shape: with_rows(&r.shape, e - s), label: r.label });
+            }
             let inputs: Vec<TensorId> = node.inputs.iter().map(|t| *map.get(t).unwrap_or(t)).collect();
             let out = node.outputs[0];
             let name = format!("{}/block{s}", g.values[out].name);
@@ -282,6 +350,9 @@ fn rewrite(g: &mut Graph, nodes: &[NodeId], y: TensorId, cut: &Cut) -> Result<()
     // The blocks, concatenated (then reshaped) into the chain's own output tensor.
     let y_name = g.values[y].name.clone();
     let y_shape = g.values[y].ty.shape.clone();
+    // An MLP block's rows are on the rows axis of the chain's output when a reshape inside gave them its rank.
+    let rank = blocks.first().map_or(0, |&b| g.values[b].ty.shape.len());
+    let axis = if cut.flatten && rank == y_shape.len() { rows_axis(&y_shape) } else { axis };
     let concat: Box<dyn crate::Op> = Box::new(Concat { axis });
     let joined = g.infer_node(&y_name, concat.as_ref(), &blocks)?;
     if joined.first().map(|t| &t.shape) == Some(&y_shape) {
@@ -319,8 +390,9 @@ mod tests {
     use crate::{DType, Tensor, TensorType};
 
     /// `x [1, s, e]` → QLinear to `f` → QLut → QLinear to `e` → y, plus a residual reader of x; with `leak`, the
-    /// hidden tensor is also a graph output.
-    fn mlp(s: usize, e: usize, f: usize, leak: bool) -> (Graph, Tensor) {
+    /// hidden tensor is also a graph output; with `reshaped`, the table reads the hidden tensor reshaped to
+    /// `[s, f]` and the second layer its output reshaped back (as in onnxruntime's QDQ MLPs).
+    fn mlp(s: usize, e: usize, f: usize, leak: bool, reshaped: bool) -> (Graph, Tensor) {
         let mut seed = 7u64;
         let mut next = |lo: i32, hi: i32| {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -340,9 +412,17 @@ mod tests {
             g.add_node(name, Box::new(op), vec![input, w, b], &[format!("{name}.y")]).unwrap()[0]
         };
         let h = linear(&mut g, "fc1", x, f, e);
+        let reshape = |g: &mut Graph, t: TensorId, shape: Vec<usize>, name: &str| match reshaped {
+            true => {
+                g.add_node(name, Box::new(Reshape { shape, label: "Reshape" }), vec![t], &[name.into()]).unwrap()[0]
+            }
+            false => t,
+        };
+        let hr = reshape(&mut g, h, vec![s, f], "h2");
         let table = Box::new(core::array::from_fn(|i| ((i as i32 - 128).max(-20) / 2) as i8));
         let a =
-            g.add_node("act", Box::new(QLut { table, label: "test".into() }), vec![h], &["act.y".into()]).unwrap()[0];
+            g.add_node("act", Box::new(QLut { table, label: "test".into() }), vec![hr], &["act.y".into()]).unwrap()[0];
+        let a = reshape(&mut g, a, vec![1, s, f], "a3");
         let y = linear(&mut g, "fc2", a, e, f);
         let lut = Box::new(core::array::from_fn(|i| (255 - i) as u8 as i8));
         let r = g
@@ -356,19 +436,22 @@ mod tests {
         (g, Tensor::from_vec(&[1, s, e], input).unwrap())
     }
 
-    /// Blocks of any size compute the same integers as the whole MLP; by default the blocks keep a block's
-    /// hidden tensor no larger than the input (4 times wider: blocks of a quarter of the rows).
+    /// Blocks of any size compute the same integers as the whole MLP, with or without reshapes inside it; by
+    /// default the hidden tensors of a block alive at once (the first layer's output and the table's, 4 times
+    /// wider than the input each) take no more than the input: blocks of an eighth of the rows, rounded up.
     #[test]
     fn blocks_of_rows_compute_the_whole_mlp() {
-        let (g, x) = mlp(10, 6, 24, false);
-        let want = g.run(vec![x.clone()]).unwrap();
-        for (rows, blocks, slices) in [(None, 3, 4), (Some(1), 1, 10), (Some(3), 3, 4), (Some(9), 9, 2)] {
-            let mut c = g.clone();
-            let done = chunk_mlps(&mut c, rows).unwrap();
-            assert_eq!(done, [ChunkedMlp { output: "fc2.y".into(), rows: 10, block_rows: blocks, hidden: 24 }]);
-            let count = |op: &str| c.nodes.iter().filter(|n| n.op.name() == op).count();
-            assert_eq!((count("Slice"), count("QLinear"), count("Concat")), (slices, 2 * slices, 1), "{rows:?}");
-            assert_eq!(c.run(vec![x.clone()]).unwrap(), want, "{rows:?}");
+        for reshaped in [false, true] {
+            let (g, x) = mlp(10, 6, 24, false, reshaped);
+            let want = g.run(vec![x.clone()]).unwrap();
+            for (rows, blocks, slices) in [(None, 2, 5), (Some(1), 1, 10), (Some(3), 3, 4), (Some(9), 9, 2)] {
+                let mut c = g.clone();
+                let done = chunk_mlps(&mut c, rows).unwrap();
+                assert_eq!(done, [ChunkedMlp { output: "fc2.y".into(), rows: 10, block_rows: blocks, hidden: 24 }]);
+                let count = |op: &str| c.nodes.iter().filter(|n| n.op.name() == op).count();
+                assert_eq!((count("Slice"), count("QLinear"), count("Concat")), (slices, 2 * slices, 1), "{rows:?}");
+                assert_eq!(c.run(vec![x.clone()]).unwrap(), want, "{rows:?} {reshaped}");
+            }
         }
     }
 
@@ -425,9 +508,11 @@ mod tests {
     /// hidden tensor is no wider than the input.
     #[test]
     fn chains_that_cannot_or_need_not_be_cut_stay_whole() {
-        for (g, rows) in
-            [(mlp(10, 6, 24, true).0, None), (mlp(10, 6, 24, false).0, Some(0)), (mlp(10, 6, 6, false).0, None)]
-        {
+        for (g, rows) in [
+            (mlp(10, 6, 24, true, false).0, None),
+            (mlp(10, 6, 24, false, false).0, Some(0)),
+            (mlp(10, 6, 6, false, true).0, None),
+        ] {
             let mut c = g.clone();
             assert!(chunk_mlps(&mut c, rows).unwrap().is_empty());
             assert_eq!(c.nodes.len(), g.nodes.len());
