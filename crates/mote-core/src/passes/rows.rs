@@ -104,13 +104,15 @@ fn is_row_elementwise(g: &Graph, n: &Node, shape: &[usize], chain: &HashSet<Tens
 }
 
 /// The chain starting at node `a`, in graph order, its `last` node and its output tensor; `None` when the nodes reading its
-/// hidden tensors are not all `middle` ops and one `last` op (then the element-wise ops right after it).
+/// hidden tensors are not all `middle` ops and one `last` op (then the element-wise ops right after it, which may
+/// also read the tensors of `cut`, e.g. the residual add of the MLP's input).
 fn chain_from(
     g: &Graph,
     a: NodeId,
     consumers: &[Vec<NodeId>],
     middle: impl Fn(&Node, &[usize], &HashSet<TensorId>) -> bool,
     last: impl Fn(&Node, &HashSet<TensorId>) -> bool,
+    cut: &[TensorId],
 ) -> Option<(Vec<NodeId>, NodeId, TensorId)> {
     let hidden_shape = g.values[g.nodes[a].outputs[0]].ty.shape.clone();
     let mut hidden: HashSet<TensorId> = HashSet::from([g.nodes[a].outputs[0]]);
@@ -138,7 +140,8 @@ fn chain_from(
     let mut y = g.nodes[*nodes.last()?].outputs[0];
     while let [next] = consumers[y].as_slice() {
         let shape = g.values[y].ty.shape.clone();
-        if g.outputs.contains(&y) || !is_row_elementwise(g, &g.nodes[*next], &shape, &HashSet::from([y])) {
+        let readable: HashSet<TensorId> = cut.iter().copied().chain([y]).collect();
+        if g.outputs.contains(&y) || !is_row_elementwise(g, &g.nodes[*next], &shape, &readable) {
             break;
         }
         nodes.push(*next);
@@ -180,18 +183,23 @@ pub fn chunk_mlps(g: &mut Graph, block_rows: Option<usize>) -> Result<Vec<Chunke
     if block_rows == Some(0) {
         return Ok(Vec::new());
     }
-    let consumers = g.consumers();
+    let (producers, consumers) = (g.producers(), g.consumers());
     let mut chains = Vec::new();
     let mut taken: HashSet<NodeId> = HashSet::new();
     for a in 0..g.nodes.len() {
         if taken.contains(&a) || !is_linear(g, &g.nodes[a]) {
             continue;
         }
+        // A row norm whose output only this layer reads runs in the blocks too (its output then never exists
+        // whole); the chain's input is then the norm's, which a residual add after the chain may read as well.
+        let norm = producers[g.nodes[a].inputs[0]].filter(|&n| is_row_norm(g, n, &consumers));
+        let input = g.nodes[norm.unwrap_or(a)].inputs[0];
         let middle = |n: &Node, shape: &[usize], hidden: &HashSet<TensorId>| {
             is_row_elementwise(g, n, shape, hidden) || is_row_reshape(g, n, shape, hidden)
         };
         let last = |n: &Node, hidden: &HashSet<TensorId>| is_linear(g, n) && hidden.contains(&n.inputs[0]);
-        let Some((nodes, exit, y)) = chain_from(g, a, &consumers, middle, last) else { continue };
+        let Some((mut nodes, exit, y)) = chain_from(g, a, &consumers, middle, last, &[input]) else { continue };
+        nodes.splice(0..0, norm);
         let x = &g.values[g.nodes[a].inputs[0]].ty;
         let hidden = &g.values[g.nodes[a].outputs[0]].ty;
         let rows = x.len() / x.shape[x.shape.len() - 1].max(1);
@@ -207,10 +215,23 @@ pub fn chunk_mlps(g: &mut Graph, block_rows: Option<usize>) -> Result<Vec<Chunke
             block_rows: r,
             hidden: hidden.shape[hidden.shape.len() - 1],
         };
-        let cut = Cut { inputs: vec![g.nodes[a].inputs[0]], axis: 0, len: rows, block: r, flatten: true };
+        let cut = Cut { inputs: vec![input], axis: 0, len: rows, block: r, flatten: true };
         chains.push((nodes, y, cut, mlp));
     }
     rewrite_chains(g, chains)
+}
+
+/// Normalizations over the last axis (int8 ops) an MLP chain may start with.
+const ROW_NORMS: [&str; 3] = ["QLayerNorm", "iLayerNorm", "iRMSNorm"];
+
+/// Node `n` is a row norm (its parameters constant) whose output one node reads.
+fn is_row_norm(g: &Graph, n: NodeId, consumers: &[Vec<NodeId>]) -> bool {
+    let node = &g.nodes[n];
+    let y = node.outputs[0];
+    ROW_NORMS.contains(&node.op.name())
+        && consumers[y].len() == 1
+        && !g.outputs.contains(&y)
+        && node.inputs[1..].iter().all(|&t| g.values[t].konst.is_some())
 }
 
 /// A product of two activations batched over heads (`[1, H, ..]`, mote's `QMatMul` or Deeploy's `MatMul`): the
@@ -265,7 +286,7 @@ pub fn split_heads(g: &mut Graph) -> Result<Vec<HeadByHead>> {
                 && hidden.contains(&n.inputs[0])
                 && !hidden.contains(&n.inputs[1])
         };
-        let Some((nodes, exit, y)) = chain_from(g, a, &consumers, middle, last) else { continue };
+        let Some((nodes, exit, y)) = chain_from(g, a, &consumers, middle, last, &[]) else { continue };
         let inputs = vec![g.nodes[a].inputs[0], g.nodes[a].inputs[1], g.nodes[exit].inputs[1]];
         let map = g.values[g.nodes[a].outputs[0]].ty.len();
         if map <= inputs.iter().map(|&t| g.values[t].ty.len()).sum::<usize>() {
@@ -502,6 +523,50 @@ mod tests {
         assert_eq!(c.run(x).unwrap(), want);
         let (mut small, _) = attention(3, 2, 4);
         assert!(split_heads(&mut small).unwrap().is_empty());
+    }
+
+    /// A pre-norm MLP, `x + fc2(table(fc1(LayerNorm(x))))`: the norm and the residual add run in the blocks too,
+    /// with the same integers; the norm's output then never exists whole.
+    #[test]
+    fn norm_and_residual_join_the_blocks() {
+        use crate::ops::quant::{QBinary, QBinaryKind, QLayerNorm};
+        use mote_kernels::elementwise::AddShift;
+        let (s, e, f) = (9, 8, 32);
+        let mut g = Graph::default();
+        let x = g.add_value("x", TensorType::new(DType::I8, vec![1, s, e]), None);
+        g.inputs.push(x);
+        let norm = QLayerNorm {
+            gamma: (0..e as i32).map(|i| (1 << 24) + i * 99_999).collect(),
+            beta: (0..e as i32).map(|i| i * 77_777 - 300_000).collect(),
+            frac_bits: 24,
+            eps: 10,
+            out_zero_point: -3,
+            rms_zero_point: None,
+        };
+        let xn = g.add_node("norm", Box::new(norm), vec![x], &["xn".into()]).unwrap()[0];
+        let linear = |g: &mut Graph, name: &str, input: TensorId, n: usize, k: usize| {
+            let w: Vec<i8> = (0..n * k).map(|i| ((i * 29 % 241) as i32 - 120) as i8).collect();
+            let w = g.add_const(format!("{name}.w"), Tensor::from_vec(&[n, k], w).unwrap());
+            let b = g.add_const(format!("{name}.b"), Tensor::from_vec(&[n], vec![77i32; n]).unwrap());
+            let op = QLinear { x_zero_point: -3, rescale: AccRescale::HighMul(vec![1 << 23]), y_zero_point: 2 };
+            g.add_node(name, Box::new(op), vec![input, w, b], &[format!("{name}.y")]).unwrap()[0]
+        };
+        let h = linear(&mut g, "fc1", xn, f, e);
+        let table = Box::new(core::array::from_fn(|i| ((i as i32 - 128).max(-20) / 2) as i8));
+        let a = g.add_node("act", Box::new(QLut { table, label: "t".into() }), vec![h], &["a".into()]).unwrap()[0];
+        let y = linear(&mut g, "fc2", a, e, f);
+        let add = AddShift { a_mul: 20_000, b_mul: 13_000, offset: 1_000, shift: 15, act_min: -128, act_max: 127 };
+        let op = QBinary { kind: QBinaryKind::AddShift(add) };
+        let z = g.add_node("residual", Box::new(op), vec![x, y], &["z".into()]).unwrap()[0];
+        g.outputs.push(z);
+        let input = Tensor::from_vec(&[1, s, e], (0..s * e).map(|i| (i * 53 % 255) as u8 as i8).collect()).unwrap();
+        let want = g.run(vec![input.clone()]).unwrap();
+        let mut c = g.clone();
+        let done = chunk_mlps(&mut c, Some(4)).unwrap();
+        assert_eq!(done, [ChunkedMlp { output: "z".into(), rows: 9, block_rows: 4, hidden: f }]);
+        let count = |op: &str| c.nodes.iter().filter(|n| n.op.name() == op).count();
+        assert_eq!((count("QLayerNorm"), count("QAdd"), count("Slice"), count("Concat")), (3, 3, 3, 1));
+        assert_eq!(c.run(vec![input]).unwrap(), want);
     }
 
     /// Nothing changes when the hidden tensor is read outside the chain, when chunking is off, or when the
