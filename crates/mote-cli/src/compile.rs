@@ -3,6 +3,7 @@
 use crate::io::{load_model, parse_shape};
 use anyhow::{bail, Result};
 use mote_core::passes::attention::{fuse_attention, FusedAttention, SchedulePolicy};
+use mote_core::passes::patches::{decompose_patch_embeddings, PatchBlocks};
 use mote_core::passes::rows::{chunk_mlps, split_heads, ChunkedMlp};
 use mote_core::{DType, Graph};
 use mote_deploy::Strategy;
@@ -94,6 +95,10 @@ pub struct BuildArgs {
     /// the fewest blocks among equals (no blocks when they save no arena).
     #[arg(long, value_name = "ROWS")]
     pub mlp_rows: Option<usize>,
+    /// Pooled rows per block of a convolutional tokenizer (convolution, per-channel ops, pooling), so only a block
+    /// of the convolution's output is alive; 0 computes every tokenizer whole. Default: as for `--mlp-rows`.
+    #[arg(long, value_name = "ROWS")]
+    pub patch_rows: Option<usize>,
 }
 
 /// How `--attention` runs self-attention blocks.
@@ -118,6 +123,7 @@ impl BuildArgs {
             attention: AttentionMode::default(),
             attention_rows: None,
             mlp_rows: None,
+            patch_rows: None,
         }
     }
 }
@@ -197,9 +203,15 @@ pub fn compile_for_board(
     opts.c_abi = c_abi;
     opts.input_types = build.input_types.clone();
     opts.packed_layout = if build.portable_kernels { None } else { board.packed_layout() };
-    let (graph, mlps) = block_mlps(graph, build.mlp_rows, &opts)
-        .map_err(|e| anyhow::anyhow!("{}: cutting MLPs into row blocks: {e}", model.display()))?;
-    notes.extend(mlps.iter().map(|m| {
+    let (graph, blocks) = row_blocks(graph, (build.patch_rows, build.mlp_rows), &opts)
+        .map_err(|e| anyhow::anyhow!("{}: cutting tokenizers and MLPs into row blocks: {e}", model.display()))?;
+    notes.extend(blocks.patches.iter().map(|p| {
+        format!(
+            "tokenizer `{}`: {} pooled rows in blocks of {} (a block of the convolution's {} outputs alive at a time)",
+            p.output, p.rows, p.block_rows, p.conv_elements
+        )
+    }));
+    notes.extend(blocks.mlps.iter().map(|m| {
         format!(
             "MLP `{}`: {} token rows in blocks of {} (one block of the {}-wide hidden tensor alive at a time)",
             m.output, m.rows, m.block_rows, m.hidden
@@ -229,35 +241,60 @@ pub fn compile_for_board(
     Ok(ForBoard { board, graph, compiled, crate_name, opts, paths, notes })
 }
 
-/// Cuts the MLPs of `graph` into row blocks: `rows` per block when given (0: none), else the block size (the
-/// pass's default, or a power of two) whose plan with `opts` needs the smallest arena, with the fewest blocks
-/// among equals; no blocks when they save no arena (each block costs a few calls).
-fn block_mlps(graph: Graph, rows: Option<usize>, opts: &CompileOptions) -> mote_core::Result<(Graph, Vec<ChunkedMlp>)> {
-    let chunked = |rows: Option<usize>| -> mote_core::Result<(Graph, Vec<ChunkedMlp>)> {
-        let mut g = graph.clone();
-        let mlps = chunk_mlps(&mut g, rows)?;
-        Ok((g, mlps))
-    };
-    if rows.is_some() {
-        return chunked(rows);
+/// The row blocks [`row_blocks`] chose.
+#[derive(Default)]
+struct RowBlocks {
+    patches: Vec<PatchBlocks>,
+    mlps: Vec<ChunkedMlp>,
+}
+
+impl RowBlocks {
+    /// Blocks in all (each costs a few calls).
+    fn count(&self) -> usize {
+        let p = self.patches.iter().map(|p| p.rows.div_ceil(p.block_rows));
+        p.chain(self.mlps.iter().map(|m| m.rows.div_ceil(m.block_rows))).sum()
     }
-    let default = chunked(None)?;
-    let most_rows = default.1.iter().map(|m| m.rows).max().unwrap_or(0);
-    if most_rows == 0 {
-        return Ok(default);
+}
+
+/// The block sizes to try for a pass over tensors of at most `rows` rows (0: the pass finds nothing): the user's
+/// (`Some`), else none, the pass's default and the powers of two below `rows`.
+fn candidates(given: Option<usize>, rows: usize) -> Vec<Option<usize>> {
+    match given {
+        Some(r) => vec![Some(r)],
+        None if rows == 0 => vec![Some(0)],
+        None => [Some(0), None]
+            .into_iter()
+            .chain((0..).map(|k| Some(1 << k)).take_while(|r| r.unwrap_or(0) < rows))
+            .collect(),
     }
-    let blocks = |mlps: &[ChunkedMlp]| mlps.iter().map(|m| m.rows.div_ceil(m.block_rows)).sum::<usize>();
-    let arena = |g: &Graph| mote_codegen::compile(g, opts).map(|c| c.arena.best);
-    let mut best = (arena(&graph)?, 0, (graph.clone(), Vec::new()));
-    let powers = (0..).map(|k| 1usize << k).take_while(|&r| r < most_rows);
-    for candidate in std::iter::once(Ok(default)).chain(powers.map(|r| chunked(Some(r)))) {
-        let candidate = candidate?;
-        let key = (arena(&candidate.0)?, blocks(&candidate.1));
-        if key < (best.0, best.1) {
-            best = (key.0, key.1, candidate);
+}
+
+/// Cuts `graph`'s convolutional tokenizers and MLPs into row blocks (see `--patch-rows` and `--mlp-rows`):
+/// the block sizes given, else among [`candidates`] those whose plan with `opts` needs the smallest arena, with
+/// the fewest blocks among equals (none when blocks save no arena).
+fn row_blocks(
+    graph: Graph,
+    (patch_rows, mlp_rows): (Option<usize>, Option<usize>),
+    opts: &CompileOptions,
+) -> mote_core::Result<(Graph, RowBlocks)> {
+    let most = |rows: Vec<usize>| rows.into_iter().max().unwrap_or(0);
+    let mut probe = graph.clone();
+    let patch_max = most(decompose_patch_embeddings(&mut probe, None)?.iter().map(|p| p.rows).collect());
+    let mlp_max = most(chunk_mlps(&mut probe, None)?.iter().map(|m| m.rows).collect());
+    let mut best: Option<(usize, usize, Graph, RowBlocks)> = None;
+    for p in candidates(patch_rows, patch_max) {
+        let mut patched = graph.clone();
+        let patches = decompose_patch_embeddings(&mut patched, p)?;
+        for m in candidates(mlp_rows, mlp_max) {
+            let mut g = patched.clone();
+            let blocks = RowBlocks { patches: patches.clone(), mlps: chunk_mlps(&mut g, m)? };
+            let key = (mote_codegen::compile(&g, opts)?.arena.best, blocks.count());
+            if best.as_ref().is_none_or(|b| key < (b.0, b.1)) {
+                best = Some((key.0, key.1, g, blocks));
+            }
         }
     }
-    Ok(best.2)
+    Ok(best.map(|b| (b.2, b.3)).unwrap_or((graph, RowBlocks::default())))
 }
 
 /// One line about a fused attention block.

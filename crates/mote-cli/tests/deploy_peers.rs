@@ -57,13 +57,16 @@ fn assert_golden(report: &serde_json::Value, golden: &Path) {
     }
 }
 
-fn deeploy_case(rel: &str, extra: &[&str]) {
-    let Some(peers) = ready() else { return };
+/// Deploys a Deeploy case on M4 and M7, checks the goldens and returns the reports (none when skipped).
+fn deeploy_case(rel: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let Some(peers) = ready() else { return Vec::new() };
     let dir = peers.join(rel);
-    for r in deploy(&dir.join("network.onnx"), &dir.join("inputs.npz"), extra) {
-        assert_golden(&r, &dir.join("outputs.npz"));
+    let reports = deploy(&dir.join("network.onnx"), &dir.join("inputs.npz"), extra);
+    for r in &reports {
+        assert_golden(r, &dir.join("outputs.npz"));
         eprintln!("{rel} on {}: {} instructions", r["board"]["name"], r["instructions"]["inference"]);
     }
+    reports
 }
 
 #[test]
@@ -73,7 +76,12 @@ fn eegformer_is_bit_exact_with_deeploy_on_m4_and_m7() {
 
 #[test]
 fn icct_is_bit_exact_with_deeploy_on_m4_and_m7() {
-    deeploy_case("Models/CCT/Int/ICCT", &[]);
+    for r in deeploy_case("Models/CCT/Int/ICCT", &[]) {
+        // By default its convolutional tokenizer runs in two blocks of pooled rows (half of the 41,472 B
+        // convolution output alive at a time) and its MLP in blocks of token rows: 51,248 B with both whole.
+        let convs = r["layers"].as_array().unwrap().iter().filter(|l| l["op"] == "Conv+RequantShift").count();
+        assert_eq!((convs, r["arena"]["best"].as_u64()), (2, Some(45_056)), "{}", r["board"]["name"]);
+    }
 }
 
 #[test]

@@ -358,33 +358,43 @@ fn peer_integer_models_match_the_goldens_bit_for_bit() {
 }
 
 /// With an Arm DSP core's layout, Deeploy's `MatMul [+ Add] + RequantShift` layers run the packed kernel
-/// (SMLAD accumulation, then the RequantShift) and still match the goldens, whole or with the MLP computed in
-/// blocks of token rows (its 64 × 512 hidden tensor and the packed kernel's panel are the arena's peak).
+/// (SMLAD accumulation, then the RequantShift) and still match the goldens, whole, with the MLP computed in
+/// blocks of token rows (its 64 × 512 hidden tensor and the packed kernel's panel are the arena's peak), and with
+/// the convolutional tokenizer computed in blocks of pooled rows too.
 #[test]
 fn peer_integer_model_with_packed_linear_layers_matches_the_goldens() {
     let Some(peers) = peers() else { return };
     let mut arenas = Vec::new();
-    for (name, mlp_rows) in
-        [("icct_packed", None), ("icct_packed_mlp8", Some(None)), ("icct_packed_mlp5", Some(Some(5)))]
-    {
+    for (name, mlp_rows, patch_rows) in [
+        ("icct_packed", None, None),
+        ("icct_packed_mlp8", Some(None), None),
+        ("icct_packed_mlp5", Some(Some(5)), None),
+        ("icct_packed_mlp8_patches4", Some(None), Some(4)),
+    ] {
         let opts = CompileOptions { packed_layout: Some(PackedLayout::Dsp16), ..options(name) };
         let prepare = |g: &mut Graph| {
             if let Some(rows) = mlp_rows {
                 assert_eq!(mote_core::passes::rows::chunk_mlps(g, rows).unwrap().len(), 1);
             }
+            if let Some(rows) = patch_rows {
+                let done = mote_core::passes::patches::decompose_patch_embeddings(g, Some(rows)).unwrap();
+                assert_eq!((done.len(), done[0].rows, done[0].conv_elements), (1, 8, 128 * 18 * 18));
+            }
         };
         let c = check_deeploy_with(&peers, "Models/CCT/Int/ICCT", &[], opts, &prepare);
         let lib = &c.files.iter().find(|(p, _)| p.ends_with("lib.rs")).unwrap().1;
-        let blocks = [1, 8, 13][arenas.len()];
+        let blocks = [1, 8, 13, 8][arenas.len()];
         assert_eq!(lib.matches("packed::linear_packed_requant(").count(), 4 + 2 * blocks, "{name}: 6 linear layers");
-        assert_eq!(lib.matches("packed::conv2d_packed_requant(").count(), 1, "ICCT's convolution");
+        let convs = if patch_rows.is_some() { 2 } else { 1 };
+        assert_eq!(lib.matches("packed::conv2d_packed_requant(").count(), convs, "{name}: ICCT's convolution");
         assert!(!lib.contains("conv::conv2d_requant("));
         arenas.push(c.arena.best);
     }
     // In blocks of 8 rows (the default: the hidden tensors a block has alive at once, here the first layer's output
     // and its requantization's, no larger than the MLP's input) the tokenizer's convolution becomes the peak; blocks
-    // of 5 rows (13 blocks, the last of 4) need no more.
-    assert_eq!(arenas, [51_248, 49_664, 49_664]);
+    // of 5 rows (13 blocks, the last of 4) need no more. The tokenizer in two blocks of 4 pooled rows (9 of its 18
+    // convolution rows alive, 20,736 B instead of 41,472 B): the single-head attention's 45,056 B is the peak.
+    assert_eq!(arenas, [51_248, 49_664, 49_664, 45_056]);
 }
 
 /// Deeploy's integer kernel cases exercise the other paths: wide outputs (little-endian i32),

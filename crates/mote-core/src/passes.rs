@@ -2,6 +2,7 @@
 //! exact-integer graphs ([`narrow`]).
 pub mod attention;
 pub mod narrow;
+pub mod patches;
 pub mod rows;
 
 use crate::ops::elementwise::{Binary, BinaryKind, Unary, UnaryKind};

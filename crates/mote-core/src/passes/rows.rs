@@ -388,7 +388,13 @@ fn rewrite(g: &mut Graph, nodes: &[NodeId], y: TensorId, cut: &Cut) -> Result<()
             outputs: vec![y],
         });
     }
-    // The new nodes take the place of the chain's last node (everything they read exists by then).
+    replace_chain(g, first_new, nodes);
+    Ok(())
+}
+
+/// Moves the nodes from `first_new` on to where the last of `nodes` was, and removes `nodes` (everything the new
+/// nodes read exists by then).
+pub(super) fn replace_chain(g: &mut Graph, first_new: usize, nodes: &[NodeId]) {
     let new: Vec<Node> = g.nodes.drain(first_new..).collect();
     let last = *nodes.last().unwrap_or(&0);
     let old = std::mem::take(&mut g.nodes);
@@ -400,7 +406,6 @@ fn rewrite(g: &mut Graph, nodes: &[NodeId], y: TensorId, cut: &Cut) -> Result<()
             g.nodes.push(n);
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
