@@ -32,22 +32,19 @@ const CHANNELWISE: [&str; 8] = ["RequantShift", "Requantize", "QLut", "Add", "Mu
 /// pads. `None` for other ops, and for a pooling that rounds its output size up.
 fn row_geometry(g: &Graph, n: &Node) -> Option<(usize, usize, usize, usize)> {
     let op = n.op.as_any();
-    let kernel = |k: usize, d: usize| (k.max(1) - 1) * d + 1;
+    let rows = |k: usize, d: &[usize], s: &[usize], pads: &[usize]| {
+        let d = d.first().copied().unwrap_or(1);
+        (pads.len() == 4).then(|| ((k.max(1) - 1) * d + 1, s.first().copied().unwrap_or(1), pads[0], pads[2]))
+    };
+    let conv_kernel = || g.values[*n.inputs.get(1)?].ty.shape.get(2).copied();
     if let Some(c) = op.downcast_ref::<Conv>() {
-        let kh = *g.values[*n.inputs.get(1)?].ty.shape.get(2)?;
-        (c.strides.len() == 2 && c.pads.len() == 4)
-            .then(|| (kernel(kh, c.dilations.first().copied().unwrap_or(1)), c.strides[0], c.pads[0], c.pads[2]))
+        rows(conv_kernel()?, &c.dilations, &c.strides, &c.pads)
     } else if let Some(c) = op.downcast_ref::<QConv>() {
-        let kh = *g.values[*n.inputs.get(1)?].ty.shape.get(2)?;
-        Some((kernel(kh, c.dilations[0]), c.strides[0], c.pads[0], c.pads[2]))
+        rows(conv_kernel()?, &c.dilations, &c.strides, &c.pads)
     } else if let Some(p) = op.downcast_ref::<MaxPool>() {
-        (p.kernel.len() == 2 && p.pads.len() == 4 && !p.ceil_mode).then(|| {
-            (kernel(p.kernel[0], p.dilations.first().copied().unwrap_or(1)), p.strides[0], p.pads[0], p.pads[2])
-        })
+        rows(*p.kernel.first()?, &p.dilations, &p.strides, &p.pads).filter(|_| !p.ceil_mode)
     } else if let Some(p) = op.downcast_ref::<AveragePool>() {
-        (p.kernel.len() == 2 && p.pads.len() == 4 && !p.ceil_mode).then(|| {
-            (kernel(p.kernel[0], p.dilations.first().copied().unwrap_or(1)), p.strides[0], p.pads[0], p.pads[2])
-        })
+        rows(*p.kernel.first()?, &p.dilations, &p.strides, &p.pads).filter(|_| !p.ceil_mode)
     } else {
         None
     }
@@ -55,30 +52,17 @@ fn row_geometry(g: &Graph, n: &Node) -> Option<(usize, usize, usize, usize)> {
 
 /// A copy of the convolution or pooling `op` with top and bottom pads `top`, `bottom`.
 fn with_row_pads(op: &dyn Op, top: usize, bottom: usize) -> Option<Box<dyn Op>> {
-    let op = op.as_any();
-    let set = |pads: &mut [usize]| {
-        pads[0] = top;
-        pads[2] = bottom;
-    };
-    if let Some(c) = op.downcast_ref::<Conv>() {
-        let mut c = c.clone();
-        set(&mut c.pads);
-        Some(Box::new(c))
-    } else if let Some(c) = op.downcast_ref::<QConv>() {
-        let mut c = c.clone();
-        set(&mut c.pads);
-        Some(Box::new(c))
-    } else if let Some(p) = op.downcast_ref::<MaxPool>() {
-        let mut p = p.clone();
-        set(&mut p.pads);
-        Some(Box::new(p))
-    } else if let Some(p) = op.downcast_ref::<AveragePool>() {
-        let mut p = p.clone();
-        set(&mut p.pads);
-        Some(Box::new(p))
-    } else {
-        None
+    macro_rules! repad {
+        ($($t:ty),*) => {$(
+            if let Some(o) = op.as_any().downcast_ref::<$t>() {
+                let mut o = o.clone();
+                (o.pads[0], o.pads[2]) = (top, bottom);
+                return Some(Box::new(o));
+            }
+        )*};
     }
+    repad!(Conv, QConv, MaxPool, AveragePool);
+    None
 }
 
 /// The input rows `[lo, hi)` that output rows `o0..o1` of an op of row geometry `(k, s, top)` read from `h` input
