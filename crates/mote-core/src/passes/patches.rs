@@ -103,8 +103,9 @@ fn tokenizer(g: &Graph, c: NodeId, consumers: &[Vec<NodeId>]) -> Option<Vec<Node
             return None;
         }
         nodes.push(n);
-        if row_geometry(g, &g.nodes[n]).is_some() {
-            return Some(nodes);
+        let pooling = g.nodes[n].op.as_any().is::<MaxPool>() || g.nodes[n].op.as_any().is::<AveragePool>();
+        if pooling {
+            return row_geometry(g, &g.nodes[n]).map(|_| nodes);
         }
         is_channelwise(g, &g.nodes[n], y).then_some(())?;
         y = g.nodes[n].outputs[0];
@@ -130,7 +131,7 @@ pub fn decompose_patch_embeddings(g: &mut Graph, block_rows: Option<usize>) -> R
         if conv_elements <= pooled.len() || rows < 2 {
             continue;
         }
-        let pool_geo = row_geometry(g, &g.nodes[pool]).expect("a tokenizer ends with a pooling");
+        let Some(pool_geo) = row_geometry(g, &g.nodes[pool]) else { continue };
         let conv_rows = |r: usize| (r.max(1) - 1) * pool_geo.1 + pool_geo.0;
         let row_bytes = conv_out.len() / conv_out.shape[2];
         let fits = (1..=rows).rev().find(|&r| conv_rows(r) * row_bytes <= pooled.len()).unwrap_or(1);
@@ -155,7 +156,7 @@ fn rewrite(g: &mut Graph, nodes: &[NodeId], r: usize) -> Result<()> {
     let (conv, pool) = (&g.nodes[nodes[0]], &g.nodes[nodes[nodes.len() - 1]]);
     let (x, y) = (conv.inputs[0], pool.outputs[0]);
     let (conv_geo, pool_geo) = (row_geometry(g, conv), row_geometry(g, pool));
-    let ((ck, cs, ct, _), (pk, ps, pt, _)) = conv_geo.zip(pool_geo).expect("checked by tokenizer()");
+    let Some(((ck, cs, ct, _), (pk, ps, pt, _))) = conv_geo.zip(pool_geo) else { return Ok(()) };
     let (x_shape, conv_h) = (g.values[x].ty.shape.clone(), g.values[conv.outputs[0]].ty.shape[2]);
     let rows = g.values[y].ty.shape[2];
     let mut blocks = Vec::new();
@@ -177,7 +178,7 @@ fn rewrite(g: &mut Graph, nodes: &[NodeId], r: usize) -> Result<()> {
                 _ if n == nodes[nodes.len() - 1] => with_row_pads(node.op.as_ref(), pool_top, pool_bottom),
                 _ => Some(node.op.clone_box()),
             }
-            .expect("a convolution or pooling");
+            .ok_or_else(|| crate::Error::Invalid(format!("{}: not a convolution or pooling", node.name)))?;
             let inputs = std::iter::once(t).chain(node.inputs[1..].iter().copied()).collect();
             let out = format!("{}/rows{p0}", g.values[node.outputs[0]].name);
             t = g.add_node(format!("{}/rows{p0}", node.name), op, inputs, &[out])?[0];
@@ -260,5 +261,18 @@ mod tests {
         assert!(decompose_patch_embeddings(&mut g, None).unwrap().is_empty());
         let (mut g, _) = tokenizer_graph(16, 12, 1, 1, 3, 0);
         assert!(decompose_patch_embeddings(&mut g, Some(0)).unwrap().is_empty());
+        // Two convolutions and no pooling (TinyViT's patch embedding): not a tokenizer of this pass.
+        let (mut g, _) = tokenizer_graph(16, 12, 1, 1, 3, 0);
+        let pool = g.nodes.iter().position(|n| n.name == "pool").unwrap();
+        g.outputs.clear();
+        g.nodes.truncate(pool);
+        let a = g.value_by_name("a").unwrap();
+        let w = g.add_const("w2", Tensor::from_vec(&[4, 4, 3, 3], vec![1i32; 144]).unwrap());
+        let conv = Conv { strides: vec![2, 2], pads: vec![1; 4], dilations: vec![1, 1], group: 1 };
+        let y = g.add_node("conv2", Box::new(conv), vec![a, w], &["y2".into()]).unwrap()[0];
+        g.outputs.push(y);
+        let nodes = g.nodes.len();
+        assert!(decompose_patch_embeddings(&mut g, None).unwrap().is_empty());
+        assert_eq!(g.nodes.len(), nodes);
     }
 }
