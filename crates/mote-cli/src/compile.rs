@@ -277,18 +277,30 @@ fn row_blocks(
     (patch_rows, mlp_rows): (Option<usize>, Option<usize>),
     opts: &CompileOptions,
 ) -> mote_core::Result<(Graph, RowBlocks)> {
-    let most = |rows: Vec<usize>| rows.into_iter().max().unwrap_or(0);
-    let mut probe = graph.clone();
-    let patch_max = most(decompose_patch_embeddings(&mut probe, None)?.iter().map(|p| p.rows).collect());
-    let mlp_max = most(chunk_mlps(&mut probe, None)?.iter().map(|m| m.rows).collect());
+    let attempt = |p: Option<usize>, m: Option<usize>| -> mote_core::Result<(usize, Graph, RowBlocks)> {
+        let mut g = graph.clone();
+        let patches = decompose_patch_embeddings(&mut g, p)?;
+        let blocks = RowBlocks { patches, mlps: chunk_mlps(&mut g, m)? };
+        Ok((mote_codegen::compile(&g, opts)?.arena.best, g, blocks))
+    };
+    let rows = |blocks: &RowBlocks| {
+        let most = |r: &mut dyn Iterator<Item = usize>| r.max().unwrap_or(0);
+        (most(&mut blocks.patches.iter().map(|p| p.rows)), most(&mut blocks.mlps.iter().map(|m| m.rows)))
+    };
+    // The rows the passes would block by default bound the sizes worth trying; a graph that does not compile
+    // whole is left to the caller's compile to report.
+    let Ok((_, _, probe)) = attempt(None, None) else { return Ok((graph, RowBlocks::default())) };
+    let (patch_max, mlp_max) = rows(&probe);
     let mut best: Option<(usize, usize, Graph, RowBlocks)> = None;
     for p in candidates(patch_rows, patch_max) {
-        let mut patched = graph.clone();
-        let patches = decompose_patch_embeddings(&mut patched, p)?;
         for m in candidates(mlp_rows, mlp_max) {
-            let mut g = patched.clone();
-            let blocks = RowBlocks { patches: patches.clone(), mlps: chunk_mlps(&mut g, m)? };
-            let key = (mote_codegen::compile(&g, opts)?.arena.best, blocks.count());
+            // A block size the user gave must work; one the search tries is skipped if it does not.
+            let (arena, g, blocks) = match attempt(p, m) {
+                Ok(a) => a,
+                Err(e) if patch_rows.is_some() || mlp_rows.is_some() => return Err(e),
+                Err(_) => continue,
+            };
+            let key = (arena, blocks.count());
             if best.as_ref().is_none_or(|b| key < (b.0, b.1)) {
                 best = Some((key.0, key.1, g, blocks));
             }
