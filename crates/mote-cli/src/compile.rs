@@ -208,7 +208,10 @@ pub fn compile_for_board(
     notes.extend(blocks.patches.iter().map(|p| {
         format!(
             "tokenizer `{}`: {} pooled rows in blocks of {} (a block of the convolution's {} outputs alive at a time)",
-            p.output, p.rows, p.block_rows, p.conv_elements
+            p.output,
+            p.rows,
+            p.block_rows,
+            group(p.conv_elements as u64)
         )
     }));
     notes.extend(blocks.mlps.iter().map(|m| {
@@ -283,14 +286,11 @@ fn row_blocks(
         let blocks = RowBlocks { patches, mlps: chunk_mlps(&mut g, m)? };
         Ok((mote_codegen::compile(&g, opts)?.arena.best, g, blocks))
     };
-    let rows = |blocks: &RowBlocks| {
-        let most = |r: &mut dyn Iterator<Item = usize>| r.max().unwrap_or(0);
-        (most(&mut blocks.patches.iter().map(|p| p.rows)), most(&mut blocks.mlps.iter().map(|m| m.rows)))
-    };
-    // The rows the passes would block by default bound the sizes worth trying; a graph that does not compile
-    // whole is left to the caller's compile to report.
-    let Ok((_, _, probe)) = attempt(None, None) else { return Ok((graph, RowBlocks::default())) };
-    let (patch_max, mlp_max) = rows(&probe);
+    // The rows the passes would block by default bound the sizes worth trying.
+    let mut probe = graph.clone();
+    let patch_max =
+        decompose_patch_embeddings(&mut probe, None).map_or(0, |p| p.iter().map(|p| p.rows).max().unwrap_or(0));
+    let mlp_max = chunk_mlps(&mut probe, None).map_or(0, |m| m.iter().map(|m| m.rows).max().unwrap_or(0));
     let mut best: Option<(usize, usize, Graph, RowBlocks)> = None;
     for p in candidates(patch_rows, patch_max) {
         for m in candidates(mlp_rows, mlp_max) {
@@ -306,6 +306,7 @@ fn row_blocks(
             }
         }
     }
+    // Nothing compiled: the caller's compile of the whole graph reports why.
     Ok(best.map(|b| (b.2, b.3)).unwrap_or((graph, RowBlocks::default())))
 }
 

@@ -1,10 +1,13 @@
 //! Fusion of int8 self-attention blocks into one [`QAttention`] op, and the choice of its schedule.
 //!
-//! The pass matches the layer-by-layer int8 form that quantizing mote's canonical attention gives (see
-//! `mote_onnx::attention`): `QLinear` projections of one `x [S, E]`, head split by `Reshape [S,H,P]` +
-//! `Transpose`, `QMatMul` scores, `QSoftmax`, `QMatMul` with the values, `Transpose` + `Reshape [S, H·P]` and the
-//! output `QLinear`; keys `Transpose(x, [1,0])` and values `x` when the weights were fused (FWSA). Every matched
-//! tensor but `x` and the output must have no other reader. Requantizations must be `HighMul` (the packed kernels').
+//! The pass matches the layer-by-layer int8 form of a block: `QLinear` projections of one `x [S, E]` split into
+//! heads, `QMatMul` scores, `QSoftmax`, `QMatMul` with the values, the heads merged side by side and the output
+//! `QLinear`; keys `Transpose(x, [1,0])` and values `x` when the weights were fused (FWSA). The head splits and
+//! merges may be any chain of reshapes, transposes and constant gathers: the pass follows an index tensor through
+//! the chain and accepts it when every element lands where the canonical form (`Reshape [S,H,P]` + `Transpose`,
+//! see `mote_onnx::attention`) puts it. So onnxruntime's QDQ form matches too: one `[3E, E]` input projection split
+//! three ways by gathers, and a `QLut` scaling queries and keys (a table of the fused kernel). Every tensor the
+//! block makes must be read inside it only. Requantizations must be `HighMul` (the packed kernels').
 use super::prune;
 use crate::ops::attention::{QAttention, QProjection};
 use crate::ops::quant::{AccRescale, QLinear, QLut, QMatMul, QSoftmax};
@@ -269,9 +272,9 @@ impl Matcher<'_> {
         nodes.sort_unstable();
         nodes.dedup();
         // Every tensor the block makes is read inside it only (the output projection's result aside).
-        let inner = nodes.iter().flat_map(|&n| &g.nodes[n].outputs);
-        let closed = inner
-            .clone()
+        let closed = nodes
+            .iter()
+            .flat_map(|&n| &g.nodes[n].outputs)
             .all(|&t| !g.outputs.contains(&t) && self.consumers[t].iter().all(|c| *c == out || nodes.contains(c)));
         (closed && g.values[x].ty.shape.len() == 2).then_some(())?;
         nodes.push(out);

@@ -1,8 +1,9 @@
 //! Blocks of a chain of layers that need only a block of their input at a time, so only a block of the wide
 //! tensors inside the chain is alive instead of all of it:
-//! - **MLP hidden chunks** ([`chunk_mlps`]): a linear layer that widens the tokens, the element-wise ops on its
-//!   output, and the linear layer that narrows it back (with the element-wise ops right after it, e.g. Deeploy's
-//!   bias `Add` and `RequantShift`) run a block of token rows at a time.
+//! - **MLP hidden chunks** ([`chunk_mlps`]): a linear layer that widens the tokens, the element-wise ops (and
+//!   row-keeping reshapes) on its output, and the linear layer that narrows it back (with the element-wise ops right
+//!   after it, e.g. Deeploy's bias `Add` and `RequantShift`, or the residual add of the MLP's input) run a block of
+//!   token rows at a time; so does the row norm before the MLP when only the MLP reads it.
 //! - **Attention head by head** ([`split_heads`]): the product of queries and keys batched over heads, the ops on
 //!   its scores and the product with the values run one head at a time, for the blocks the fused attention kernel
 //!   does not take (Deeploy's integer ops, onnxruntime's QDQ graphs).
