@@ -78,6 +78,13 @@ pub fn symbol_address(path: &Path, name: &str) -> Result<Option<u64>> {
     Ok(file.symbols().find(|s| s.name() == Ok(name) && !s.is_undefined()).map(|s| s.address()))
 }
 
+/// Address of the section `name`, if the ELF has it.
+pub fn section_address(path: &Path, name: &str) -> Result<Option<u64>> {
+    let bytes = read(path)?;
+    let file = parse(path, &bytes)?;
+    Ok(file.section_by_name(name).map(|s| s.address()))
+}
+
 /// Address of the first instruction of `mote_mark` (Thumb bit cleared), which the counting plugin watches.
 pub fn marker_address(path: &Path, core: Core) -> Result<u64> {
     let addr = symbol_address(path, "mote_mark")?.ok_or_else(|| Error::Elf {

@@ -49,7 +49,7 @@ mod run;
 
 pub use build::{build_firmware, check_target};
 pub use cores::{Core, MemoryRegion};
-pub use elf::{elf_sizes, marker_address, symbol_address, ElfSizes};
+pub use elf::{elf_sizes, marker_address, section_address, symbol_address, ElfSizes};
 pub use error::{Error, Result};
 pub use plugin::build_plugin;
 pub use run::{

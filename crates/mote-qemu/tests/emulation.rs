@@ -14,7 +14,9 @@ use std::time::Duration;
 use mote_kernels::matmul::{linear_requant, MatDims};
 use mote_kernels::requant::{Requant, ShiftRequant};
 use mote_kernels::softmax::{isoftmax, ISoftmaxParams};
-use mote_qemu::{build_firmware, elf_sizes, run_elf, symbol_address, Core, Error, RunOptions, MARK_END};
+use mote_qemu::{
+    build_firmware, elf_sizes, run_elf, section_address, symbol_address, Core, Error, RunOptions, MARK_END,
+};
 
 fn firmware(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../firmware").join(name)
@@ -101,6 +103,11 @@ fn smoke(core: Core) {
     assert_eq!(stack_top, core.ram().origin + core.ram().size, "{core}: stack top");
     let entry = symbol_address(&elf, "mote_mark").unwrap().expect("mote_mark");
     assert!(core.flash().contains_or_ends_at(entry), "{core}: code at {entry:#x}");
+    // On the M55 board, read-only data has a region of its own: the build script's is Core::rodata.
+    if let Some(region) = core.rodata() {
+        let at = section_address(&elf, ".rodata.region").unwrap();
+        assert_eq!(at, Some(region.origin), "{core}: read-only data region");
+    }
 
     println!(
         "{core}: instructions per region {regions:?} (empty = marker cost), total {}; stack {} of {} B; \
