@@ -1,9 +1,9 @@
 //! Writes the linker memory map (`memory.x`) of the emulated board into OUT_DIR.
 //!
 //! The board is chosen by `MOTE_CORE` (set by `mote_qemu::build_firmware`), else by the target triple. The
-//! maps are those of the QEMU boards (`mote_qemu::Core::flash`/`ram`/`rodata` hold the same numbers; a mote-qemu test
-//! checks that the linked firmware agrees). There must be no `memory.x` in a firmware package root: the linker
-//! would find that one first.
+//! maps are those of the QEMU boards (`mote_qemu::Core::flash`/`ram`/`rodata` hold the same numbers; mote-qemu
+//! tests check that the linked firmware agrees). There must be no `memory.x` in a firmware package root: the
+//! linker would find that one first.
 //!
 //! A real part has less memory than the emulated board: `MOTE_FLASH_BYTES` and `MOTE_RAM_BYTES` (set by
 //! `mote deploy` from the board profile) shrink FLASH and RAM + STACK to the part's sizes at the board's
