@@ -90,14 +90,14 @@ impl Pool2dParams {
         }
     }
 
-    /// Calls `emit(out_index, window_sum, window_max, real_count)` per output element.
-    fn for_each_window<T: IntElem>(&self, x: &[T], oh: usize, ow: usize, mut emit: impl FnMut(usize, i64, i32, i64)) {
+    /// Calls `emit(out_index, window_sum, real_count)` per output element.
+    fn for_each_window<T: IntElem>(&self, x: &[T], oh: usize, ow: usize, mut emit: impl FnMut(usize, i64, i64)) {
         let (h, w) = (self.in_h, self.in_w);
         let mut idx = 0;
         for plane in 0..self.batch * self.channels {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let (mut sum, mut max, mut count) = (0i64, i32::MIN, 0i64);
+                    let (mut sum, mut count) = (0i64, 0i64);
                     for ky in 0..self.kernel_h {
                         let Some(iy) = (oy * self.stride_h + ky).checked_sub(self.pad_top).filter(|&y| y < h) else {
                             continue;
@@ -108,14 +108,12 @@ impl Pool2dParams {
                                 continue;
                             };
                             if let Some(v) = x.get((plane * h + iy) * w + ix) {
-                                let v = v.to_i32();
-                                sum += i64::from(v);
-                                max = max.max(v);
+                                sum += i64::from(v.to_i32());
                                 count += 1;
                             }
                         }
                     }
-                    emit(idx, sum, max, count);
+                    emit(idx, sum, count);
                     idx += 1;
                 }
             }
@@ -207,7 +205,7 @@ pub fn avgpool2d<T: IntElem>(
     let (oh, ow) = p.validate(x.len(), out.len())?;
     let full =
         p.kernel_h.checked_mul(p.kernel_w).and_then(|k| i64::try_from(k).ok()).ok_or(KernelError::InvalidParam)?;
-    p.for_each_window(x, oh, ow, |idx, sum, _, count| {
+    p.for_each_window(x, oh, ow, |idx, sum, count| {
         let n = if count_include_pad { full } else { count };
         if let Some(o) = out.get_mut(idx) {
             *o = T::from_i32_sat(i32::try_from(div_round_away(sum, n)).unwrap_or(0));
