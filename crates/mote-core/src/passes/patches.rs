@@ -131,7 +131,10 @@ pub fn decompose_patch_embeddings(g: &mut Graph, block_rows: Option<usize>) -> R
         if conv_elements <= pooled.len() || rows < 2 {
             continue;
         }
-        let Some(pool_geo) = row_geometry(g, &g.nodes[pool]) else { continue };
+        let (Some(conv_geo), Some(pool_geo)) = (row_geometry(g, &g.nodes[conv]), row_geometry(g, &g.nodes[pool]))
+        else {
+            continue;
+        };
         let conv_rows = |r: usize| (r.max(1) - 1) * pool_geo.1 + pool_geo.0;
         let row_bytes = conv_out.len() / conv_out.shape[2];
         let fits = (1..=rows).rev().find(|&r| conv_rows(r) * row_bytes <= pooled.len()).unwrap_or(1);
@@ -140,7 +143,7 @@ pub fn decompose_patch_embeddings(g: &mut Graph, block_rows: Option<usize>) -> R
             continue;
         }
         let output = g.values[g.nodes[pool].outputs[0]].name.clone();
-        rewrite(g, &nodes, r)?;
+        rewrite(g, &nodes, (conv_geo, pool_geo), r)?;
         done.push(PatchBlocks { output, rows, block_rows: r, conv_elements });
     }
     if !done.is_empty() {
@@ -150,13 +153,15 @@ pub fn decompose_patch_embeddings(g: &mut Graph, block_rows: Option<usize>) -> R
     Ok(done)
 }
 
-/// Replaces tokenizer `nodes` by blocks of `r` pooled rows and their concatenation.
-fn rewrite(g: &mut Graph, nodes: &[NodeId], r: usize) -> Result<()> {
+/// The row geometries (see [`row_geometry`]) of a tokenizer's convolution and pooling.
+type Geometries = ((usize, usize, usize, usize), (usize, usize, usize, usize));
+
+/// Replaces tokenizer `nodes` (row geometries `geo`) by blocks of `r` pooled rows and their concatenation.
+fn rewrite(g: &mut Graph, nodes: &[NodeId], geo: Geometries, r: usize) -> Result<()> {
     let first_new = g.nodes.len();
     let (conv, pool) = (&g.nodes[nodes[0]], &g.nodes[nodes[nodes.len() - 1]]);
     let (x, y) = (conv.inputs[0], pool.outputs[0]);
-    let (conv_geo, pool_geo) = (row_geometry(g, conv), row_geometry(g, pool));
-    let Some(((ck, cs, ct, _), (pk, ps, pt, _))) = conv_geo.zip(pool_geo) else { return Ok(()) };
+    let ((ck, cs, ct, _), (pk, ps, pt, _)) = geo;
     let (x_shape, conv_h) = (g.values[x].ty.shape.clone(), g.values[conv.outputs[0]].ty.shape[2]);
     let rows = g.values[y].ty.shape[2];
     let mut blocks = Vec::new();

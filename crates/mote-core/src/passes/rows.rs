@@ -6,7 +6,7 @@
 //!   token rows at a time; so does the row norm before the MLP when only the MLP reads it.
 //! - **Attention head by head** ([`split_heads`]): the product of queries and keys batched over heads, the ops on
 //!   its scores and the product with the values run one head at a time, for the blocks the fused attention kernel
-//!   does not take (Deeploy's integer ops, onnxruntime's QDQ graphs).
+//!   does not take (Deeploy's integer ops).
 //!
 //! The rewrite is exact: every op of such a chain maps row (head) i of its inputs to row (head) i of its output, so
 //! each block computes the same integers as the whole. The graph says it plainly: the chain's activation inputs
@@ -272,7 +272,7 @@ pub struct HeadByHead {
 /// ops and a softmax over the last axis on its scores, and the product with the values — whose scores hold more
 /// elements than its queries, keys and values together, to run one head at a time, so one head's scores are alive
 /// instead of every head's (the depth-first order of the fused kernel, for blocks it does not take: Deeploy's
-/// integer ops, onnxruntime's QDQ graphs). Returns the blocks rewritten.
+/// integer ops). Returns the blocks rewritten.
 pub fn split_heads(g: &mut Graph) -> Result<Vec<HeadByHead>> {
     let consumers = g.consumers();
     let mut chains = Vec::new();
