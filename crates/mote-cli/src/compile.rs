@@ -203,7 +203,7 @@ pub fn compile_for_board(
     opts.c_abi = c_abi;
     opts.input_types = build.input_types.clone();
     opts.packed_layout = if build.portable_kernels { None } else { board.packed_layout() };
-    let (graph, blocks) = row_blocks(graph, (build.patch_rows, build.mlp_rows), &opts)
+    let (graph, blocks, chosen) = row_blocks(graph, (build.patch_rows, build.mlp_rows), &opts)
         .map_err(|e| anyhow::anyhow!("{}: cutting tokenizers and MLPs into row blocks: {e}", model.display()))?;
     notes.extend(blocks.patches.iter().map(|p| {
         format!(
@@ -224,7 +224,10 @@ pub fn compile_for_board(
         mote_codegen::compile(&graph, opts)
             .map_err(|e| anyhow::anyhow!("{}: cannot compile for the MCU: {e}", model.display()))
     };
-    let mut compiled = compile(&opts)?;
+    let mut compiled = match chosen {
+        Some(c) => c,
+        None => compile(&opts)?,
+    };
     // Packed (16-bit) weights are faster but larger: when they leave less than twice the code estimate of the
     // flash free (the code and its tables are only known after linking), plain weights are used instead.
     let flash_needed = compiled.weight_bytes as u64 + 2 * mote_deploy::CODE_ESTIMATE_BYTES;
@@ -274,40 +277,44 @@ fn candidates(given: Option<usize>, rows: usize) -> Vec<Option<usize>> {
 
 /// Cuts `graph`'s convolutional tokenizers and MLPs into row blocks (see `--patch-rows` and `--mlp-rows`):
 /// the block sizes given, else among [`candidates`] those whose plan with `opts` needs the smallest arena, with
-/// the fewest blocks among equals (none when blocks save no arena).
+/// the fewest blocks among equals (none when blocks save no arena). Returns the graph, its blocks and its
+/// compilation with `opts` (`None` when no candidate compiled).
 fn row_blocks(
     graph: Graph,
     (patch_rows, mlp_rows): (Option<usize>, Option<usize>),
     opts: &CompileOptions,
-) -> mote_core::Result<(Graph, RowBlocks)> {
-    let attempt = |p: Option<usize>, m: Option<usize>| -> mote_core::Result<(usize, Graph, RowBlocks)> {
+) -> mote_core::Result<(Graph, RowBlocks, Option<Compiled>)> {
+    let attempt = |p: Option<usize>, m: Option<usize>| -> mote_core::Result<(Compiled, Graph, RowBlocks)> {
         let mut g = graph.clone();
         let patches = decompose_patch_embeddings(&mut g, p)?;
         let blocks = RowBlocks { patches, mlps: chunk_mlps(&mut g, m)? };
-        Ok((mote_codegen::compile(&g, opts)?.arena.best, g, blocks))
+        Ok((mote_codegen::compile(&g, opts)?, g, blocks))
     };
     // The rows the passes would block by default bound the sizes worth trying.
     let mut probe = graph.clone();
     let patch_max =
         decompose_patch_embeddings(&mut probe, None).map_or(0, |p| p.iter().map(|p| p.rows).max().unwrap_or(0));
     let mlp_max = chunk_mlps(&mut probe, None).map_or(0, |m| m.iter().map(|m| m.rows).max().unwrap_or(0));
-    let mut best: Option<(usize, usize, Graph, RowBlocks)> = None;
+    let mut best: Option<((usize, usize), Compiled, Graph, RowBlocks)> = None;
     for p in candidates(patch_rows, patch_max) {
         for m in candidates(mlp_rows, mlp_max) {
             // A block size the user gave must work; one the search tries is skipped if it does not.
-            let (arena, g, blocks) = match attempt(p, m) {
+            let (compiled, g, blocks) = match attempt(p, m) {
                 Ok(a) => a,
                 Err(e) if patch_rows.is_some() || mlp_rows.is_some() => return Err(e),
                 Err(_) => continue,
             };
-            let key = (arena, blocks.count());
-            if best.as_ref().is_none_or(|b| key < (b.0, b.1)) {
-                best = Some((key.0, key.1, g, blocks));
+            let key = (compiled.arena.best, blocks.count());
+            if best.as_ref().is_none_or(|b| key < b.0) {
+                best = Some((key, compiled, g, blocks));
             }
         }
     }
     // Nothing compiled: the caller's compile of the whole graph reports why.
-    Ok(best.map(|b| (b.2, b.3)).unwrap_or((graph, RowBlocks::default())))
+    Ok(match best {
+        Some((_, compiled, g, blocks)) => (g, blocks, Some(compiled)),
+        None => (graph, RowBlocks::default(), None),
+    })
 }
 
 /// One line about a fused attention block.
