@@ -26,6 +26,9 @@ enum Source {
     /// A float peer model (`<peer-models>/<path>`), calibrated on noisy copies of its shipped input as in
     /// docs/deploy.md.
     Peer(&'static str),
+    /// An integer peer model (`<peer-models>/<path>`, Deeploy's exact-integer graph) deployed as it is, with its
+    /// shipped input: no quantization, so no FWSA variant.
+    IntegerPeer(&'static str),
 }
 
 /// A model of the ablation: its name in the table, where it comes from, and its `firmware/attention-enn` model
@@ -36,7 +39,7 @@ struct Model {
     enn: Option<&'static str>,
 }
 
-const MODELS: [Model; 9] = [
+const MODELS: [Model; 10] = [
     Model { name: "eegformer-mhsa", source: Source::Example("eegformer_mhsa"), enn: Some("eegformer_mhsa") },
     Model { name: "ecgformer-mhsa", source: Source::Example("ecgformer_mhsa"), enn: Some("ecgformer_mhsa") },
     Model { name: "microllama-prefill-16", source: Source::Example("llama_prefill_s16"), enn: None },
@@ -46,12 +49,14 @@ const MODELS: [Model; 9] = [
     Model { name: "CCT_1_16_16_8", source: Source::Peer("Models/CCT/FP32/CCT_1_16_16_8"), enn: None },
     Model { name: "CCT_1_16_16_64", source: Source::Peer("Models/CCT/FP32/CCT_1_16_16_64"), enn: None },
     Model { name: "TinyViT-Demo", source: Source::Peer("Models/TinyViT/Demo"), enn: None },
+    Model { name: "ICCT (Deeploy int8)", source: Source::IntegerPeer("Models/CCT/Int/ICCT"), enn: None },
 ];
 
 /// A model's float ONNX, calibration samples and input, as `mote quantize` / `mote deploy` read them.
 struct Files {
     model: PathBuf,
-    calib: PathBuf,
+    /// Calibration samples (`None` for an integer model).
+    calib: Option<PathBuf>,
     inputs: PathBuf,
     /// Int8 input bytes (all inputs' elements).
     input_bytes: u64,
@@ -64,13 +69,16 @@ impl Files {
             Source::Example(stem) => {
                 let dir = repo_root().join("examples/attention");
                 let f = |ext: &str| dir.join(format!("{stem}.{ext}"));
-                (f("onnx"), f("calib.npz"), f("inputs.npz"))
+                (f("onnx"), Some(f("calib.npz")), f("inputs.npz"))
             }
             Source::Peer(rel) if peers.join(rel).is_dir() => {
                 let f = peer_files(m.name, rel, true, peers, work)?;
-                (f.model, f.calib.context("a float peer model's calibration")?, f.inputs)
+                (f.model, Some(f.calib.context("a float peer model's calibration")?), f.inputs)
             }
-            Source::Peer(rel) => {
+            Source::IntegerPeer(rel) if peers.join(rel).is_dir() => {
+                (peers.join(rel).join("network.onnx"), None, peers.join(rel).join("inputs.npz"))
+            }
+            Source::Peer(rel) | Source::IntegerPeer(rel) => {
                 eprintln!("{}: skipped, {} not found", m.name, peers.join(rel).display());
                 return Ok(None);
             }
@@ -136,7 +144,8 @@ impl Row {
 struct Quantized {
     path: PathBuf,
     fwsa: bool,
-    sqnr_db: f64,
+    /// Output SQNR against the float model (`None` for an integer model).
+    sqnr_db: Option<f64>,
 }
 
 /// `mote quantize --fwsa <fwsa>` of model `m` into `work`.
@@ -146,7 +155,7 @@ fn quantize(mote: &Path, m: &Model, files: &Files, fwsa: &str, work: &Path) -> R
         .arg("quantize")
         .arg(&files.model)
         .arg("--calib")
-        .arg(&files.calib)
+        .arg(files.calib.as_ref().context("a float model's calibration samples")?)
         .args(["--fwsa", fwsa, "-o"])
         .arg(&path))?;
     ensure!(ok, "mote quantize {} --fwsa {fwsa}: {err}", m.name);
@@ -167,7 +176,7 @@ fn quantize(mote: &Path, m: &Model, files: &Files, fwsa: &str, work: &Path) -> R
             bytes == std::fs::read(work.join(format!("{}.fwsa-on.int8.onnx", m.name)))?
         }
     };
-    Ok(Quantized { path, fwsa, sqnr_db })
+    Ok(Quantized { path, fwsa, sqnr_db: Some(sqnr_db) })
 }
 
 /// `mote deploy --json` of a quantized model: its report and attention schedule, or why it did not deploy.
@@ -204,12 +213,19 @@ fn measure(mote: &Path, peers: &Path, work: &Path) -> Result<(Vec<Row>, Vec<EnnR
     for m in &MODELS {
         let Some(files) = Files::of(m, peers, work)? else { continue };
         let mut quantized = Vec::new();
-        for fwsa in ["on", "off", "auto"] {
-            quantized.push((fwsa, quantize(mote, m, &files, fwsa, work)?));
+        if files.calib.is_none() {
+            // An integer model runs as it is: without FWSA (`off`, and `auto` can only keep it).
+            for fwsa in ["off", "auto"] {
+                quantized.push((fwsa, Quantized { path: files.model.clone(), fwsa: false, sqnr_db: None }));
+            }
+        } else {
+            for fwsa in ["on", "off", "auto"] {
+                quantized.push((fwsa, quantize(mote, m, &files, fwsa, work)?));
+            }
         }
         for (board, _) in BOARDS {
             for (variant, fwsa, attention) in VARIANTS {
-                let q = &quantized.iter().find(|(f, _)| *f == fwsa).context("quantized")?.1;
+                let Some((_, q)) = quantized.iter().find(|(f, _)| *f == fwsa) else { continue };
                 let (v, schedule) = deploy(mote, q, &files, board, attention)?;
                 let mut row = Row {
                     model: m.name,
@@ -222,7 +238,7 @@ fn measure(mote: &Path, peers: &Path, work: &Path) -> Result<(Vec<Row>, Vec<EnnR
                     instructions: 0,
                     bit_exact: false,
                     fwsa: q.fwsa,
-                    sqnr_db: Some(q.sqnr_db),
+                    sqnr_db: q.sqnr_db,
                     schedule,
                 };
                 if row.error.is_none() {
@@ -336,9 +352,11 @@ fn markdown(rows: &[Row]) -> Result<String> {
          docs/deploy.md: CCT_1_16_16_8 (conv tokenizer, one encoder layer with S=64 E=8 H=1 P=8, sequence \
          pooling), CCT_1_16_16_64 (the same with E=64, P=64) and TinyViT-Demo, whose window attention has one \
          token per window (16 and 4 windows of 1×4, heads of 1: softmax over one score), so mote leaves it as it \
-         is and its four variants are the same program. Every mote row is `mote quantize --fwsa F` then `mote \
-         deploy --attention A --json` on QEMU with the model's input, bit-exact against the host reference of the \
-         same variant. Instructions are QEMU's exact counts of the inference; arena is mote's planned activation \
+         is and its four variants are the same program; and Deeploy's integer ICCT as it ships (conv tokenizer, \
+         one encoder layer with S=64 E=128 H=1 P=192 in `MatMul` + `RequantShift` and `ITAMax` ops; no FWSA \
+         variant, no SQNR: it is not quantized by mote, its output is checked against Deeploy's golden one in \
+         the test suite). Every other mote row is `mote quantize --fwsa F` then `mote deploy --attention A --json` \
+         on QEMU with the model's input, bit-exact against the host reference of the same variant. Instructions are QEMU's exact counts of the inference; arena is mote's planned activation \
          memory (the output is in it; the int8 input is read in place from the caller's buffer, so `peak with \
          input` adds its S·E bytes, which embedded-nn's arena holds).\n"
     )?;
@@ -347,8 +365,9 @@ fn markdown(rows: &[Row]) -> Result<String> {
         "Variants: `naive` = layer by layer with the whole H·S² attention map (`--fwsa off --attention layers`); \
          `fwsa` = Fused-Weight Self-Attention (W_Q·W_Kᵀ and W_V·W_O fused offline per head; keys and values are x \
          itself), layer by layer; `dft` = one fused kernel per block, head by head in query-row blocks, projected \
-         keys/values; `all` = `--fwsa auto` (fuses only when it saves MACs) + the fused kernel, which with fused \
-         weights streams row blocks through every head. `embedded-nn` = the block with embedded-nn 0.2.3's kernels \
+         keys/values (or, for wide heads over few tokens, a head's whole score map with its keys and values \
+         projected and packed in chunks: `StreamedKv`); `all` = `--fwsa auto` (fuses only when it saves MACs) + \
+         the fused kernel, which with fused weights streams row blocks through every head. `embedded-nn` = the block with embedded-nn 0.2.3's kernels \
          (`fully_connected_s8` + its fused `scaled_dot_product_attention_s8`), `embedded-nn-ops` = op by op \
          (`batch_matmul_s8`, `softmax_s8`, transposes). Output SQNR is against the float model (dB).\n"
     )?;

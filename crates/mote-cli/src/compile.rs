@@ -90,6 +90,11 @@ pub struct BuildArgs {
     /// Query rows per block of fused attention, instead of the planner's choice.
     #[arg(long, value_name = "ROWS")]
     pub attention_rows: Option<usize>,
+    /// Scratch each fused attention block may take (default: the board's SRAM). The planner takes the schedule
+    /// with the least scratch among those within a few percent of the fewest instructions; a smaller budget
+    /// trades instructions for arena.
+    #[arg(long, value_name = "BYTES")]
+    pub attention_scratch: Option<usize>,
     /// Token rows per block of an MLP (linear, element-wise ops, linear), so only one block of its wide hidden
     /// tensor is alive; 0 computes every MLP whole. Default: the block size whose plan needs the smallest arena,
     /// the fewest blocks among equals (no blocks when they save no arena).
@@ -122,6 +127,7 @@ impl BuildArgs {
             portable_kernels: false,
             attention: AttentionMode::default(),
             attention_rows: None,
+            attention_scratch: None,
             mlp_rows: None,
             patch_rows: None,
         }
@@ -185,7 +191,8 @@ pub fn compile_for_board(
     let mut graph = load_model(model, &build.shapes)?;
     let mut notes = Vec::new();
     if build.attention == AttentionMode::Fused {
-        let policy = SchedulePolicy { budget_bytes: board.sram_bytes as usize, block_rows: build.attention_rows };
+        let budget_bytes = build.attention_scratch.unwrap_or(board.sram_bytes as usize);
+        let policy = SchedulePolicy { budget_bytes, block_rows: build.attention_rows };
         let fused = fuse_attention(&mut graph, &policy)
             .map_err(|e| anyhow::anyhow!("{}: fusing attention: {e}", model.display()))?;
         notes.extend(fused.iter().map(attention_note));

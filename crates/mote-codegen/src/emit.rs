@@ -1,7 +1,7 @@
 //! Rust source for each layer (one `mote-kernels` call) and the crate around them.
 use crate::fuse::{Fusion, Layer};
 use crate::{ArenaReport, CompileOptions, IoInfo, LayerInfo, Place};
-use mote_core::ops::attention::{QAttention, QProjection};
+use mote_core::ops::attention::{AttentionSoftmax, BlockRequant, QAttention, QProjection};
 use mote_core::ops::conv::{Conv, MaxPool};
 use mote_core::ops::deeploy::{
     IGelu, IHardswish, ILayerNorm, IRmsNorm, ISoftmax, IntegerMean, ItaMax, RequantShift, TrueIntegerDiv,
@@ -52,6 +52,11 @@ pub(crate) fn array<T: std::fmt::Display>(v: &[T]) -> String {
 
 fn shape_of(g: &Graph, t: TensorId) -> Vec<usize> {
     g.values[t].ty.shape.clone()
+}
+
+/// The size of `t`'s last axis (0 for a scalar).
+fn last_dim(g: &Graph, t: TensorId) -> usize {
+    g.values[t].ty.shape.last().copied().unwrap_or(0)
 }
 
 fn product(s: &[usize]) -> usize {
@@ -905,7 +910,8 @@ impl<'a> Emitter<'a> {
     }
 
     /// The call of a fused self-attention block (`mote_kernels::attention`): projections packed per head for the
-    /// board's layout, keys and values packed at run time into the planned scratch; in place when planned so.
+    /// board's layout (Dsp16 under Deeploy's `RequantShift`), keys and values packed at run time into the planned
+    /// scratch; in place when planned so.
     fn attention_call(
         &mut self,
         id: u32,
@@ -919,24 +925,30 @@ impl<'a> Emitter<'a> {
         if out.scratch.is_none() {
             bail!("no scratch planned for attention layer {id}");
         }
-        let layout = attention_layout(self.packed);
+        let (proj_layout, out_layout) = q.layouts(attention_layout(self.packed));
         let slots = q.input_slots();
         let data = |t: TensorId| g.values[t].konst.as_ref().map(|c| c.to_i64_vec()).unwrap_or_default();
-        let pack = |e: &mut Self, name: &str, w: Option<usize>, b: Option<usize>, p: &QProjection, heads: usize| {
+        let pack = |e: &mut Self,
+                    name: &str,
+                    (w, b): (Option<usize>, Option<usize>),
+                    p: &QProjection,
+                    heads,
+                    layout: PackedLayout| {
             let (Some(w), Some(b)) = (w, b) else { bail!("attention layer {id} lacks its {name} weights") };
             let (wt, bt) = (node.inputs[w], node.inputs[b]);
             let (n, k) = (g.values[wt].ty.shape[0], g.values[wt].ty.shape[1]);
             let wd: Vec<i8> = data(wt).into_iter().map(|v| v as i8).collect();
             let bd: Vec<i32> = data(bt).into_iter().map(|v| v as i32).collect();
-            let src = LinearWeights { w: &wd, bias: Some(&bd), input_offset: -p.x_zero_point, mul: &p.mul, n, k };
+            let mul = p.requant.packed_mul();
+            let src = LinearWeights { w: &wd, bias: Some(&bd), input_offset: -p.x_zero_point, mul, n, k };
             let mut words = vec![0i32; heads * layout.words(n / heads, k)];
             pack_heads(layout, &src, heads, &mut words)
                 .map_err(|e| mote_core::Error::Invalid(format!("packing attention layer {id}: {e}")))?;
             let doc = format!("`{}` {name} projection packed per head for {layout:?}", node.name);
             Ok(e.static_array(format!("L{id}_{}", name.to_uppercase()), "i32", &words, 4 * words.len(), &doc))
         };
-        let head_projection = |e: &mut Self, name: &str, w, b, p: &QProjection| -> Result<String> {
-            let words = pack(e, name, w, b, p, q.heads)?;
+        let head_projection = |e: &mut Self, name: &str, slots, p: &QProjection| -> Result<String> {
+            let words = pack(e, name, slots, p, q.heads, proj_layout)?;
             let table = match &p.table {
                 Some((t, zp)) => {
                     let doc = format!("`{}` table after the {name} projection", node.name);
@@ -945,32 +957,47 @@ impl<'a> Emitter<'a> {
                 }
                 None => "None".into(),
             };
-            Ok(format!(
-                "attention::HeadProjection {{ words: &{words}, zero_point: {}, table: {table} }}",
-                p.y_zero_point
-            ))
+            let requant = e.block_requant(id, name, &p.requant, "LayerRequant")?;
+            Ok(format!("attention::HeadProjection {{ words: &{words}, requant: {requant}, table: {table} }}"))
         };
-        let wq = head_projection(self, "query", slots[0], slots[1], &q.q)?;
-        let optional = |e: &mut Self, name: &str, w, b, p: &Option<QProjection>| -> Result<String> {
+        let wq = head_projection(self, "query", (slots[0], slots[1]), &q.q)?;
+        let optional = |e: &mut Self, name: &str, slots, p: &Option<QProjection>| -> Result<String> {
             Ok(match p {
-                Some(p) => format!("Some({})", head_projection(e, name, w, b, p)?),
+                Some(p) => format!("Some({})", head_projection(e, name, slots, p)?),
                 None => "None".into(),
             })
         };
-        let wk = optional(self, "key", slots[2], slots[3], &q.k)?;
-        let wv = optional(self, "value", slots[4], slots[5], &q.v)?;
-        let wo = pack(self, "output", slots[6], slots[7], &q.out, 1)?;
-        let exp = self.static_array(format!("L{id}_EXP"), "u16", &q.softmax.exp[..], 512, "2^15·exp(-s·d)");
-        let mask = match &q.softmax.mask {
-            Some((m, rows)) => {
-                let name = self.static_array(format!("L{id}_MASK"), "bool", m, m.len(), "allowed positions");
-                format!("Some(RowMask {{ allowed: &{name}, rows: {rows} }})")
+        let wk = optional(self, "key", (slots[2], slots[3]), &q.k)?;
+        let wv = optional(self, "value", (slots[4], slots[5]), &q.v)?;
+        let wo = pack(self, "output", (slots[6], slots[7]), &q.out, 1, out_layout)?;
+        let out_requant = self.block_requant(id, "output", &q.out.requant, "LayerRequant")?;
+        let scores = self.block_requant(id, "scores", &q.scores, "ProductRequant")?;
+        let av = self.block_requant(id, "values", &q.av, "ProductRequant")?;
+        let softmax = match &q.softmax {
+            AttentionSoftmax::I8(sm) => {
+                let exp = self.static_array(format!("L{id}_EXP"), "u16", &sm.exp[..], 512, "2^15·exp(-s·d)");
+                format!(
+                    "attention::MhsaSoftmax::I8(SoftmaxI8Params {{ exp: &{exp}, out_recip: {}, out_zero_point: {} }})",
+                    sm.out_recip, sm.out_zero_point
+                )
+            }
+            AttentionSoftmax::ItaMax => "attention::MhsaSoftmax::ItaMax".into(),
+            AttentionSoftmax::ISoftmax(p) => format!(
+                "attention::MhsaSoftmax::ISoftmax(ISoftmaxParams {{ coeff_a: {}, coeff_b: {}, coeff_c: {}, log2: {}, n_levels: {} }})",
+                p.coeff_a, p.coeff_b, p.coeff_c, p.log2, p.n_levels
+            ),
+        };
+        let mask = match q.mask() {
+            Some(m) => {
+                let name =
+                    self.static_array(format!("L{id}_MASK"), "bool", m.allowed, m.allowed.len(), "allowed positions");
+                format!("Some(RowMask {{ allowed: &{name}, rows: {} }})", m.rows)
             }
             None => "None".into(),
         };
         let x_shape = shape_of(g, node.inputs[0]);
-        let out_dim = shape_of(g, node.outputs[0])[1];
-        let s = q.shape(&x_shape, out_dim, layout, layout);
+        let out_dim = last_dim(g, node.outputs[0]);
+        let s = q.shape(&x_shape, out_dim, proj_layout, out_layout);
         let call = if in_place {
             "attention::mhsa_i8_in_place(&p, schedule, out, scratch)?;".to_string()
         } else {
@@ -978,16 +1005,16 @@ impl<'a> Emitter<'a> {
         };
         Ok(format!(
             "let p = attention::MhsaI8 {{\n            \
-             shape: attention::MhsaShape {{ seq: {}, embed: {}, heads: {}, qk_dim: {}, v_dim: {}, out_dim: {}, project_k: {}, project_v: {}, proj_layout: PackedLayout::{layout:?}, out_layout: PackedLayout::{layout:?} }},\n            \
+             shape: attention::MhsaShape {{ seq: {}, embed: {}, heads: {}, qk_dim: {}, v_dim: {}, out_dim: {}, project_k: {}, project_v: {}, proj_layout: PackedLayout::{proj_layout:?}, out_layout: PackedLayout::{out_layout:?} }},\n            \
              x_zero_point: {},\n            \
              q: {wq},\n            \
              k: {wk},\n            v: {wv},\n            \
-             scores: attention::ProductRequant {{ mul: {}, zero_point: {} }},\n            \
-             softmax: SoftmaxI8Params {{ exp: &{exp}, out_recip: {}, out_zero_point: {} }},\n            \
+             scores: {scores},\n            \
+             softmax: {softmax},\n            \
              mask: {mask},\n            \
-             av: attention::ProductRequant {{ mul: {}, zero_point: {} }},\n            \
-             out: PackedLinear::new(PackedLayout::{layout:?}, {out_dim}, {}, &{wo})?,\n            \
-             out_zero_point: {},\n        }};\n        \
+             av: {av},\n            \
+             out: PackedLinear::new(PackedLayout::{out_layout:?}, {out_dim}, {}, &{wo})?,\n            \
+             out_requant: {out_requant},\n        }};\n        \
              let schedule = attention::MhsaSchedule::{:?};\n        {call}",
             s.seq,
             s.embed,
@@ -998,16 +1025,38 @@ impl<'a> Emitter<'a> {
             s.project_k,
             s.project_v,
             q.q.x_zero_point,
-            q.scores.mul,
-            q.scores.zero_point,
-            q.softmax.out_recip,
-            q.softmax.out_zero_point,
-            q.av.mul,
-            q.av.zero_point,
             q.heads * q.v_dim,
-            q.out.y_zero_point,
             q.schedule,
         ))
+    }
+
+    /// A fused attention block's requantization as the kernel's `kind` (`LayerRequant` or `ProductRequant`);
+    /// per-channel `RequantShift` parameters become statics.
+    fn block_requant(&mut self, id: u32, name: &str, rq: &BlockRequant, kind: &str) -> Result<String> {
+        Ok(match rq {
+            BlockRequant::HighMul { zero_point, .. } if kind == "LayerRequant" => {
+                format!("attention::LayerRequant::HighMul {{ zero_point: {zero_point} }}")
+            }
+            BlockRequant::HighMul { mul, zero_point } => match &mul[..] {
+                [m] => format!("attention::ProductRequant::HighMul {{ mul: {m}, zero_point: {zero_point} }}"),
+                _ => bail!("attention layer {id}: the {name} product has {} multipliers", mul.len()),
+            },
+            BlockRequant::Shift(p) => {
+                let mut param = |what: &str, v: &[i32]| match v {
+                    [one] => format!("[{one}]"),
+                    _ => {
+                        let doc = format!("`RequantShift` {what} of the {name} projection of attention layer {id}");
+                        let array_name = format!("L{id}_{}_{}", name.to_uppercase(), what.to_uppercase());
+                        self.static_array(array_name, "i32", v, 4 * v.len(), &doc)
+                    }
+                };
+                let (m, a) = (param("mul", &p.mul), param("add", &p.add));
+                format!(
+                    "attention::{kind}::Shift(ShiftRequant::with_bounds(&{m}, &{a}, {}, {}, {})?)",
+                    p.shift, p.lo, p.hi
+                )
+            }
+        })
     }
 
     /// The call of a `QMatMul` on the packed kernel ([`packed_matmul`]), `b` packed into its planned scratch.
@@ -1256,8 +1305,8 @@ pub(crate) fn attention_layout(packed: Option<PackedLayout>) -> PackedLayout {
 pub(crate) fn attention_scratch(g: &Graph, layer: &Layer, packed: Option<PackedLayout>) -> Option<usize> {
     let node = &g.nodes[layer.nodes[0]];
     let q = node.op.as_any().downcast_ref::<QAttention>()?;
-    let layout = attention_layout(packed);
-    let shape = q.shape(&shape_of(g, node.inputs[0]), shape_of(g, node.outputs[0])[1], layout, layout);
+    let (proj, out) = q.layouts(attention_layout(packed));
+    let shape = q.shape(&shape_of(g, node.inputs[0]), last_dim(g, node.outputs[0]), proj, out);
     Some(shape.scratch(q.schedule)?.total_words())
 }
 

@@ -4,7 +4,9 @@
 //! Integers: every product is the packed linear layer of [`crate::packed`] (`HighMul` requantization), so the
 //! result equals the layer-by-layer composition `linear_requant` → `av_requant` (scores) → [`softmax_i8`] →
 //! `av_requant` (values) → concatenation → `linear_requant` bit for bit, whatever the schedule: a schedule only
-//! changes the order in which rows and heads are computed.
+//! changes the order in which rows and heads are computed. Deeploy's integer form runs the same way with its
+//! `RequantShift` after every product ([`crate::packed::linear_packed_requant`]) and its `ITAMax` or `iSoftmax`,
+//! whose probabilities `0..=255` the kernel keeps as int8 `p - 128`.
 //!
 //! Keys and values are packed at run time into the Dsp16 layout (`k - zk` and `v - zv` as 16-bit weights, the
 //! query and probability zero points folded into the bias), like [`crate::packed::matmul_packed`]; when they are
@@ -25,10 +27,14 @@
 
 use crate::activation::lut_i8_in_place;
 use crate::packed::{
-    dsp16_acc_add, dsp16_acc_init, dsp16_acc_store, dsp16_part_panel_words, linear_packed, pack_activations,
-    pack_linear, LinearWeights, PackedLayout, PackedLinear,
+    dsp16_acc_add, dsp16_acc_init, dsp16_acc_store, dsp16_high_mul, dsp16_part_panel_words, linear_packed,
+    linear_packed_requant, pack_activations, pack_linear, LinearWeights, PackedLayout, PackedLinear,
 };
-use crate::softmax::{check_softmax_i8, masked_softmax_i8_rows, softmax_i8_rows, RowMask, SoftmaxI8Params};
+use crate::requant::{Requant, ShiftRequant};
+use crate::softmax::{
+    check_isoftmax, check_softmax_i8, deeploy_softmax_rows_i8, masked_softmax_i8_rows, softmax_i8_rows, ISoftmaxParams,
+    RowMask, SoftmaxI8Params,
+};
 use crate::KernelError;
 
 /// Sizes of a self-attention block `x [seq, embed] -> out [seq, out_dim]` and where its operands come from.
@@ -72,13 +78,24 @@ pub enum MhsaSchedule {
         /// Query rows per block.
         block_rows: usize,
     },
+    /// Head by head, a head's whole score map at once, its keys projected and packed `key_rows` positions at a
+    /// time and its values `value_cols` columns at a time, so that neither is ever whole: the least scratch for
+    /// wide heads over short sequences (ICCT: 64 tokens, one head of 192), where packed keys and values (16 bits
+    /// per element) outweigh the score map. Needs projected keys and values.
+    StreamedKv {
+        /// Key positions per chunk.
+        key_rows: usize,
+        /// Value columns per chunk (a multiple of 4, the widest packed tile, unless all of them).
+        value_cols: usize,
+    },
 }
 
 impl MhsaSchedule {
-    /// Query rows per block.
+    /// Query rows per block (every row for [`MhsaSchedule::StreamedKv`]).
     pub fn block_rows(self) -> usize {
         match self {
             MhsaSchedule::HeadMajor { block_rows } | MhsaSchedule::RowMajor { block_rows } => block_rows,
+            MhsaSchedule::StreamedKv { .. } => usize::MAX,
         }
     }
 }
@@ -103,14 +120,17 @@ impl MhsaScratch {
 }
 
 impl MhsaShape {
-    /// Words of the packed keys (`[seq, qk_dim]` as Dsp16 weights).
-    fn key_words(&self) -> usize {
-        PackedLayout::Dsp16.words(self.seq, self.qk_dim)
-    }
-
-    /// Words of the packed values (`[v_dim, seq]` as Dsp16 weights).
-    fn value_words(&self) -> usize {
-        PackedLayout::Dsp16.words(self.v_dim, self.seq)
+    /// Words of the packed keys (`[seq, qk_dim]` as Dsp16 weights) and values (`[v_dim, seq]`) `schedule` keeps:
+    /// all of them, or for [`MhsaSchedule::StreamedKv`] one chunk of either in the same words.
+    fn packed_words(&self, schedule: MhsaSchedule) -> (usize, usize) {
+        let dsp = PackedLayout::Dsp16;
+        match schedule {
+            MhsaSchedule::StreamedKv { key_rows, value_cols } => {
+                let (kr, vc) = (key_rows.min(self.seq), value_cols.min(self.v_dim));
+                (dsp.words(kr, self.qk_dim).max(dsp.words(vc, self.seq)), 0)
+            }
+            _ => (dsp.words(self.seq, self.qk_dim), dsp.words(self.v_dim, self.seq)),
+        }
     }
 
     /// Whether `schedule` sums the output projection head by head instead of projecting concatenated head outputs:
@@ -170,27 +190,160 @@ impl MhsaShape {
             return None;
         }
         let sums = self.sums_heads(schedule);
-        let words =
-            self.key_words() + self.value_words() + self.panel_words(sums) + if sums { b * self.out_dim } else { 0 };
+        let (key_words, value_words) = self.packed_words(schedule);
+        let words = key_words + value_words + self.panel_words(sums) + if sums { b * self.out_dim } else { 0 };
         let block = self.block_bytes(b);
         let bytes = match schedule {
             MhsaSchedule::RowMajor { .. } if self.project_k || self.project_v => return None,
             MhsaSchedule::RowMajor { .. } => block + if sums { 0 } else { b * self.concat_dim() },
             MhsaSchedule::HeadMajor { .. } => self.projected_bytes().max(block) + self.seq * self.concat_dim(),
+            MhsaSchedule::StreamedKv { key_rows, value_cols } => {
+                let vc_ok = value_cols % 4 == 0 || value_cols >= self.v_dim;
+                if !self.project_k || !self.project_v || key_rows == 0 || value_cols == 0 || !vc_ok {
+                    return None;
+                }
+                let [kr, vc] = [key_rows.min(self.seq), value_cols.min(self.v_dim)];
+                let chunk = StreamChunks::new(self, kr, vc);
+                let concat = if self.heads > 1 { self.seq * self.concat_dim() } else { 0 };
+                block + chunk.projected + chunk.product + concat
+            }
         };
         Some(MhsaScratch { words, bytes })
     }
 }
 
+/// Byte buffers of [`MhsaSchedule::StreamedKv`] besides the whole-map [`Block`]: one chunk of projected keys
+/// (`key_rows × qk_dim`) or values (`seq × value_cols`), and one product of a chunk (score columns `seq × key_rows`
+/// or output columns `seq × value_cols`).
+struct StreamChunks {
+    projected: usize,
+    product: usize,
+}
+
+impl StreamChunks {
+    fn new(s: &MhsaShape, kr: usize, vc: usize) -> Self {
+        StreamChunks { projected: (kr * s.qk_dim).max(s.seq * vc), product: s.seq * kr.max(vc) }
+    }
+}
+
+/// How a layer with packed weights (a projection, the output projection) requantizes its `i32` sums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerRequant<'a> {
+    /// `HighMul` by the multipliers packed with the weights, plus an output zero point.
+    HighMul {
+        /// Output zero point.
+        zero_point: i32,
+    },
+    /// Deeploy's `RequantShift`, per tensor or per output channel, with bounds inside int8 (so zero point 0);
+    /// the weights must be packed as Dsp16 (their packed multipliers are not used).
+    Shift(ShiftRequant<'a>),
+}
+
+impl LayerRequant<'_> {
+    /// Zero point of the outputs.
+    fn zero_point(&self) -> i32 {
+        match self {
+            LayerRequant::HighMul { zero_point } => *zero_point,
+            LayerRequant::Shift(_) => 0,
+        }
+    }
+
+    /// Whether the requantization applies to a layer of `n` outputs packed in `layout`.
+    fn fits(&self, n: usize, layout: PackedLayout) -> bool {
+        match self {
+            LayerRequant::HighMul { .. } => true,
+            LayerRequant::Shift(rq) => {
+                let (lo, hi) = rq.bounds();
+                layout == PackedLayout::Dsp16 && lo >= -128 && hi <= 127 && (rq.channels() == 1 || rq.channels() == n)
+            }
+        }
+    }
+}
+
+/// Requantization of a product of two activations (`Q·Kᵀ`, `P·V`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProductRequant<'a> {
+    /// `HighMul` by one multiplier, plus an output zero point.
+    HighMul {
+        /// `HighMul` multiplier of `s_a·s_b / s_out`.
+        mul: i32,
+        /// Output zero point.
+        zero_point: i32,
+    },
+    /// Deeploy's `RequantShift`, per tensor, with bounds inside int8.
+    Shift(ShiftRequant<'a>),
+}
+
+impl<'a> ProductRequant<'a> {
+    /// The multiplier packed with the run-time operand (unused by `Shift`).
+    fn packed_mul(&self) -> i32 {
+        match self {
+            ProductRequant::HighMul { mul, .. } => *mul,
+            ProductRequant::Shift(_) => 0,
+        }
+    }
+
+    /// The same requantization of the product packed as a layer.
+    fn layer(&self) -> LayerRequant<'a> {
+        match *self {
+            ProductRequant::HighMul { zero_point, .. } => LayerRequant::HighMul { zero_point },
+            ProductRequant::Shift(rq) => LayerRequant::Shift(rq),
+        }
+    }
+}
+
+/// The softmax of the score rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MhsaSoftmax<'a> {
+    /// mote's int8 softmax ([`crate::softmax::softmax_i8`]), with or without a mask.
+    I8(SoftmaxI8Params<'a>),
+    /// Deeploy's `ITAMax` ([`crate::softmax::itamax`]); its probabilities `0..=255` are stored as `p - 128`
+    /// (zero point -128). No mask.
+    ItaMax,
+    /// Deeploy's `iSoftmax` ([`crate::softmax::isoftmax`]), stored like `ItaMax`. No mask.
+    ISoftmax(ISoftmaxParams),
+}
+
+impl MhsaSoftmax<'_> {
+    /// Zero point of the probabilities.
+    fn probability_zero_point(&self) -> i32 {
+        match self {
+            MhsaSoftmax::I8(p) => p.out_zero_point,
+            MhsaSoftmax::ItaMax | MhsaSoftmax::ISoftmax(_) => -128,
+        }
+    }
+
+    /// Checks the parameters for rows of `seq` with `mask`.
+    fn check<const DEEPLOY: bool>(&self, seq: usize, mask: Option<RowMask<'_>>) -> Result<(), KernelError> {
+        match (self, mask) {
+            (MhsaSoftmax::I8(p), _) if !DEEPLOY => check_softmax_i8(seq, mask, p),
+            (MhsaSoftmax::ItaMax, None) if DEEPLOY => Ok(()),
+            (MhsaSoftmax::ISoftmax(p), None) if DEEPLOY => check_isoftmax(seq, p),
+            _ => Err(KernelError::InvalidParam),
+        }
+    }
+
+    /// The softmax of unmasked score rows of `seq`, in place (parameters checked: Deeploy's with `DEEPLOY`).
+    #[inline(always)]
+    fn rows<const DEEPLOY: bool>(&self, scores: &mut [i8], seq: usize) {
+        match self {
+            MhsaSoftmax::I8(p) if !DEEPLOY => softmax_i8_rows(scores, seq, p),
+            MhsaSoftmax::ItaMax if DEEPLOY => deeploy_softmax_rows_i8(scores, seq, None),
+            MhsaSoftmax::ISoftmax(p) if DEEPLOY => deeploy_softmax_rows_i8(scores, seq, Some(p)),
+            _ => {}
+        }
+    }
+}
+
 /// Projections of `x` for every head: `heads` packed `[dim, embed]` layers one after the other (`layout.words(dim,
-/// embed)` words each, `x`'s zero point folded into their bias), their output zero point, and an optional table
+/// embed)` words each, `x`'s zero point folded into their bias), their requantization, and an optional table
 /// applied to every projected value before the products read it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeadProjection<'a> {
     /// The packed layers.
     pub words: &'a [i32],
-    /// Zero point of the projected tensor.
-    pub zero_point: i32,
+    /// Requantization of the projected tensor (per-channel parameters over every head's channels).
+    pub requant: LayerRequant<'a>,
     /// A table over the projected values (indexed by value + 128) and the zero point of its results: onnxruntime's
     /// QDQ attention scales queries and keys each by `P^(-1/4)`, a requantizing `Mul` after the head split.
     pub table: Option<(&'a [i8; 256], i32)>,
@@ -199,7 +352,22 @@ pub struct HeadProjection<'a> {
 impl HeadProjection<'_> {
     /// Zero point of the values the products read (after the table, if any).
     fn operand_zero_point(&self) -> i32 {
-        self.table.map_or(self.zero_point, |(_, zp)| zp)
+        self.table.map_or(self.requant.zero_point(), |(_, zp)| zp)
+    }
+
+    /// The requantization of head `h` (`dim` outputs) in a block of Deeploy's form (`DEEPLOY`) or mote's.
+    fn head_requant<const DEEPLOY: bool>(&self, dim: usize, h: usize) -> Result<LayerRequant<'_>, KernelError> {
+        self.channels_requant::<DEEPLOY>(h * dim, dim)
+    }
+
+    /// The requantization of output channels `start..start + len` (over every head's channels).
+    fn channels_requant<const DEEPLOY: bool>(&self, start: usize, len: usize) -> Result<LayerRequant<'_>, KernelError> {
+        match self.requant {
+            LayerRequant::Shift(rq) if DEEPLOY => {
+                rq.channel_range(start, len).map(LayerRequant::Shift).ok_or(KernelError::ShapeMismatch)
+            }
+            rq => Ok(rq),
+        }
     }
 
     /// Applies the table, if any, to projected values.
@@ -240,15 +408,6 @@ pub fn pack_heads(
     Ok(())
 }
 
-/// Requantization of a product of two activations: one `HighMul` multiplier and the output zero point.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProductRequant {
-    /// `HighMul` multiplier of `s_a·s_b / s_out`.
-    pub mul: i32,
-    /// Output zero point.
-    pub zero_point: i32,
-}
-
 /// The integer parameters of one block (see the module docs).
 #[derive(Clone, Copy, Debug)]
 pub struct MhsaI8<'a> {
@@ -263,17 +422,17 @@ pub struct MhsaI8<'a> {
     /// Value projections, or `None` when the values are `x`.
     pub v: Option<HeadProjection<'a>>,
     /// `Q·Kᵀ` requantization.
-    pub scores: ProductRequant,
+    pub scores: ProductRequant<'a>,
     /// Softmax over each score row.
-    pub softmax: SoftmaxI8Params<'a>,
-    /// Optional mask of the score rows (e.g. causal).
+    pub softmax: MhsaSoftmax<'a>,
+    /// Optional mask of the score rows (e.g. causal; mote's softmax only).
     pub mask: Option<RowMask<'a>>,
     /// `P·V` requantization.
-    pub av: ProductRequant,
+    pub av: ProductRequant<'a>,
     /// Output projection `[out_dim, heads·v_dim]`.
     pub out: PackedLinear<'a>,
-    /// Output zero point.
-    pub out_zero_point: i32,
+    /// Its requantization.
+    pub out_requant: LayerRequant<'a>,
 }
 
 /// Input and output of a call: separate, or one buffer whose input rows the output overwrites.
@@ -301,10 +460,9 @@ impl Io<'_> {
 /// The block `x [seq, embed] -> out [seq, out_dim]` in `schedule`'s order.
 ///
 /// `scratch` holds at least [`MhsaScratch::total_words`] of [`MhsaShape::scratch`]. Errors, before anything is
-/// written: a schedule that does not apply, lengths that disagree with the shape, softmax parameters or mask that
-/// [`softmax_i8`] refuses.
-///
-/// [`softmax_i8`]: crate::softmax::softmax_i8
+/// written: a schedule that does not apply, lengths that disagree with the shape, softmax parameters or a mask
+/// that the softmax refuses, `Shift` requantizations of other layouts, channel counts or bounds, requantizations
+/// and softmax of both mote's and Deeploy's forms.
 // Always inlined (as `mhsa_i8_in_place`), so that a call with a constant shape and schedule (as generated code
 // makes) links only that schedule's code.
 #[inline(always)]
@@ -332,8 +490,13 @@ pub fn mhsa_i8_in_place(
     run(p, schedule, Io::Shared(io), scratch)
 }
 
-/// Checks every argument of [`mhsa_i8`] against the shape.
-fn check(p: &MhsaI8<'_>, schedule: MhsaSchedule, io: &Io<'_>, scratch: &[i32]) -> Result<MhsaScratch, KernelError> {
+/// Checks every argument of [`mhsa_i8`] against the shape, for a block of Deeploy's form (`DEEPLOY`) or mote's.
+fn check<const DEEPLOY: bool>(
+    p: &MhsaI8<'_>,
+    schedule: MhsaSchedule,
+    io: &Io<'_>,
+    scratch: &[i32],
+) -> Result<MhsaScratch, KernelError> {
     let s = &p.shape;
     let need = s.scratch(schedule).ok_or(KernelError::InvalidParam)?;
     let proj_ok = |proj: Option<&HeadProjection<'_>>, dim: usize, projected: bool| match proj {
@@ -356,8 +519,34 @@ fn check(p: &MhsaI8<'_>, schedule: MhsaSchedule, io: &Io<'_>, scratch: &[i32]) -
     if !ok {
         return Err(KernelError::ShapeMismatch);
     }
-    check_softmax_i8(s.seq, p.mask, &p.softmax)?;
+    let layer_ok = |proj: Option<&HeadProjection<'_>>, dim: usize| {
+        proj.is_none_or(|h| h.requant.fits(s.heads * dim, s.proj_layout))
+    };
+    let product_ok = |rq: &ProductRequant<'_>| rq.layer().fits(1, PackedLayout::Dsp16);
+    // (`HighMul` needs no check: mote's form has nothing more to check.)
+    let shift_ok = !DEEPLOY
+        || (layer_ok(Some(&p.q), s.qk_dim)
+            && layer_ok(p.k.as_ref(), s.qk_dim)
+            && layer_ok(p.v.as_ref(), s.v_dim)
+            && product_ok(&p.scores)
+            && product_ok(&p.av)
+            && p.out_requant.fits(s.out_dim, s.out_layout));
+    if deeploy_form(p) != Some(DEEPLOY) || !shift_ok {
+        return Err(KernelError::InvalidParam);
+    }
+    p.softmax.check::<DEEPLOY>(s.seq, p.mask)?;
     Ok(need)
+}
+
+/// Whether the block is Deeploy's integer form (every requantization `Shift`, an `ITAMax` or `iSoftmax`) or mote's
+/// (every one `HighMul`, mote's softmax); `None` when it mixes them.
+fn deeploy_form(p: &MhsaI8<'_>) -> Option<bool> {
+    let shift = |rq: LayerRequant<'_>| matches!(rq, LayerRequant::Shift(_));
+    let deeploy = shift(p.out_requant);
+    let layers = [Some(&p.q), p.k.as_ref(), p.v.as_ref()].into_iter().flatten().map(|h| h.requant);
+    let uniform = layers.chain([p.scores.layer(), p.av.layer()]).all(|rq| shift(rq) == deeploy)
+        && deeploy != matches!(p.softmax, MhsaSoftmax::I8(_));
+    uniform.then_some(deeploy)
 }
 
 /// The packed layer of head `h` of `proj` (`dim` outputs).
@@ -367,29 +556,34 @@ fn head<'a>(s: &MhsaShape, proj: &HeadProjection<'a>, dim: usize, h: usize) -> R
     PackedLinear::new(s.proj_layout, dim, s.embed, words)
 }
 
-/// One packed product (not inlined: one copy of the dispatch serves every product of the block).
+/// One packed product (not inlined: one copy of the dispatch serves every product of the block). `DEEPLOY` as a
+/// constant: a block links only its own requantization's kernel.
 #[inline(never)]
-fn product(
+fn product<const DEEPLOY: bool>(
     x: &[i8],
     w: &PackedLinear<'_>,
     m: usize,
-    zero_point: i32,
+    rq: LayerRequant<'_>,
     panel: &mut [i32],
     out: &mut [i8],
 ) -> Result<(), KernelError> {
-    linear_packed(x, w, m, zero_point, panel, out)
+    match rq {
+        LayerRequant::HighMul { zero_point } if !DEEPLOY => linear_packed(x, w, m, zero_point, panel, out),
+        LayerRequant::Shift(rq) if DEEPLOY => linear_packed_requant(x, w, m, &Requant::Shift(rq), panel, out),
+        _ => Err(KernelError::InvalidParam),
+    }
 }
 
 /// Packs keys `[seq, dim]` (zero point `zk`) as the Dsp16 weights `[seq, dim]` of the score product of queries
 /// with zero point `zq`.
-fn pack_keys(keys: &[i8], seq: usize, dim: usize, zk: i32, zq: i32, rq: ProductRequant, out: &mut [i32]) {
-    pack_activations::<true>(keys, (dim, seq), (zq.wrapping_neg(), zk.wrapping_neg()), rq.mul, out);
+fn pack_keys(keys: &[i8], seq: usize, dim: usize, zk: i32, zq: i32, rq: ProductRequant<'_>, out: &mut [i32]) {
+    pack_activations::<true>(keys, (dim, seq), (zq.wrapping_neg(), zk.wrapping_neg()), rq.packed_mul(), out);
 }
 
 /// Packs values `[seq, dim]` (zero point `zv`) as the Dsp16 weights `[dim, seq]` of the product with
 /// probabilities of zero point `zp`.
-fn pack_values(values: &[i8], seq: usize, dim: usize, zv: i32, zp: i32, rq: ProductRequant, out: &mut [i32]) {
-    pack_activations::<false>(values, (seq, dim), (zp.wrapping_neg(), zv.wrapping_neg()), rq.mul, out);
+fn pack_values(values: &[i8], seq: usize, dim: usize, zv: i32, zp: i32, rq: ProductRequant<'_>, out: &mut [i32]) {
+    pack_activations::<false>(values, (seq, dim), (zp.wrapping_neg(), zv.wrapping_neg()), rq.packed_mul(), out);
 }
 
 /// Splits off the first `n` elements of `buf`.
@@ -416,7 +610,7 @@ impl<'b> Block<'b> {
 /// Rows `r0..r0+rows` of head `h`: queries from `x_rows`, scores against `keys`, softmax, values; returns the
 /// head's outputs `[rows, v_dim]` (in `blk`).
 #[allow(clippy::too_many_arguments)]
-fn head_rows<'o, const MASKED: bool>(
+fn head_rows<'o, const MASKED: bool, const DEEPLOY: bool>(
     p: &MhsaI8<'_>,
     x_rows: &[i8],
     (r0, rows, h): (usize, usize, usize),
@@ -428,18 +622,18 @@ fn head_rows<'o, const MASKED: bool>(
     let s = &p.shape;
     let (pq, pv) = (s.qk_dim, s.v_dim);
     let q = blk.qo.get_mut(..rows * pq).ok_or(KernelError::ShapeMismatch)?;
-    product(x_rows, &head(s, &p.q, pq, h)?, rows, p.q.zero_point, panel, q)?;
+    product::<DEEPLOY>(x_rows, &head(s, &p.q, pq, h)?, rows, p.q.head_requant::<DEEPLOY>(pq, h)?, panel, q)?;
     p.q.apply_table(q)?;
     let scores = blk.scores.get_mut(..rows * s.seq).ok_or(KernelError::ShapeMismatch)?;
     match p.mask {
         Some(mask) if MASKED => masked_probabilities(p, q, (r0, rows), keys, mask, scores, panel)?,
         _ => {
-            product(q, keys, rows, p.scores.zero_point, panel, scores)?;
-            softmax_i8_rows(scores, s.seq, &p.softmax);
+            product::<DEEPLOY>(q, keys, rows, p.scores.layer(), panel, scores)?;
+            p.softmax.rows::<DEEPLOY>(scores, s.seq);
         }
     }
     let o = blk.qo.get_mut(..rows * pv).ok_or(KernelError::ShapeMismatch)?;
-    product(scores, values, rows, p.av.zero_point, panel, o)?;
+    product::<DEEPLOY>(scores, values, rows, p.av.layer(), panel, o)?;
     Ok(o)
 }
 
@@ -456,15 +650,17 @@ fn masked_probabilities(
     scores: &mut [i8],
     panel: &mut [i32],
 ) -> Result<(), KernelError> {
+    // Masks are checked to come with mote's softmax.
+    let MhsaSoftmax::I8(softmax) = &p.softmax else { return Err(KernelError::InvalidParam) };
     let seq = p.shape.seq;
     let limit = allowed_prefix(mask, seq, r0, rows).max(1);
     let near = scores.get_mut(..rows * limit).ok_or(KernelError::ShapeMismatch)?;
-    product(q, &keys.first_outputs(limit)?, rows, p.scores.zero_point, panel, near)?;
-    masked_softmax_i8_rows(near, (limit, seq), mask, r0, &p.softmax);
+    product::<false>(q, &keys.first_outputs(limit)?, rows, p.scores.layer(), panel, near)?;
+    masked_softmax_i8_rows(near, (limit, seq), mask, r0, softmax);
     if limit < seq {
         // Rows of `limit` to rows of `seq`, the last first (`copy_within` is a memmove: 1.5 KB of flash, and
         // 10x faster than a byte loop; one product per row instead costs 3-8% more instructions).
-        let zp = p.softmax.out_zero_point.clamp(-128, 127) as i8;
+        let zp = softmax.out_zero_point.clamp(-128, 127) as i8;
         for r in (0..rows).rev() {
             scores.copy_within(r * limit..(r + 1) * limit, r * seq);
             scores.get_mut(r * seq + limit..(r + 1) * seq).ok_or(KernelError::ShapeMismatch)?.fill(zp);
@@ -484,10 +680,16 @@ fn allowed_prefix(m: RowMask<'_>, seq: usize, r0: usize, rows: usize) -> usize {
 
 /// Copies head `h`'s outputs `o [rows, v_dim]` into its columns of rows `c0..` of `concat [_, heads·v_dim]`.
 fn concat_head(s: &MhsaShape, o: &[i8], h: usize, concat: &mut [i8], c0: usize) -> Result<(), KernelError> {
-    let (pv, cd) = (s.v_dim, s.concat_dim());
-    for (r, src) in o.chunks_exact(pv).enumerate() {
-        let at = (c0 + r) * cd + h * pv;
-        concat.get_mut(at..at + pv).ok_or(KernelError::ShapeMismatch)?.copy_from_slice(src);
+    let cd = s.concat_dim();
+    let rows = concat.get_mut(c0 * cd..).ok_or(KernelError::ShapeMismatch)?;
+    copy_columns(o, s.v_dim, rows, cd, h * s.v_dim)
+}
+
+/// Copies `src [rows, width]` into columns `col..col + width` of the first rows of `dst [_, dst_width]`.
+fn copy_columns(src: &[i8], width: usize, dst: &mut [i8], dst_width: usize, col: usize) -> Result<(), KernelError> {
+    for (r, row) in src.chunks_exact(width).enumerate() {
+        let at = r * dst_width + col;
+        dst.get_mut(at..at + width).ok_or(KernelError::ShapeMismatch)?.copy_from_slice(row);
     }
     Ok(())
 }
@@ -495,28 +697,33 @@ fn concat_head(s: &MhsaShape, o: &[i8], h: usize, concat: &mut [i8], c0: usize) 
 /// The schedule's code (see [`mhsa_i8`] on inlining).
 #[inline(always)]
 fn run(p: &MhsaI8<'_>, schedule: MhsaSchedule, io: Io<'_>, scratch: &mut [i32]) -> Result<(), KernelError> {
-    // `MASKED` as a constant: a block without a mask links none of the masked code.
-    if p.mask.is_some() {
-        run_schedule::<true>(p, schedule, io, scratch)
-    } else {
-        run_schedule::<false>(p, schedule, io, scratch)
+    // `MASKED` and `DEEPLOY` as constants: a block without a mask links none of the masked code, and a block of
+    // one form none of the other's requantization and softmax.
+    // (The output requantization tells the form, a constant in generated code; `check` refuses mixed forms.)
+    match (p.mask.is_some(), matches!(p.out_requant, LayerRequant::Shift(_))) {
+        (false, false) => run_schedule::<false, false>(p, schedule, io, scratch),
+        (true, false) => run_schedule::<true, false>(p, schedule, io, scratch),
+        (false, true) => run_schedule::<false, true>(p, schedule, io, scratch),
+        // Masks with Deeploy's softmax: refused by `check`.
+        (true, true) => Err(KernelError::InvalidParam),
     }
 }
 
 /// [`run`] with or without a mask.
 #[inline(always)]
-fn run_schedule<const MASKED: bool>(
+fn run_schedule<const MASKED: bool, const DEEPLOY: bool>(
     p: &MhsaI8<'_>,
     schedule: MhsaSchedule,
     io: Io<'_>,
     scratch: &mut [i32],
 ) -> Result<(), KernelError> {
     match schedule {
-        MhsaSchedule::HeadMajor { .. } => head_major::<MASKED>(p, schedule, io, scratch),
+        MhsaSchedule::HeadMajor { .. } => head_major::<MASKED, DEEPLOY>(p, schedule, io, scratch),
+        MhsaSchedule::StreamedKv { .. } => streamed_kv::<MASKED, DEEPLOY>(p, schedule, io, scratch),
         MhsaSchedule::RowMajor { .. } if p.shape.sums_heads(schedule) => {
-            row_major::<true, MASKED>(p, schedule, io, scratch)
+            row_major::<true, MASKED, DEEPLOY>(p, schedule, io, scratch)
         }
-        MhsaSchedule::RowMajor { .. } => row_major::<false, MASKED>(p, schedule, io, scratch),
+        MhsaSchedule::RowMajor { .. } => row_major::<false, MASKED, DEEPLOY>(p, schedule, io, scratch),
     }
 }
 
@@ -532,19 +739,20 @@ struct Scratch<'s> {
 
 /// Checks the arguments, splits the scratch and packs the keys and values that are `x` itself (once for every
 /// head).
-fn prepare<'s>(
+fn prepare<'s, const DEEPLOY: bool>(
     p: &MhsaI8<'_>,
     schedule: MhsaSchedule,
     io: &Io<'_>,
     scratch: &'s mut [i32],
 ) -> Result<Scratch<'s>, KernelError> {
-    let need = check(p, schedule, io, scratch)?;
+    let need = check::<DEEPLOY>(p, schedule, io, scratch)?;
     let s = &p.shape;
     let sums_heads = s.sums_heads(schedule);
     let (mut words, bytes) = scratch.split_at_mut_checked(need.words).ok_or(KernelError::ShapeMismatch)?;
+    let (key_words, value_words) = s.packed_words(schedule);
     let sc = Scratch {
-        key_words: take(&mut words, s.key_words())?,
-        value_words: take(&mut words, s.value_words())?,
+        key_words: take(&mut words, key_words)?,
+        value_words: take(&mut words, value_words)?,
         panel: take(&mut words, s.panel_words(sums_heads))?,
         sums: take(&mut words, if sums_heads { schedule.block_rows().min(s.seq) * s.out_dim } else { 0 })?,
         bytes: bytemuck::cast_slice_mut(bytes),
@@ -553,7 +761,8 @@ fn prepare<'s>(
         pack_keys(io.x(), s.seq, s.embed, p.x_zero_point, p.q.operand_zero_point(), p.scores, sc.key_words);
     }
     if !s.project_v {
-        pack_values(io.x(), s.seq, s.embed, p.x_zero_point, p.softmax.out_zero_point, p.av, sc.value_words);
+        let zp_prob = p.softmax.probability_zero_point();
+        pack_values(io.x(), s.seq, s.embed, p.x_zero_point, zp_prob, p.av, sc.value_words);
     }
     Ok(sc)
 }
@@ -561,30 +770,30 @@ fn prepare<'s>(
 /// [`MhsaSchedule::HeadMajor`] (not inlined: inlined into its caller, the softmax rows compile to more
 /// instructions on Cortex-M, measured on ECGFormer).
 #[inline(never)]
-fn head_major<const MASKED: bool>(
+fn head_major<const MASKED: bool, const DEEPLOY: bool>(
     p: &MhsaI8<'_>,
     schedule: MhsaSchedule,
     mut io: Io<'_>,
     scratch: &mut [i32],
 ) -> Result<(), KernelError> {
-    let Scratch { key_words, value_words, panel, mut bytes, .. } = prepare(p, schedule, &io, scratch)?;
+    let Scratch { key_words, value_words, panel, mut bytes, .. } = prepare::<DEEPLOY>(p, schedule, &io, scratch)?;
     let s = p.shape;
     let b = schedule.block_rows().min(s.seq);
     let (seq, e, pq, pv, cd) = (s.seq, s.embed, s.qk_dim, s.v_dim, s.concat_dim());
-    let zp_prob = p.softmax.out_zero_point;
+    let zp_prob = p.softmax.probability_zero_point();
     // One head's projected keys or values, then (packed) the same bytes hold the row blocks.
     let shared = take(&mut bytes, s.projected_bytes().max(s.block_bytes(b)))?;
     let concat = take(&mut bytes, seq * cd)?;
     for h in 0..s.heads {
         if let Some(k) = &p.k {
             let keys = shared.get_mut(..seq * pq).ok_or(KernelError::ShapeMismatch)?;
-            product(io.x(), &head(&s, k, pq, h)?, seq, k.zero_point, panel, keys)?;
+            product::<DEEPLOY>(io.x(), &head(&s, k, pq, h)?, seq, k.head_requant::<DEEPLOY>(pq, h)?, panel, keys)?;
             k.apply_table(keys)?;
             pack_keys(keys, seq, pq, k.operand_zero_point(), p.q.operand_zero_point(), p.scores, key_words);
         }
         if let Some(v) = &p.v {
             let values = shared.get_mut(..seq * pv).ok_or(KernelError::ShapeMismatch)?;
-            product(io.x(), &head(&s, v, pv, h)?, seq, v.zero_point, panel, values)?;
+            product::<DEEPLOY>(io.x(), &head(&s, v, pv, h)?, seq, v.head_requant::<DEEPLOY>(pv, h)?, panel, values)?;
             v.apply_table(values)?;
             pack_values(values, seq, pv, v.operand_zero_point(), zp_prob, p.av, value_words);
         }
@@ -594,22 +803,107 @@ fn head_major<const MASKED: bool>(
         for r0 in (0..seq).step_by(b) {
             let rows = b.min(seq - r0);
             let x = io.x().get(r0 * e..(r0 + rows) * e).ok_or(KernelError::ShapeMismatch)?;
-            let o = head_rows::<MASKED>(p, x, (r0, rows, h), &keys, &values, &mut blk, panel)?;
+            let o = head_rows::<MASKED, DEEPLOY>(p, x, (r0, rows, h), &keys, &values, &mut blk, panel)?;
             concat_head(&s, o, h, concat, r0)?;
         }
     }
-    product(concat, &p.out, seq, p.out_zero_point, panel, io.out())
+    product::<DEEPLOY>(concat, &p.out, seq, p.out_requant, panel, io.out())
 }
 
-/// [`MhsaSchedule::RowMajor`], the output projection summed head by head (`SUMS`, see [`MhsaShape::sums_heads`])
-/// or of the concatenated heads.
-fn row_major<const SUMS: bool, const MASKED: bool>(
+/// [`MhsaSchedule::StreamedKv`].
+#[inline(never)]
+fn streamed_kv<const MASKED: bool, const DEEPLOY: bool>(
     p: &MhsaI8<'_>,
     schedule: MhsaSchedule,
     mut io: Io<'_>,
     scratch: &mut [i32],
 ) -> Result<(), KernelError> {
-    let Scratch { key_words, value_words, panel, sums, mut bytes } = prepare(p, schedule, &io, scratch)?;
+    let MhsaSchedule::StreamedKv { key_rows, value_cols } = schedule else { return Err(KernelError::InvalidParam) };
+    let Scratch { key_words: packed, panel, mut bytes, .. } = prepare::<DEEPLOY>(p, schedule, &io, scratch)?;
+    let (Some(kp), Some(vp)) = (&p.k, &p.v) else { return Err(KernelError::InvalidParam) };
+    let s = p.shape;
+    let (seq, e, pq, pv, cd) = (s.seq, s.embed, s.qk_dim, s.v_dim, s.concat_dim());
+    let (kr, vc) = (key_rows.min(seq), value_cols.min(pv));
+    let chunks = StreamChunks::new(&s, kr, vc);
+    let blk = Block::new(&s, seq, take(&mut bytes, s.block_bytes(seq))?)?;
+    let projected = take(&mut bytes, chunks.projected)?;
+    let columns = take(&mut bytes, chunks.product)?;
+    let concat = take(&mut bytes, if s.heads > 1 { seq * cd } else { 0 })?;
+    let zq = p.q.operand_zero_point();
+    for h in 0..s.heads {
+        let q = blk.qo.get_mut(..seq * pq).ok_or(KernelError::ShapeMismatch)?;
+        product::<DEEPLOY>(io.x(), &head(&s, &p.q, pq, h)?, seq, p.q.head_requant::<DEEPLOY>(pq, h)?, panel, q)?;
+        p.q.apply_table(q)?;
+        let wk = head(&s, kp, pq, h)?;
+        for j0 in (0..seq).step_by(kr) {
+            let n = kr.min(seq - j0);
+            let keys = projected.get_mut(..n * pq).ok_or(KernelError::ShapeMismatch)?;
+            let x = io.x().get(j0 * e..(j0 + n) * e).ok_or(KernelError::ShapeMismatch)?;
+            product::<DEEPLOY>(x, &wk, n, kp.head_requant::<DEEPLOY>(pq, h)?, panel, keys)?;
+            kp.apply_table(keys)?;
+            let words = packed.get_mut(..PackedLayout::Dsp16.words(n, pq)).ok_or(KernelError::ShapeMismatch)?;
+            pack_keys(keys, n, pq, kp.operand_zero_point(), zq, p.scores, words);
+            let t = columns.get_mut(..seq * n).ok_or(KernelError::ShapeMismatch)?;
+            product::<DEEPLOY>(
+                q,
+                &PackedLinear::new(PackedLayout::Dsp16, n, pq, words)?,
+                seq,
+                p.scores.layer(),
+                panel,
+                t,
+            )?;
+            copy_columns(t, n, blk.scores, seq, j0)?;
+        }
+        match (p.mask, &p.softmax) {
+            (Some(mask), MhsaSoftmax::I8(sm)) if MASKED => masked_softmax_i8_rows(blk.scores, (seq, seq), mask, 0, sm),
+            _ => p.softmax.rows::<DEEPLOY>(blk.scores, seq),
+        }
+        // The queries are dead: the same bytes take the head's outputs.
+        let o = blk.qo.get_mut(..seq * pv).ok_or(KernelError::ShapeMismatch)?;
+        let wv = head(&s, vp, pv, h)?;
+        for c0 in (0..pv).step_by(vc) {
+            let n = vc.min(pv - c0);
+            let values = projected.get_mut(..seq * n).ok_or(KernelError::ShapeMismatch)?;
+            product::<DEEPLOY>(
+                io.x(),
+                &wv.outputs(c0, n)?,
+                seq,
+                vp.channels_requant::<DEEPLOY>(h * pv + c0, n)?,
+                panel,
+                values,
+            )?;
+            vp.apply_table(values)?;
+            let words = packed.get_mut(..PackedLayout::Dsp16.words(n, seq)).ok_or(KernelError::ShapeMismatch)?;
+            let zp_prob = p.softmax.probability_zero_point();
+            pack_values(values, seq, n, vp.operand_zero_point(), zp_prob, p.av, words);
+            let t = columns.get_mut(..seq * n).ok_or(KernelError::ShapeMismatch)?;
+            product::<DEEPLOY>(
+                blk.scores,
+                &PackedLinear::new(PackedLayout::Dsp16, n, seq, words)?,
+                seq,
+                p.av.layer(),
+                panel,
+                t,
+            )?;
+            copy_columns(t, n, o, pv, c0)?;
+        }
+        if s.heads > 1 {
+            concat_head(&s, o, h, concat, 0)?;
+        }
+    }
+    let heads_out = if s.heads > 1 { &*concat } else { blk.qo.get(..seq * pv).ok_or(KernelError::ShapeMismatch)? };
+    product::<DEEPLOY>(heads_out, &p.out, seq, p.out_requant, panel, io.out())
+}
+
+/// [`MhsaSchedule::RowMajor`], the output projection summed head by head (`SUMS`, see [`MhsaShape::sums_heads`])
+/// or of the concatenated heads.
+fn row_major<const SUMS: bool, const MASKED: bool, const DEEPLOY: bool>(
+    p: &MhsaI8<'_>,
+    schedule: MhsaSchedule,
+    mut io: Io<'_>,
+    scratch: &mut [i32],
+) -> Result<(), KernelError> {
+    let Scratch { key_words, value_words, panel, sums, mut bytes } = prepare::<DEEPLOY>(p, schedule, &io, scratch)?;
     let s = p.shape;
     let b = schedule.block_rows().min(s.seq);
     let (seq, e, pq, pv, cd, od) = (s.seq, s.embed, s.qk_dim, s.v_dim, s.concat_dim(), s.out_dim);
@@ -626,7 +920,7 @@ fn row_major<const SUMS: bool, const MASKED: bool>(
         // In place, the block's input rows are read by every head before its output rows overwrite them.
         let x = io.x().get(r0 * e..(r0 + rows) * e).ok_or(KernelError::ShapeMismatch)?;
         for h in 0..s.heads {
-            let o = head_rows::<MASKED>(p, x, (r0, rows, h), &keys, &values, &mut blk, panel)?;
+            let o = head_rows::<MASKED, DEEPLOY>(p, x, (r0, rows, h), &keys, &values, &mut blk, panel)?;
             if SUMS {
                 dsp16_acc_add(o, (h * pv, pv), &p.out, rows, panel, sums)?;
             } else {
@@ -635,10 +929,19 @@ fn row_major<const SUMS: bool, const MASKED: bool>(
         }
         let out = io.out().get_mut(r0 * od..(r0 + rows) * od).ok_or(KernelError::ShapeMismatch)?;
         if SUMS {
-            dsp16_acc_store(sums, &p.out, rows, p.out_zero_point, out)?;
+            match p.out_requant {
+                LayerRequant::HighMul { zero_point } if !DEEPLOY => {
+                    dsp16_acc_store(sums, &p.out, rows, dsp16_high_mul(zero_point), out)?
+                }
+                // Bounds inside int8 (checked).
+                LayerRequant::Shift(rq) if DEEPLOY => {
+                    dsp16_acc_store(sums, &p.out, rows, |a, j, _| rq.apply(a, j) as i8, out)?
+                }
+                _ => return Err(KernelError::InvalidParam),
+            }
         } else {
             let c = concat.get(..rows * cd).ok_or(KernelError::ShapeMismatch)?;
-            product(c, &p.out, rows, p.out_zero_point, panel, out)?;
+            product::<DEEPLOY>(c, &p.out, rows, p.out_requant, panel, out)?;
         }
     }
     Ok(())
@@ -650,17 +953,72 @@ mod tests {
     use super::*;
     use crate::matmul::{av_requant, linear_requant, BatchedMatmul, MatDims};
     use crate::requant::{HighMulRequant, Requant};
-    use crate::softmax::softmax_i8;
+    use crate::softmax::{isoftmax, itamax, softmax_i8};
     use crate::testutil::Lcg;
     use std::vec;
     use std::vec::Vec;
 
-    /// A float-free linear layer of the test: weights `[n, k]`, bias, per-channel multipliers, output zero point.
+    /// A requantization of the test: mote's `HighMul` (multipliers, zero point) or Deeploy's `RequantShift`
+    /// (multipliers, offsets, shift; int8 bounds).
+    enum Rq {
+        HighMul(Vec<i32>, i32),
+        Shift(Vec<i32>, Vec<i32>, u32),
+    }
+
+    impl Rq {
+        /// `n` random `HighMul` multipliers in `[lo, hi)`, or with `shift` `RequantShift` multipliers of the same
+        /// scale (`lo >> 17 .. hi >> 17` over `2^15`: `HighMul` divides by `2^32`).
+        fn random(r: &mut Lcg, n: usize, (lo, hi): (i32, i32), shift: bool) -> Rq {
+            if shift {
+                Rq::Shift(r.vec_i32(n, lo >> 17, hi >> 17), r.vec_i32(n, -1 << 14, 1 << 14), 15)
+            } else {
+                Rq::HighMul(r.vec_i32(n, lo, hi), r.i32_in(-20, 20))
+            }
+        }
+
+        fn requant(&self) -> Requant<'_> {
+            match self {
+                Rq::HighMul(mul, zp) => Requant::HighMul(HighMulRequant::new(mul, *zp, -128, 127).unwrap()),
+                Rq::Shift(mul, add, shift) => Requant::Shift(ShiftRequant::new(mul, add, *shift, 256, true).unwrap()),
+            }
+        }
+
+        fn zero_point(&self) -> i32 {
+            match self {
+                Rq::HighMul(_, zp) => *zp,
+                Rq::Shift(..) => 0,
+            }
+        }
+
+        fn layer(&self) -> LayerRequant<'_> {
+            match self.requant() {
+                Requant::Shift(rq) => LayerRequant::Shift(rq),
+                _ => LayerRequant::HighMul { zero_point: self.zero_point() },
+            }
+        }
+
+        fn product(&self) -> ProductRequant<'_> {
+            match (self, self.requant()) {
+                (_, Requant::Shift(rq)) => ProductRequant::Shift(rq),
+                (Rq::HighMul(mul, zp), _) => ProductRequant::HighMul { mul: mul[0], zero_point: *zp },
+                _ => unreachable!(),
+            }
+        }
+
+        /// The multipliers to pack (any for `Shift`, which does not read them).
+        fn packed(&self) -> &[i32] {
+            match self {
+                Rq::HighMul(mul, _) => mul,
+                Rq::Shift(..) => &[0],
+            }
+        }
+    }
+
+    /// A float-free linear layer of the test: weights `[n, k]`, bias, requantization.
     struct Layer {
         w: Vec<i8>,
         bias: Vec<i32>,
-        mul: Vec<i32>,
-        zp: i32,
+        rq: Rq,
         n: usize,
         k: usize,
         /// A table applied to the outputs, and the zero point of its results.
@@ -668,16 +1026,12 @@ mod tests {
     }
 
     impl Layer {
-        fn random(r: &mut Lcg, n: usize, k: usize) -> Layer {
-            Layer {
-                w: r.vec_i8(n * k),
-                bias: r.vec_i32(n, -5000, 5000),
-                mul: r.vec_i32(n, 1 << 22, 1 << 25),
-                zp: r.i32_in(-20, 20),
-                n,
-                k,
-                table: None,
-            }
+        /// Random weights and bias; per-channel requantization, or with `shift` Deeploy's, per tensor when
+        /// `n` is odd.
+        fn random(r: &mut Lcg, n: usize, k: usize, shift: bool) -> Layer {
+            let channels = if shift && n % 2 == 1 { 1 } else { n };
+            let (w, bias) = (r.vec_i8(n * k), r.vec_i32(n, -5000, 5000));
+            Layer { w, bias, rq: Rq::random(r, channels, (1 << 22, 1 << 25), shift), n, k, table: None }
         }
 
         /// The layer's outputs for the products: through its table, if any, with their zero point.
@@ -688,21 +1042,20 @@ mod tests {
                     crate::activation::lut_i8_in_place(&mut y, t).unwrap();
                     (y, *zp)
                 }
-                None => (y, self.zp),
+                None => (y, self.rq.zero_point()),
             }
         }
 
         fn projection<'w>(&'w self, words: &'w [i32]) -> HeadProjection<'w> {
-            HeadProjection { words, zero_point: self.zp, table: self.table.as_ref().map(|(t, zp)| (t, *zp)) }
+            HeadProjection { words, requant: self.rq.layer(), table: self.table.as_ref().map(|(t, zp)| (t, *zp)) }
         }
 
-        /// The plain reference: `linear_requant` with a `HighMul` requantization.
+        /// The plain reference: `linear_requant`.
         fn apply(&self, x: &[i8], zx: i32) -> Vec<i8> {
             let m = x.len() / self.k;
-            let rq = Requant::HighMul(HighMulRequant::new(&self.mul, self.zp, -128, 127).unwrap());
             let mut out = vec![0i8; m * self.n];
             let d = MatDims { m, k: self.k, n: self.n };
-            linear_requant(x, &self.w, Some(&self.bias), d, -zx, &rq, &mut out).unwrap();
+            linear_requant(x, &self.w, Some(&self.bias), d, -zx, &self.rq.requant(), &mut out).unwrap();
             out
         }
 
@@ -713,7 +1066,7 @@ mod tests {
                 w: &self.w,
                 bias: Some(&self.bias),
                 input_offset: -zx,
-                mul: &self.mul,
+                mul: self.rq.packed(),
                 n: self.n,
                 k: self.k,
             };
@@ -722,15 +1075,32 @@ mod tests {
         }
     }
 
-    /// `a [m,k] · b [k,n]` (zero points za, zb) requantized by `rq`, with `av_requant`.
-    fn product(a: &[i8], za: i32, b: &[i8], zb: i32, (m, k, n): (usize, usize, usize), rq: ProductRequant) -> Vec<i8> {
+    /// `a [m,k] · b [k,n]` (zero points za, zb; `a` int8 or, for Deeploy's probabilities, uint8) requantized
+    /// by `rq`, with `av_requant`.
+    fn product<A: crate::IntElem>(
+        a: &[A],
+        za: i32,
+        b: &[i8],
+        zb: i32,
+        (m, k, n): (usize, usize, usize),
+        rq: &Rq,
+    ) -> Vec<i8> {
         let p = BatchedMatmul { a_offset: -za, b_offset: -zb, ..BatchedMatmul::packed_nn(1, m, k, n) };
-        let mul = [rq.mul];
-        let r = Requant::HighMul(HighMulRequant::new(&mul, rq.zero_point, -128, 127).unwrap());
         let mut out = vec![0i8; m * n];
-        av_requant(&p, a, b, &r, &mut out).unwrap();
+        av_requant(&p, a, b, &rq.requant(), &mut out).unwrap();
         out
     }
+
+    /// The softmax of a test block.
+    #[derive(Clone, Copy, Debug)]
+    enum SoftmaxKind {
+        I8,
+        ItaMax,
+        ISoftmax,
+    }
+
+    /// Parameters of Deeploy's `iSoftmax` in the tests (those of its test models).
+    const ISOFTMAX: ISoftmaxParams = ISoftmaxParams { coeff_a: 1, coeff_b: 30, coeff_c: 200, log2: 10, n_levels: 256 };
 
     /// Columns `h·dim..(h+1)·dim` of `t [rows, heads·dim]`.
     fn head_cols(t: &[i8], heads: usize, dim: usize, h: usize) -> Vec<i8> {
@@ -748,11 +1118,12 @@ mod tests {
         q: Layer,
         k: Option<Layer>,
         v: Option<Layer>,
-        scores: ProductRequant,
+        scores: Rq,
+        softmax: SoftmaxKind,
         exp: [u16; 256],
         prob_zp: i32,
         mask: Option<Vec<bool>>,
-        av: ProductRequant,
+        av: Rq,
         out: Layer,
     }
 
@@ -767,12 +1138,14 @@ mod tests {
     }
 
     impl Case {
-        /// A random block; with `tables`, every projection has a random table after it.
-        fn random(seed: u64, shape: MhsaShape, masking: Masking, tables: bool) -> Case {
+        /// A random block; with `tables`, every projection has a random table after it. A Deeploy softmax
+        /// comes with Deeploy's requantization (`RequantShift`) everywhere.
+        fn random(seed: u64, shape: MhsaShape, masking: Masking, tables: bool, softmax: SoftmaxKind) -> Case {
             let mut r = Lcg(seed);
             let (s, e, h) = (shape.seq, shape.embed, shape.heads);
+            let shift = !matches!(softmax, SoftmaxKind::I8);
             let layer = |r: &mut Lcg, n: usize| {
-                let mut l = Layer::random(r, n, e);
+                let mut l = Layer::random(r, n, e, shift);
                 if tables {
                     let t = r.vec_i8(256);
                     l.table = Some((core::array::from_fn(|i| t[i]), r.i32_in(-9, 9)));
@@ -790,7 +1163,9 @@ mod tests {
                 q,
                 k,
                 v,
-                scores: ProductRequant { mul: r.i32_in(1 << 20, 1 << 23), zero_point: r.i32_in(-5, 5) },
+                // Deeploy's probabilities (0..=255 summing to ~255) take larger steps than mote's scores.
+                scores: Rq::random(&mut r, 1, if shift { (1 << 22, 1 << 24) } else { (1 << 20, 1 << 23) }, shift),
+                softmax,
                 exp: core::array::from_fn(|d| ((-scale * d as f64).exp() * 32768.0).round() as u16),
                 prob_zp: -128,
                 mask: match masking {
@@ -801,12 +1176,20 @@ mod tests {
                         Some((0..s * s).map(|k| ok(k / s, k % s)).collect())
                     }
                 },
-                av: ProductRequant { mul: r.i32_in(1 << 20, 1 << 22), zero_point: r.i32_in(-5, 5) },
-                out: Layer::random(&mut r, shape.out_dim, h * shape.v_dim),
+                av: Rq::random(&mut r, 1, (1 << 20, 1 << 22), shift),
+                out: Layer::random(&mut r, shape.out_dim, h * shape.v_dim, shift),
             }
         }
 
-        fn softmax(&self) -> SoftmaxI8Params<'_> {
+        fn softmax(&self) -> MhsaSoftmax<'_> {
+            match self.softmax {
+                SoftmaxKind::I8 => MhsaSoftmax::I8(self.softmax_i8()),
+                SoftmaxKind::ItaMax => MhsaSoftmax::ItaMax,
+                SoftmaxKind::ISoftmax => MhsaSoftmax::ISoftmax(ISOFTMAX),
+            }
+        }
+
+        fn softmax_i8(&self) -> SoftmaxI8Params<'_> {
             SoftmaxI8Params { exp: &self.exp, out_recip: 256 << 16, out_zero_point: self.prob_zp }
         }
 
@@ -823,11 +1206,24 @@ mod tests {
             for h in 0..hs {
                 let qh = head_cols(&q, hs, pq, h);
                 let kt = transpose(&head_cols(&k, kh, pq, h % kh), s, pq);
-                let sc = product(&qh, zq, &kt, zk, (s, pq, s), self.scores);
-                let mut pr = vec![0i8; s * s];
-                let mask = self.mask.as_deref().map(|m| RowMask { allowed: m, rows: s });
-                softmax_i8(&sc, s, mask, &self.softmax(), &mut pr).unwrap();
-                let o = product(&pr, self.prob_zp, &head_cols(&v, vh, pv, h % vh), zv, (s, s, pv), self.av);
+                let sc = product(&qh, zq, &kt, zk, (s, pq, s), &self.scores);
+                let vh = head_cols(&v, vh, pv, h % vh);
+                let o = match self.softmax {
+                    SoftmaxKind::I8 => {
+                        let mut pr = vec![0i8; s * s];
+                        let mask = self.mask.as_deref().map(|m| RowMask { allowed: m, rows: s });
+                        softmax_i8(&sc, s, mask, &self.softmax_i8(), &mut pr).unwrap();
+                        product(&pr, self.prob_zp, &vh, zv, (s, s, pv), &self.av)
+                    }
+                    deeploy => {
+                        let mut pr = vec![0u8; s * s];
+                        match deeploy {
+                            SoftmaxKind::ItaMax => itamax(&sc, s, &mut pr).unwrap(),
+                            _ => isoftmax(&sc, s, &ISOFTMAX, &mut pr).unwrap(),
+                        }
+                        product(&pr, 0, &vh, zv, (s, s, pv), &self.av)
+                    }
+                };
                 for (r, row) in o.chunks_exact(pv).enumerate() {
                     concat[r * hs * pv + h * pv..][..pv].copy_from_slice(row);
                 }
@@ -850,12 +1246,12 @@ mod tests {
                 q: self.q.projection(&q),
                 k: k.as_deref().map(|w| self.k.as_ref().unwrap().projection(w)),
                 v: v.as_deref().map(|w| self.v.as_ref().unwrap().projection(w)),
-                scores: self.scores,
+                scores: self.scores.product(),
                 softmax: self.softmax(),
                 mask,
-                av: self.av,
+                av: self.av.product(),
                 out: PackedLinear::new(sh.out_layout, sh.out_dim, hs * pv, &out_words).unwrap(),
-                out_zero_point: self.out.zp,
+                out_requant: self.out.rq.layer(),
             };
             let need = sh.scratch(schedule).ok_or(KernelError::InvalidParam)?;
             let mut scratch = vec![0i32; need.total_words()];
@@ -897,26 +1293,38 @@ mod tests {
             // Odd widths: heads that start inside a quad, an odd number of output channels.
             (shape(5, 5, 3, 5, 5, false), Masking::Causal),
             (shape(10, 6, 2, 4, 4, true), Masking::Irregular),
+            // Values in several chunks of 4 columns (the last one short); one wide head.
+            (shape(6, 8, 2, 6, 10, true), Masking::Causal),
+            (shape(9, 8, 1, 12, 12, true), Masking::None),
         ];
         let (mut checked, mut summed) = (0, 0);
         for (seed, (base, masking)) in cases.into_iter().enumerate() {
-            for layout in [PackedLayout::Dsp16, PackedLayout::Mve8, PackedLayout::Rv32] {
+            // mote's softmax with every layout; Deeploy's (no masks, `RequantShift` needs Dsp16) with Dsp16.
+            let runs = [PackedLayout::Dsp16, PackedLayout::Mve8, PackedLayout::Rv32]
+                .map(|layout| (layout, SoftmaxKind::I8, masking))
+                .into_iter()
+                .chain([SoftmaxKind::ItaMax, SoftmaxKind::ISoftmax].map(|sm| (PackedLayout::Dsp16, sm, Masking::None)));
+            for (layout, softmax, masking) in runs {
                 let sh = MhsaShape { proj_layout: layout, out_layout: layout, ..base };
                 // Tables after the projections (onnxruntime's scaled queries and keys) on the projected blocks.
-                let case = Case::random(seed as u64 + 1, sh, masking, sh.project_k && seed != 1);
+                let case = Case::random(seed as u64 + 1, sh, masking, sh.project_k && seed != 1, softmax);
                 let x = Lcg(seed as u64 + 100).vec_i8(sh.seq * sh.embed);
                 let want = case.reference(&x);
                 // Outputs are not all saturated: the comparison sees real values.
-                assert!(want.iter().filter(|&&v| v != 127 && v != -128).count() > want.len() / 2, "{sh:?}");
+                let unsaturated = want.iter().filter(|&&v| v != 127 && v != -128).count();
+                assert!(unsaturated > want.len() / 2, "{sh:?} {softmax:?}");
                 for b in [1, 2, 3, sh.seq] {
                     let mut schedules = vec![MhsaSchedule::HeadMajor { block_rows: b }];
                     if !sh.project_k {
                         schedules.push(MhsaSchedule::RowMajor { block_rows: b });
+                    } else if b != 2 {
+                        // Keys 1, 3 or all positions at a time, values 4 or 8 columns at a time.
+                        schedules.push(MhsaSchedule::StreamedKv { key_rows: b, value_cols: 4 + 4 * (b % 2) });
                     }
                     for sched in schedules {
                         for in_place in [false, true] {
                             let got = case.fused(&x, sched, in_place).unwrap();
-                            assert_eq!(got, want, "{sh:?} {sched:?} in place {in_place}");
+                            assert_eq!(got, want, "{sh:?} {softmax:?} {sched:?} in place {in_place}");
                             checked += 1;
                             summed += usize::from(sh.sums_heads(sched));
                         }
@@ -924,25 +1332,34 @@ mod tests {
                 }
             }
         }
-        assert_eq!(checked, 3 * 3 * 4 * 2 + 3 * 3 * 4 * 2 * 2);
-        // Row-major on Dsp16 sums the heads of the 4- and 3-head blocks (not the 2-head one): 2 shapes × 4 block
-        // sizes × 2 (in place or not).
-        assert_eq!(summed, 2 * 4 * 2);
+        // 5 runs of 5 projected shapes (head-major with 4 block sizes, streamed with 3 chunk sizes) and 3
+        // unprojected ones (head- and row-major with 4 block sizes), in place or not.
+        assert_eq!(checked, 5 * 5 * (4 + 3) * 2 + 5 * 3 * 4 * 2 * 2);
+        // Row-major on Dsp16 sums the heads of the 4- and 3-head blocks (not the 2-head one): 3 runs × 2 shapes
+        // × 4 block sizes × 2 (in place or not).
+        assert_eq!(summed, 3 * 2 * 4 * 2);
     }
 
     #[test]
     fn bad_arguments_are_refused_before_writing() {
         let sh = shape(5, 4, 2, 4, 4, false);
-        let case = Case::random(7, sh, Masking::None, false);
+        let case = Case::random(7, sh, Masking::None, false, SoftmaxKind::I8);
         let x = Lcg(3).vec_i8(20);
         // Row-major needs keys and values that are x.
-        let proj = Case::random(7, shape(5, 4, 2, 4, 4, true), Masking::None, true);
+        let proj = Case::random(7, shape(5, 4, 2, 4, 4, true), Masking::None, true, SoftmaxKind::I8);
         assert_eq!(proj.fused(&x, MhsaSchedule::RowMajor { block_rows: 2 }, false), Err(KernelError::InvalidParam));
         assert_eq!(case.fused(&x, MhsaSchedule::HeadMajor { block_rows: 0 }, false), Err(KernelError::InvalidParam));
         assert_eq!(
             case.fused(&x[..19], MhsaSchedule::HeadMajor { block_rows: 2 }, false),
             Err(KernelError::ShapeMismatch)
         );
+        // Deeploy's softmaxes take no mask; `RequantShift` layers must be packed as Dsp16.
+        let hm = MhsaSchedule::HeadMajor { block_rows: 2 };
+        let masked = Case::random(7, sh, Masking::Causal, false, SoftmaxKind::ItaMax);
+        assert_eq!(masked.fused(&x, hm, false), Err(KernelError::InvalidParam));
+        let mve = MhsaShape { proj_layout: PackedLayout::Mve8, out_layout: PackedLayout::Mve8, ..sh };
+        let mve = Case::random(7, mve, Masking::None, false, SoftmaxKind::ISoftmax);
+        assert_eq!(mve.fused(&x, hm, false), Err(KernelError::InvalidParam));
         // Shared keys need qk_dim == embed.
         assert_eq!(shape(5, 4, 2, 3, 4, false).scratch(MhsaSchedule::HeadMajor { block_rows: 1 }), None);
         // The row-major scratch holds one block of rows (queries, then head outputs, and scores) and its
@@ -961,6 +1378,16 @@ mod tests {
         let rv32 = MhsaShape { out_layout: PackedLayout::Rv32, ..wide };
         assert!(!rv32.sums_heads(rm2));
         assert_eq!(rv32.scratch(rm2).unwrap().bytes, 2 * (4 + 5) + 2 * 16);
+        // Streamed keys and values: one packed chunk at a time (2 keys × 4 columns: 10 words; 3 value columns × 5
+        // positions: 28 words) and the panel (10 words); the whole score map with the queries (5 × (4 + 5)), a
+        // chunk of projected keys or values (5 × 3), a chunk's product (5 × 3) and the concatenated heads (5 × 6).
+        let streamed = MhsaSchedule::StreamedKv { key_rows: 2, value_cols: 4 };
+        let proj = shape(5, 4, 2, 4, 3, true);
+        let st = proj.scratch(streamed).unwrap();
+        assert_eq!((st.words, st.bytes), (28 + 10, 45 + 15 + 15 + 30));
+        // It needs projected keys and values, and value chunks that start on a tile.
+        assert_eq!(sh.scratch(streamed), None);
+        assert_eq!(shape(5, 4, 2, 4, 10, true).scratch(MhsaSchedule::StreamedKv { key_rows: 2, value_cols: 6 }), None);
         // Head-major: one head's projected keys or values share their bytes with the row blocks.
         let proj = shape(5, 4, 2, 4, 3, true);
         assert_eq!(proj.scratch(MhsaSchedule::HeadMajor { block_rows: 1 }).unwrap().bytes, 5 * 4 + 5 * 6);

@@ -156,6 +156,22 @@ impl<'a> PackedLinear<'a> {
         Self::new(self.layout, n, self.k, words)
     }
 
+    /// The layer of output channels `start..start + n`, `start` a multiple of the layout's tile width (2 for
+    /// Dsp16, 4 otherwise): the words of the tiles holding them.
+    pub fn outputs(&self, start: usize, n: usize) -> Result<Self, KernelError> {
+        let tile = match self.layout {
+            PackedLayout::Dsp16 => TILE_COLS,
+            PackedLayout::Mve8 => MVE_COLS,
+            PackedLayout::Rv32 => rv32::COLS,
+        };
+        if start % tile != 0 || start.checked_add(n).is_none_or(|end| end > self.n) {
+            return Err(KernelError::ShapeMismatch);
+        }
+        let from = self.layout.words(start, self.k);
+        let words = self.words.get(from..from + self.layout.words(n, self.k)).ok_or(KernelError::ShapeMismatch)?;
+        Self::new(self.layout, n, self.k, words)
+    }
+
     /// Output channels.
     pub fn n(&self) -> usize {
         self.n
@@ -407,15 +423,22 @@ fn check(x: &[i8], p: &PackedLinear<'_>, m: usize, scratch: &[i32], out: &[i8]) 
 /// Writes the activation panel of rows `r0`, `r1` of `x [m,k]` into `panel`: per quad `q`,
 /// `[x₀(0,2), x₀(1,3), x₁(0,2), x₁(1,3)]` (zero past `k`).
 fn fill_panel_portable(x: &[i8], k: usize, r0: usize, r1: usize, panel: &mut [i32]) {
-    let at = |r: usize, c: usize| -> i32 {
-        if c < k {
-            x.get(r * k + c).map_or(0, |&v| i32::from(v))
-        } else {
-            0
+    let row = |r: usize| x.get(r * k..(r + 1) * k).unwrap_or(&[]);
+    // Four activations as one word (zero past `k`), widened by `SXTB16` as the assembly does: one load and two
+    // `SXTB16` per quad and row on DSP builds instead of four byte loads and two packs.
+    let word = |c: &[i8]| -> i32 {
+        let b = |i: usize| c.get(i).map_or(0, |&v| v as u8);
+        match *c {
+            [b0, b1, b2, b3] => i32::from_le_bytes([b0 as u8, b1 as u8, b2 as u8, b3 as u8]),
+            _ => i32::from_le_bytes([b(0), b(1), b(2), b(3)]),
         }
     };
-    for (q, quad) in panel.chunks_exact_mut(4).enumerate() {
-        quad.iter_mut().zip(dsp16_quad(at, (r0, r1), 4 * q)).for_each(|(slot, v)| *slot = v);
+    for (quad, (ca, cb)) in panel.chunks_exact_mut(4).zip(row(r0).chunks(4).zip(row(r1).chunks(4))) {
+        let (wa, wb) = (word(ca), word(cb));
+        if let [q0, q1, q2, q3] = quad {
+            (*q0, *q1) = (sxtb16(wa), sxtb16(wa.rotate_right(8)));
+            (*q2, *q3) = (sxtb16(wb), sxtb16(wb.rotate_right(8)));
+        }
     }
 }
 
@@ -709,20 +732,10 @@ fn acc_tiles_portable(
 }
 
 /// The panel of rows `r0`, `r1` of a part `x [m, k]` that starts `off` (`< 4`) columns into its first quad: the
-/// layout of [`fill_panel_portable`] with zeros outside the part. Word loads and `SXTB16` when the part fills
-/// whole quads.
+/// layout of [`fill_panel_portable`] with zeros outside the part.
 fn fill_part_panel(x: &[i8], k: usize, off: usize, (r0, r1): (usize, usize), panel: &mut [i32]) {
-    if off == 0 && k % 4 == 0 {
-        let (row0, row1) = (x.get(r0 * k..(r0 + 1) * k).unwrap_or(&[]), x.get(r1 * k..(r1 + 1) * k).unwrap_or(&[]));
-        for ((quad, w0), w1) in panel.chunks_exact_mut(4).zip(row0.chunks_exact(4)).zip(row1.chunks_exact(4)) {
-            let word = |w: &[i8]| match *w {
-                [a, b, c, d] => i32::from_le_bytes([a as u8, b as u8, c as u8, d as u8]),
-                _ => 0,
-            };
-            let (w0, w1) = (word(w0), word(w1));
-            let v = [sxtb16(w0), sxtb16(w0.rotate_right(8)), sxtb16(w1), sxtb16(w1.rotate_right(8))];
-            quad.iter_mut().zip(v).for_each(|(slot, v)| *slot = v);
-        }
+    if off == 0 {
+        fill_panel_portable(x, k, r0, r1, panel);
         return;
     }
     let at = |r: usize, c: usize| -> i32 {
@@ -736,14 +749,14 @@ fn fill_part_panel(x: &[i8], k: usize, off: usize, (r0, r1): (usize, usize), pan
     }
 }
 
-/// Requantizes the finished sums `acc [m, n]` of the [`PackedLayout::Dsp16`] layer `p` into `out [m, n]` like
-/// [`linear_packed`] (`HighMul` with the packed multipliers, output zero point `zero_point`, int8 saturation).
+/// Requantizes the finished sums `acc [m, n]` of the [`PackedLayout::Dsp16`] layer `p` into `out [m, n]` by
+/// `rq(sum, column, packed multiplier)`: [`dsp16_high_mul`] is what [`linear_packed`] does.
 /// Errors: another layout, lengths that disagree with `m` and `n`.
 pub(crate) fn dsp16_acc_store(
     acc: &[i32],
     p: &PackedLinear<'_>,
     m: usize,
-    zero_point: i32,
+    rq: impl Fn(i32, usize, i32) -> i8,
     out: &mut [i8],
 ) -> Result<(), KernelError> {
     let (n, bw) = (p.n, block_words(p.k));
@@ -751,23 +764,29 @@ pub(crate) fn dsp16_acc_store(
     if p.layout != PackedLayout::Dsp16 || Some(acc.len()) != len || Some(out.len()) != len {
         return Err(KernelError::ShapeMismatch);
     }
-    let rq = |a: i32, mul: i32| high_mul(a, mul, zero_point).max(-128).min(127) as i8;
     for (a_row, o_row) in acc.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
         let (mut a2, mut o2) = (a_row.chunks_exact(TILE_COLS), o_row.chunks_exact_mut(TILE_COLS));
         let mut blocks = p.words.chunks_exact(bw);
-        for ((a, o), block) in a2.by_ref().zip(o2.by_ref()).zip(blocks.by_ref()) {
+        for (t, ((a, o), block)) in a2.by_ref().zip(o2.by_ref()).zip(blocks.by_ref()).enumerate() {
             if let ([a0, a1], [o0, o1], Some(&[m0, m1])) = (a, o, block.get(bw - 2..)) {
-                (*o0, *o1) = (rq(*a0, m0), rq(*a1, m1));
+                let j = TILE_COLS * t;
+                (*o0, *o1) = (rq(*a0, j, m0), rq(*a1, j + 1, m1));
             }
         }
         // An odd last column.
         if let ([a0], [o0], Some(&[m0, _])) =
             (a2.remainder(), o2.into_remainder(), blocks.next().and_then(|b| b.get(bw - 2..)))
         {
-            *o0 = rq(*a0, m0);
+            *o0 = rq(*a0, n - 1, m0);
         }
     }
     Ok(())
+}
+
+/// The requantization of [`linear_packed`] for [`dsp16_acc_store`]: `HighMul` by the packed multiplier, plus
+/// `zero_point`, int8 saturation.
+pub(crate) fn dsp16_high_mul(zero_point: i32) -> impl Fn(i32, usize, i32) -> i8 {
+    move |a, _, mul| high_mul(a, mul, zero_point).max(-128).min(127) as i8
 }
 
 /// Dimensions and zero points of [`matmul_packed`]: `out[β] = rq(Σ_k (a[β,i,k] + a_offset)·(b[β,k,j] + b_offset))`.
@@ -1017,7 +1036,7 @@ mod tests {
                 dsp16_acc_add(&xs, (c0, kx), &p, m, &mut panel, &mut acc).unwrap();
             }
             let mut got = vec![0i8; m * n];
-            dsp16_acc_store(&acc, &p, m, zp, &mut got).unwrap();
+            dsp16_acc_store(&acc, &p, m, dsp16_high_mul(zp), &mut got).unwrap();
             assert_eq!(got, want, "{m}x{k}x{n} in parts of {part}");
             // Columns past the layer, a panel too short for the part's quads, wrong lengths are refused.
             let bad = Err(KernelError::ShapeMismatch);
@@ -1028,13 +1047,13 @@ mod tests {
             assert_eq!(dsp16_acc_add(&xs, (0, kx), &p, m, short, &mut acc), bad);
             assert_eq!(dsp16_acc_add(&xs, (0, kx), &p, m, &mut panel, &mut acc[1..]), bad);
             assert_eq!(dsp16_acc_init(&p, m, &mut acc[1..]), bad);
-            assert_eq!(dsp16_acc_store(&acc[1..], &p, m, zp, &mut got), bad);
+            assert_eq!(dsp16_acc_store(&acc[1..], &p, m, dsp16_high_mul(zp), &mut got), bad);
         }
         let words = vec![0; PackedLayout::Rv32.words(2, 4)];
         let p = PackedLinear::new(PackedLayout::Rv32, 2, 4, &words).unwrap();
         assert_eq!(dsp16_acc_init(&p, 1, &mut [0; 2]), Err(KernelError::ShapeMismatch));
         assert_eq!(dsp16_acc_add(&[0; 4], (0, 4), &p, 1, &mut [0; 8], &mut [0; 2]), Err(KernelError::ShapeMismatch));
-        assert_eq!(dsp16_acc_store(&[0; 2], &p, 1, 0, &mut [0; 2]), Err(KernelError::ShapeMismatch));
+        assert_eq!(dsp16_acc_store(&[0; 2], &p, 1, dsp16_high_mul(0), &mut [0; 2]), Err(KernelError::ShapeMismatch));
     }
 
     /// The runtime-packed matmul equals `av_requant` (HighMul), batched and with a broadcast `b`.

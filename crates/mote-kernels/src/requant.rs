@@ -91,6 +91,15 @@ impl<'a> ShiftRequant<'a> {
         (self.lo, self.hi)
     }
 
+    /// The requantization of channels `start..start + len` (per-tensor parameters stay as they are), or `None`
+    /// when they are out of range.
+    pub fn channel_range(&self, start: usize, len: usize) -> Option<Self> {
+        let part = |s: &'a [i32]| if s.len() == 1 { Some(s) } else { s.get(start..start.checked_add(len)?) };
+        let (mul, add) = (part(self.mul)?, part(self.add)?);
+        let channels = channel_count(mul.len(), add.len()).ok()?;
+        Some(Self { mul, add, channels, ..*self })
+    }
+
     /// Requantizes one value of channel `ch` (`ch < channels()`; per-tensor ignores `ch`).
     #[inline]
     pub fn apply(&self, x: i32, ch: usize) -> i32 {

@@ -40,8 +40,20 @@ pub struct ISoftmaxParams {
 /// polynomial could overflow `i64` over a row (`InvalidParam`).
 pub fn isoftmax(x: &[i8], row_len: usize, p: &ISoftmaxParams, out: &mut [u8]) -> Result<(), KernelError> {
     check_rows(x.len(), out.len(), row_len)?;
-    let log2 = u32::try_from(p.log2).ok().and_then(NonZeroU32::new).ok_or(KernelError::InvalidParam)?;
-    if p.coeff_a < 0 || p.coeff_c < 0 || !(2..=256).contains(&p.n_levels) {
+    check_isoftmax(row_len, p)?;
+    for (xs, os) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
+        if let Some(y) = isoftmax_row(xs, p) {
+            for (o, &v) in os.iter_mut().zip(xs) {
+                *o = y(v);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The parameter checks of [`isoftmax`] for rows of `row_len`.
+pub(crate) fn check_isoftmax(row_len: usize, p: &ISoftmaxParams) -> Result<(), KernelError> {
+    if p.log2 < 1 || p.coeff_a < 0 || p.coeff_c < 0 || !(2..=256).contains(&p.n_levels) {
         return Err(KernelError::InvalidParam);
     }
     // Bound the polynomial over p in [-(log2-1), 0]: |p + B| <= m. All terms below are >= 0.
@@ -52,27 +64,27 @@ pub fn isoftmax(x: &[i8], row_len: usize, p: &ISoftmaxParams, out: &mut [u8]) ->
     if a * b * b + c == 0 || bound.saturating_mul(scale) > i128::from(i64::MAX) {
         return Err(KernelError::InvalidParam);
     }
+    Ok(())
+}
+
+/// The outputs of one row `xs` of [`isoftmax`] (parameters checked) as a function of its inputs; `None` for a
+/// row whose exponentials sum to 0 (impossible with checked parameters).
+#[inline]
+fn isoftmax_row(xs: &[i8], p: &ISoftmaxParams) -> Option<impl Fn(i8) -> u8> {
+    let log2 = NonZeroU32::new(p.log2.unsigned_abs())?;
     let (a, b, c) = (i64::from(p.coeff_a), i64::from(p.coeff_b), p.coeff_c);
     let levels = u64::from(p.n_levels - 1);
-    for (xs, os) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
-        let max = xs.iter().copied().max().map_or(0, i32::from);
-        let exp = |v: i8| -> u64 {
-            let d = (max - i32::from(v)).unsigned_abs(); // max - v >= 0
-            let z = d / log2;
-            let pz = i64::from(z * log2.get()) - i64::from(d); // in (-log2, 0]
-            let poly = a * (pz + b) * (pz + b) + c; // in [0, bound] by the check above
-            poly.checked_shr(z).unwrap_or(0).unsigned_abs()
-        };
-        let sum: u64 = xs.iter().map(|&v| exp(v)).sum();
-        // sum >= e(max) = A·B² + C > 0, and e <= sum keeps y <= n - 1.
-        let Some(sum) = NonZeroU64::new(sum) else {
-            continue;
-        };
-        for (o, &v) in os.iter_mut().zip(xs) {
-            *o = u8::try_from(exp(v) * levels / sum).unwrap_or(u8::MAX);
-        }
-    }
-    Ok(())
+    let max = xs.iter().copied().max().map_or(0, i32::from);
+    let exp = move |v: i8| -> u64 {
+        let d = (max - i32::from(v)).unsigned_abs(); // max - v >= 0
+        let z = d / log2;
+        let pz = i64::from(z * log2.get()) - i64::from(d); // in (-log2, 0]
+        let poly = a * (pz + b) * (pz + b) + c; // in [0, bound] by the check
+        poly.checked_shr(z).unwrap_or(0).unsigned_abs()
+    };
+    // sum >= e(max) = A·B² + C > 0, and e <= sum keeps y <= n - 1.
+    let sum = NonZeroU64::new(xs.iter().map(|&v| exp(v)).sum())?;
+    Some(move |v: i8| u8::try_from(exp(v) * levels / sum).unwrap_or(u8::MAX))
 }
 
 /// Deeploy `ITAMax` (§3.8, `n_levels = 256`, B = 8) per row, exact:
@@ -82,19 +94,43 @@ pub fn isoftmax(x: &[i8], row_len: usize, p: &ISoftmaxParams, out: &mut [u8]) ->
 pub fn itamax(x: &[i8], row_len: usize, out: &mut [u8]) -> Result<(), KernelError> {
     check_rows(x.len(), out.len(), row_len)?;
     for (xs, os) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
-        let max = xs.iter().copied().max().map_or(0, i32::from);
-        let shift = |v: i8| ((max - i32::from(v) + 16) >> 5).unsigned_abs(); // 0..=8
-        let sum: u32 = xs.iter().map(|&v| 256u32 >> shift(v)).sum();
-        // The max element contributes 256, so sum >= 256 and inv <= 255.
-        let Some(sum) = NonZeroU32::new(sum) else {
-            continue;
-        };
-        let inv = 65_280 / sum;
+        let y = itamax_row(xs);
         for (o, &v) in os.iter_mut().zip(xs) {
-            *o = u8::try_from(inv >> shift(v)).unwrap_or(u8::MAX);
+            *o = y(v);
         }
     }
     Ok(())
+}
+
+/// The outputs of one row `xs` of [`itamax`] as a function of its inputs.
+#[inline]
+fn itamax_row(xs: &[i8]) -> impl Fn(i8) -> u8 {
+    let max = xs.iter().copied().max().map_or(0, i32::from);
+    let shift = move |v: i8| ((max - i32::from(v) + 16) >> 5).unsigned_abs(); // 0..=8
+                                                                              // The max element contributes 256, so sum >= 256 and inv <= 255.
+    let sum: u32 = xs.iter().map(|&v| 256u32 >> shift(v)).sum();
+    let inv = 65_280 / sum.max(1);
+    move |v: i8| u8::try_from(inv >> shift(v)).unwrap_or(u8::MAX)
+}
+
+/// A Deeploy softmax ([`itamax`], or [`isoftmax`] with checked parameters) in place over the rows of `buf`, each
+/// output `y` stored as `y - 128` (the int8 form of `0..=255`, zero point -128): the attention kernel's
+/// probabilities.
+pub(crate) fn deeploy_softmax_rows_i8(buf: &mut [i8], row_len: usize, isoftmax: Option<&ISoftmaxParams>) {
+    let centre = |y: u8| (i32::from(y) - 128) as i8;
+    for xs in buf.chunks_exact_mut(row_len) {
+        match isoftmax {
+            None => {
+                let y = itamax_row(xs);
+                xs.iter_mut().for_each(|v| *v = centre(y(*v)));
+            }
+            Some(p) => {
+                if let Some(y) = isoftmax_row(xs, p) {
+                    xs.iter_mut().for_each(|v| *v = centre(y(*v)));
+                }
+            }
+        }
+    }
 }
 
 /// Parameters of mote's int8 softmax ([`softmax_i8`]), built on the host from the scales.

@@ -8,7 +8,8 @@
 
 use mote_fw::println;
 use mote_kernels::attention::{
-    mhsa_i8, mhsa_i8_in_place, pack_heads, HeadProjection, MhsaI8, MhsaSchedule, MhsaShape, ProductRequant,
+    mhsa_i8, mhsa_i8_in_place, pack_heads, HeadProjection, LayerRequant, MhsaI8, MhsaSchedule, MhsaShape, MhsaSoftmax,
+    ProductRequant,
 };
 use mote_kernels::packed::{pack_linear, LinearWeights, PackedLayout, PackedLinear};
 use mote_kernels::softmax::SoftmaxI8Params;
@@ -157,15 +158,19 @@ fn check(b: &mut Buffers) -> Result<(usize, usize), KernelError> {
             shape,
             x_zero_point: zx,
             // Queries scaled by a table after their projection, as onnxruntime's QDQ attention does.
-            q: HeadProjection { words: &b.q[..q_words], zero_point: zq, table: Some((&q_table, zq / 2)) },
+            q: HeadProjection {
+                words: &b.q[..q_words],
+                requant: LayerRequant::HighMul { zero_point: zq },
+                table: Some((&q_table, zq / 2)),
+            },
             k: None,
             v: None,
-            scores: ProductRequant { mul: g.range(1 << 20, 1 << 23), zero_point: g.range(-5, 5) },
-            softmax: SoftmaxI8Params { exp: &exp, out_recip: 256 << 16, out_zero_point: -128 },
+            scores: ProductRequant::HighMul { mul: g.range(1 << 20, 1 << 23), zero_point: g.range(-5, 5) },
+            softmax: MhsaSoftmax::I8(SoftmaxI8Params { exp: &exp, out_recip: 256 << 16, out_zero_point: -128 }),
             mask: None,
-            av: ProductRequant { mul: g.range(1 << 20, 1 << 22), zero_point: g.range(-5, 5) },
+            av: ProductRequant::HighMul { mul: g.range(1 << 20, 1 << 22), zero_point: g.range(-5, 5) },
             out: PackedLinear::new(layout, od, cd, &b.o[..o_words])?,
-            out_zero_point: g.range(-20, 20),
+            out_requant: LayerRequant::HighMul { zero_point: g.range(-20, 20) },
         };
         let head_major = MhsaSchedule::HeadMajor { block_rows: s };
         let need = shape.scratch(head_major).ok_or(KernelError::ShapeMismatch)?.total_words();

@@ -21,7 +21,7 @@ fn check_int(op: &str, t: &TensorType, what: &str) -> Result<()> {
 }
 
 /// Converts tensor data to a kernel element type, naming the first value that does not fit.
-fn convert<T: TryFrom<i64>>(op: &str, what: &str, ty: &str, t: &Tensor) -> Result<Vec<T>> {
+pub(crate) fn convert<T: TryFrom<i64>>(op: &str, what: &str, ty: &str, t: &Tensor) -> Result<Vec<T>> {
     i64_data(t)
         .iter()
         .map(|&v| T::try_from(v).map_err(|_| Error::Invalid(format!("{op} {what} {v} is outside {ty}"))))
@@ -38,7 +38,7 @@ fn kernel_err(op: &str, e: KernelError) -> Error {
 }
 
 /// Widens kernel output to an `I64` tensor of `shape`.
-fn out_i64<T: Copy + Into<i64>>(shape: &[usize], v: &[T]) -> Result<Tensor> {
+pub(crate) fn out_i64<T: Copy + Into<i64>>(shape: &[usize], v: &[T]) -> Result<Tensor> {
     Tensor::from_vec(shape, v.iter().map(|&x| x.into()).collect::<Vec<i64>>())
 }
 

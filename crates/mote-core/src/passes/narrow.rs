@@ -14,7 +14,7 @@
 //!   (code generation may widen kernel parameters such as biases and multipliers to `i32`).
 //! * **Clamping ops** take the range their levels define: `RequantShift` `[−n/2, n/2−1]` or
 //!   `[0, n−1]`, `iSoftmax`/`ITAMax` `[0, n−1]` (`u8`), `iLayerNorm`/`iRMSNorm` `[−n/2, n/2−1]`
-//!   (`i8`).
+//!   (`i8`), a fused `QAttention` its output requantization's bounds (`i8`, from an `i8` input).
 //! * **Wide ops** (`MatMul`, `Gemm`, `Conv`, `Add`, `Mul`, `iGELU`, `iHardswish`, `TrueIntegerDiv`)
 //!   are bounded by interval arithmetic (per output column against constant weights; `iGELU` and
 //!   `iHardswish` by running their kernel on every input value of the interval) and stored as
@@ -26,6 +26,7 @@
 //! Inputs of 8-bit kernels must be stored in 8 bits (`iSoftmax`, `ITAMax`, `iGELU`, `iHardswish`
 //! take `i8`; the norms `i8` or `u8`); everything that does not hold is reported at once, naming
 //! the node and the tensor.
+use crate::ops::attention::QAttention;
 use crate::ops::conv::{Conv, MaxPool};
 use crate::ops::deeploy::{
     IGelu, IHardswish, ILayerNorm, IRmsNorm, ISoftmax, IntegerMean, ItaMax, RequantShift, TrueIntegerDiv,
@@ -261,6 +262,11 @@ fn step(g: &Graph, node: &Node, nw: &mut Narrowing) -> std::result::Result<(), S
         let k = i128::from(p.k);
         int32(mul_range(wide((tlo, thi)), (k, k)), "x·k over the input's storage type")?;
         wide_out(nw, mul_range(wide(ins[0].0), (k, k)))?;
+    } else if let Some(a) = op.downcast_ref::<QAttention>() {
+        // The fused attention of Deeploy's layers reads int8 and requantizes its output into int8.
+        need(0, &[DType::I8])?;
+        let (lo, hi) = a.out_bounds();
+        set(nw, out, (lo.into(), hi.into()), DType::I8);
     } else if op.is::<IntegerMean>() || op.is::<MaxPool>() {
         // A rounded mean and a maximum stay inside the input's range.
         set(nw, out, ins[0].0, ins[0].1);
