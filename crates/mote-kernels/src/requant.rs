@@ -51,6 +51,8 @@ pub struct ShiftRequant<'a> {
     mul: &'a [i32],
     add: &'a [i32],
     shift: u32,
+    /// `2^(shift-1)`, 0 when `shift` is 0: the rounding term, so that one expression serves every shift.
+    round: i64,
     lo: i32,
     hi: i32,
     channels: usize,
@@ -78,7 +80,7 @@ impl<'a> ShiftRequant<'a> {
         if shift > MAX_RQS_SHIFT || lo > hi {
             return Err(KernelError::InvalidParam);
         }
-        Ok(Self { mul, add, shift, lo, hi, channels })
+        Ok(Self { mul, add, shift, round: (1i64 << shift) >> 1, lo, hi, channels })
     }
 
     /// Number of channels C (1 for per-tensor parameters).
@@ -103,10 +105,22 @@ impl<'a> ShiftRequant<'a> {
     /// Requantizes one value of channel `ch` (`ch < channels()`; per-tensor ignores `ch`).
     #[inline]
     pub fn apply(&self, x: i32, ch: usize) -> i32 {
+        self.apply_with(x, pick(self.mul, ch), pick(self.add, ch))
+    }
+
+    /// [`ShiftRequant::apply`] with the channel's multiplier and offset given (hoisted out of a loop).
+    #[inline(always)]
+    fn apply_with(&self, x: i32, mul: i32, add: i32) -> i32 {
         // |x·mul| <= 2^62, |add| < 2^31, rounding term <= 2^61: no i64 overflow.
-        let acc = i64::from(x) * i64::from(pick(self.mul, ch)) + i64::from(pick(self.add, ch));
-        let y = if self.shift == 0 { acc } else { (acc + (1i64 << (self.shift - 1))) >> self.shift };
-        y.max(i64::from(self.lo)).min(i64::from(self.hi)) as i32
+        let acc = i64::from(x) * i64::from(mul) + i64::from(add) + self.round;
+        (acc >> self.shift).max(i64::from(self.lo)).min(i64::from(self.hi)) as i32
+    }
+
+    /// The requantization of one channel's values (`ch < channels()`), its parameters read once.
+    #[inline(always)]
+    pub fn channel(&self, ch: usize) -> impl Fn(i32) -> i32 + '_ {
+        let (mul, add) = (pick(self.mul, ch), pick(self.add, ch));
+        move |x| self.apply_with(x, mul, add)
     }
 }
 
@@ -404,30 +418,13 @@ pub fn requantize<I: IntElem, T: IntElem>(
     inner: usize,
     out: &mut [T],
 ) -> Result<(), KernelError> {
-    let c = rq.channels();
-    rq.check::<T>(c)?;
     if x.len() != out.len() {
         return Err(KernelError::ShapeMismatch);
     }
-    if c == 1 {
-        for (o, &v) in out.iter_mut().zip(x) {
-            *o = T::from_i32_sat(rq.apply(v.to_i32(), 0));
-        }
-        return Ok(());
-    }
-    let block = c.checked_mul(inner).ok_or(KernelError::ShapeMismatch)?;
-    if inner == 0 || x.len().checked_rem(block) != Some(0) {
-        return Err(KernelError::ShapeMismatch);
-    }
-    let mut ch = 0;
-    for (xs, os) in x.chunks_exact(inner).zip(out.chunks_exact_mut(inner)) {
-        for (o, &v) in os.iter_mut().zip(xs) {
-            *o = T::from_i32_sat(rq.apply(v.to_i32(), ch));
-        }
-        ch += 1;
-        if ch == c {
-            ch = 0;
-        }
+    let inner = check_channels::<T>(rq, inner, x.len())?;
+    let c = rq.channels();
+    for (i, (xs, os)) in x.chunks_exact(inner).zip(out.chunks_exact_mut(inner)).enumerate() {
+        channel_run(rq, i % c, xs.iter().zip(os).map(|(&v, o)| (v.to_i32(), o)));
     }
     Ok(())
 }
@@ -435,25 +432,39 @@ pub fn requantize<I: IntElem, T: IntElem>(
 /// [`requantize`] in place, for an input and output of the same type: `x[i] = rq(x[i])` with the
 /// same channel layout (identical results; the tensor needs one buffer instead of two).
 pub fn requantize_in_place<T: IntElem>(x: &mut [T], rq: &Requant<'_>, inner: usize) -> Result<(), KernelError> {
+    let inner = check_channels::<T>(rq, inner, x.len())?;
+    let c = rq.channels();
+    for (i, row) in x.chunks_exact_mut(inner).enumerate() {
+        channel_run(rq, i % c, row.iter_mut().map(|v| (v.to_i32(), v)));
+    }
+    Ok(())
+}
+
+/// Checks `rq` against `len` values laid out `[outer, channels, inner]`; returns the run length of one channel
+/// (all `len` values for per-tensor parameters).
+fn check_channels<T: IntElem>(rq: &Requant<'_>, inner: usize, len: usize) -> Result<usize, KernelError> {
     let c = rq.channels();
     rq.check::<T>(c)?;
     if c == 1 {
-        for v in x.iter_mut() {
-            *v = T::from_i32_sat(rq.apply(v.to_i32(), 0));
-        }
-        return Ok(());
+        return Ok(len.max(1));
     }
     let block = c.checked_mul(inner).ok_or(KernelError::ShapeMismatch)?;
-    if inner == 0 || x.len().checked_rem(block) != Some(0) {
+    if inner == 0 || len.checked_rem(block) != Some(0) {
         return Err(KernelError::ShapeMismatch);
     }
-    for (i, row) in x.chunks_exact_mut(inner).enumerate() {
-        let ch = i % c;
-        for v in row.iter_mut() {
-            *v = T::from_i32_sat(rq.apply(v.to_i32(), ch));
-        }
+    Ok(inner)
+}
+
+/// Requantizes a run of values of channel `ch` into their slots, the scheme chosen and (for `RequantShift`, the
+/// exact-integer graphs' everywhere) the channel's parameters read once per run.
+#[inline(always)]
+fn channel_run<'v, T: IntElem + 'v>(rq: &Requant<'_>, ch: usize, run: impl Iterator<Item = (i32, &'v mut T)>) {
+    if let Requant::Shift(r) = rq {
+        let f = r.channel(ch);
+        run.for_each(|(v, o)| *o = T::from_i32_sat(f(v)));
+        return;
     }
-    Ok(())
+    with_scheme!(rq, |apply| run.for_each(|(v, o)| *o = T::from_i32_sat(apply(v, ch))));
 }
 
 /// Change of scale and zero point of a narrow tensor: `y = rq.apply(x + input_offset)`, per tensor
