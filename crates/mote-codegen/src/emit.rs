@@ -830,6 +830,10 @@ impl<'a> Emitter<'a> {
         if let Some(call) = self.int8_in_place(id, first, place, out)? {
             return Ok(call);
         }
+        if layer.fusion == Fusion::Table {
+            let (table, input) = self.table(layer)?;
+            return Ok(format!("activation::lut_{input}_in_place(out, &{table})?;"));
+        }
         let rq = self.shift_requant(layer)?;
         let op = first.op.as_any();
         let call = if layer.fusion == Fusion::Single {
@@ -854,6 +858,11 @@ impl<'a> Emitter<'a> {
     fn fused(&mut self, layer: &Layer, place: &dyn Fn(TensorId) -> Place, out: Out) -> Result<String> {
         let g = self.g;
         let first = &g.nodes[layer.nodes[0]];
+        if layer.fusion == Fusion::Table {
+            let (table, input) = self.table(layer)?;
+            let x = self.arg(first, 0, place, out)?;
+            return Ok(format!("activation::lut_{input}({x}, &{table}, out)?;"));
+        }
         let rq = self.shift_requant(layer)?;
         let x_shape = shape_of(g, first.inputs[0]);
         let call = match layer.fusion {
@@ -904,7 +913,7 @@ impl<'a> Emitter<'a> {
                 }
             }
             Fusion::Elementwise => self.binary_i32(first, place, out, true)?,
-            Fusion::Single => bail!("not a fused layer"),
+            Fusion::Single | Fusion::Table => bail!("not a fused requantizing layer"),
         };
         Ok(format!("{rq}{call}"))
     }
@@ -1091,6 +1100,20 @@ impl<'a> Emitter<'a> {
     }
 
     /// `let rq = ..;` for the `RequantShift` that ends a fused or in-place layer.
+    /// The static table of a [`Fusion::Table`] layer, and its input's storage type (`i8` or `u8`).
+    fn table(&mut self, layer: &Layer) -> Result<(String, &'static str)> {
+        let g = self.g;
+        let (first, last) = (&g.nodes[layer.nodes[0]], &g.nodes[layer.nodes[layer.nodes.len() - 1]]);
+        let values = crate::fuse::table(g, self.nw, layer)
+            .ok_or_else(|| mote_core::Error::Invalid(format!("no table for layer `{}`", first.name)))?;
+        let input = if self.nw.storage[first.inputs[0]] == Some(DType::I8) { "i8" } else { "u8" };
+        let output = if self.nw.storage[last.outputs[0]] == Some(DType::I8) { "i8" } else { "u8" };
+        let names: Vec<&str> = layer.nodes.iter().map(|&n| g.nodes[n].op.name()).collect();
+        let doc = format!("`{}`: {} of every {input} value", last.name, names.join(" + "));
+        let name = format!("TABLE{}", self.statics_by_content.len());
+        Ok((self.static_array(name, output, &values, 256, &doc), input))
+    }
+
     fn shift_requant(&mut self, layer: &Layer) -> Result<String> {
         let last = &self.g.nodes[layer.nodes[layer.nodes.len() - 1]];
         let Some(p) = last.op.as_any().downcast_ref::<RequantShift>() else {

@@ -10,6 +10,11 @@
 //! | `iGELU` + `RequantShift` | `activation::igelu_requant` |
 //! | `iHardswish` + `RequantShift` | `activation::ihardswish_requant` |
 //! | `Add` / `Mul` + `RequantShift` (per tensor) | `elementwise::{add,mul}_i32_requant` |
+//! | a chain of `RequantShift`, `iGELU`, `iHardswish` (per tensor) from an 8-bit tensor to an 8-bit tensor | `activation::lut_{i8,u8}` |
+//!
+//! The last row replaces the others where it applies: a function of one 8-bit value has 256 results, which
+//! code generation computes with the ops' own `eval` (so exact by construction) and the MCU looks up (ICCT's
+//! `iGELU` + `RequantShift`: 80 instructions per element before, 4 after).
 //!
 //! Exactness: the fused kernels apply the same `ShiftRequant::apply` that `RequantShift`'s `eval`
 //! applies, to the same accumulator: the narrowing proved every intermediate (the product and the
@@ -40,6 +45,8 @@ pub enum Fusion {
     Activation,
     /// `Add` / `Mul` + `RequantShift`, per tensor.
     Elementwise,
+    /// Element-wise ops of one 8-bit tensor into an 8-bit tensor: a 256-entry table (see [`table`]).
+    Table,
 }
 
 /// A layer: its nodes in evaluation order (the last one writes the layer's output) and how it is
@@ -67,7 +74,7 @@ pub fn element_wise(g: &Graph, layer: &Layer) -> bool {
             let int8 = op.is::<QLut>() || op.is::<Requantize>() || (op.is::<QBinary>() && n.inputs[0] != n.inputs[1]);
             rqs(n).is_some() || int8
         }
-        Fusion::Activation => true,
+        Fusion::Activation | Fusion::Table => true,
         _ => false,
     }
 }
@@ -122,11 +129,67 @@ fn rqs_channels(g: &Graph, node: &Node) -> Option<(usize, usize)> {
     Some((c, inner))
 }
 
+/// Whether `node` maps each element of its first input to one output element with per-tensor constants only.
+fn tabulable(g: &Graph, node: &Node) -> bool {
+    let op = node.op.as_any();
+    let per_tensor = rqs(node).is_some() && rqs_channels(g, node).is_some_and(|(c, _)| c == 1);
+    per_tensor || op.is::<IGelu>() || op.is::<IHardswish>()
+}
+
+/// The 8-bit storage type of `t`, if it has one.
+fn byte_storage(nw: &Narrowing, t: TensorId) -> Option<DType> {
+    nw.storage[t].filter(|d| matches!(d, DType::I8 | DType::U8))
+}
+
+/// The longest chain of [`tabulable`] nodes from `n` (each the only reader of the previous output) that reads an
+/// 8-bit tensor and ends in one, when its table can be computed.
+fn table_chain(g: &Graph, nw: &Narrowing, n: NodeId, only: &dyn Fn(TensorId) -> Option<NodeId>) -> Option<Layer> {
+    byte_storage(nw, g.nodes[n].inputs[0])?;
+    let mut chain = vec![n];
+    while let Some(next) = only(g.nodes[*chain.last()?].outputs[0]) {
+        let node = &g.nodes[next];
+        if !tabulable(g, node) || node.inputs[0] != g.nodes[*chain.last()?].outputs[0] {
+            break;
+        }
+        chain.push(next);
+    }
+    let end = chain.iter().rposition(|&m| byte_storage(nw, g.nodes[m].outputs[0]).is_some())?;
+    chain.truncate(end + 1);
+    let layer = Layer { nodes: chain, fusion: Fusion::Table, in_place: false };
+    table(g, nw, &layer).map(|_| layer)
+}
+
+/// The 256 results of a [`Fusion::Table`] layer, indexed as `activation::lut_i8` (`x + 128`) or `lut_u8` (`x`)
+/// reads them for its input's storage type, or `None` when an op refuses a value or a result leaves the output's
+/// storage type.
+pub fn table(g: &Graph, nw: &Narrowing, layer: &Layer) -> Option<Vec<i64>> {
+    let x = g.nodes[*layer.nodes.first()?].inputs[0];
+    let y = g.nodes[*layer.nodes.last()?].outputs[0];
+    let first = if byte_storage(nw, x)? == DType::I8 { -128 } else { 0 };
+    let mut t = mote_core::Tensor::from_vec(&[256], (first..first + 256).collect::<Vec<i64>>()).ok()?;
+    for &m in &layer.nodes {
+        let node = &g.nodes[m];
+        let consts: Option<Vec<&mote_core::Tensor>> =
+            node.inputs[1..].iter().map(|&i| g.values[i].konst.as_deref()).collect();
+        let mut inputs = vec![&t];
+        inputs.extend(consts?);
+        t = node.op.eval(&inputs).ok()?.into_iter().next()?;
+    }
+    let values = t.to_i64_vec();
+    let out = byte_storage(nw, y)?;
+    values.iter().all(|&v| fits((v, v), out)).then_some(values)
+}
+
 fn fuse_from(g: &Graph, nw: &Narrowing, n: NodeId, only: &dyn Fn(TensorId) -> Option<NodeId>) -> Option<Layer> {
     let node = &g.nodes[n];
     let y = *node.outputs.first()?;
     if g.values[y].ty.dtype != DType::I64 || node.outputs.len() != 1 {
         return None;
+    }
+    if tabulable(g, node) {
+        if let Some(layer) = table_chain(g, nw, n, only) {
+            return Some(layer);
+        }
     }
     let op = node.op.as_any();
     let next = only(y)?;
@@ -187,5 +250,51 @@ fn fuse_from(g: &Graph, nw: &Narrowing, n: NodeId, only: &dyn Fn(TensorId) -> Op
         ok.then(|| Layer { nodes: vec![n, next], fusion: Fusion::Elementwise, in_place: false })
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mote_core::passes::narrow::narrow;
+    use mote_core::{Tensor, TensorType};
+
+    /// `x` (int8) → `RequantShift` → `iGELU` → `RequantShift` → `y`, and a second output `z` that
+    /// ends in `iGELU`'s `i32`.
+    fn chain() -> Graph {
+        let mut g = Graph::default();
+        let x = g.add_value("x", TensorType::new(DType::I64, vec![2, 8]), None);
+        g.inputs.push(x);
+        let scalar = |g: &mut Graph, name: &str, v: i64| g.add_const(name, Tensor::from_vec(&[], vec![v]).unwrap());
+        let rqs = |g: &mut Graph, name: &str, t: TensorId, mul: i64, add: i64, signed: bool| {
+            let (m, a) = (scalar(g, &format!("{name}.mul"), mul), scalar(g, &format!("{name}.add"), add));
+            let op = RequantShift { div_log2: 6, n_levels: 256, signed };
+            g.add_node(name, Box::new(op), vec![t, m, a], &[name.to_string()]).unwrap()[0]
+        };
+        let a = rqs(&mut g, "rq0", x, 45, 100, true);
+        let gelu = IGelu { b: -60, one: 36 };
+        let b = g.add_node("gelu", Box::new(gelu.clone()), vec![a], &["gelu".into()]).unwrap()[0];
+        let y = rqs(&mut g, "rq1", b, 3, -20, true);
+        let z = g.add_node("gelu2", Box::new(gelu), vec![y], &["z".into()]).unwrap()[0];
+        g.outputs.extend([y, z]);
+        g
+    }
+
+    /// The int8-to-int8 chain becomes one table whose entries are the graph's own results for every input; the
+    /// chain into `i32` stays an op of its own.
+    #[test]
+    fn an_eight_bit_chain_becomes_one_table_with_the_graphs_results() {
+        let g = chain();
+        let nw = narrow(&g, &|_| None).unwrap();
+        let order: Vec<NodeId> = (0..g.nodes.len()).collect();
+        let groups = layers(&g, &nw, &order);
+        let fusions: Vec<(usize, Fusion)> = groups.iter().map(|l| (l.nodes.len(), l.fusion)).collect();
+        assert_eq!(fusions, [(3, Fusion::Table), (1, Fusion::Single)]);
+        let table = table(&g, &nw, &groups[0]).unwrap();
+        let x = Tensor::from_vec(&[2, 8], (-128..128).step_by(16).collect::<Vec<i64>>()).unwrap();
+        let want = g.run(vec![x.clone()]).unwrap().remove(0).to_i64_vec();
+        let got: Vec<i64> = x.to_i64_vec().iter().map(|&v| table[(v + 128) as usize]).collect();
+        assert_eq!(got, want);
+        assert!(want.iter().collect::<std::collections::BTreeSet<_>>().len() > 4, "{want:?}");
     }
 }

@@ -459,7 +459,8 @@ pub fn compile(g: &Graph, opts: &CompileOptions) -> Result<Compiled> {
         }
         let (Some(&bx), Some(&by)) = (index.get(&x), index.get(&y)) else { continue };
         let same = buffers[bx].1 == buffers[by].1 && g.values[x].ty.len() == g.values[y].ty.len();
-        let int8_kernel = layer.fusion == fuse::Fusion::Single || buffers[by].1 == DType::I8;
+        let int8_kernel =
+            matches!(layer.fusion, fuse::Fusion::Single | fuse::Fusion::Table) || buffers[by].1 == DType::I8;
         if same && int8_kernel && buffers[bx].2 < step && buffers[bx].3 == step {
             in_place.insert(by, bx);
             layer.in_place = true;

@@ -169,6 +169,16 @@ pub fn lut_u8<T: Copy>(x: &[u8], table: &[T; 256], out: &mut [T]) -> Result<(), 
     Ok(())
 }
 
+/// [`lut_u8`] writing over its input (uint8 to uint8 tables).
+pub fn lut_u8_in_place(x: &mut [u8], table: &[u8; 256]) -> Result<(), KernelError> {
+    for v in x.iter_mut() {
+        if let Some(&t) = table.get(usize::from(*v)) {
+            *v = t;
+        }
+    }
+    Ok(())
+}
+
 /// `out = clamp(x, lo, hi)`: quantized ReLU (`lo` = zero point) or ReLU6; works in place via copies.
 ///
 /// Errors: length mismatch; `lo > hi` or bounds outside `T` (`InvalidParam`).
@@ -331,6 +341,12 @@ mod tests {
             lut_i8(&x, &table, &mut out).unwrap();
             let mut inplace = x.clone();
             lut_i8_in_place(&mut inplace, &table).unwrap();
+            prop_assert_eq!(inplace, out);
+            let (xu, tu): (std::vec::Vec<u8>, [u8; 256]) = (x.iter().map(|&v| v as u8).collect(), table.map(|v| v as u8));
+            let mut out = vec![0u8; xu.len()];
+            lut_u8(&xu, &tu, &mut out).unwrap();
+            let mut inplace = xu.clone();
+            lut_u8_in_place(&mut inplace, &tu).unwrap();
             prop_assert_eq!(inplace, out);
         }
     }
