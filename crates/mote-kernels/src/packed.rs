@@ -556,8 +556,10 @@ pub fn linear_packed(
 /// `bias[j] + Σ_k x[i,k]·w[j,k]` (per tensor, or per output channel `j`): [`crate::matmul::linear_requant`] with
 /// `input_offset` folded into the packed bias; the packed multipliers are not used.
 ///
-/// For Deeploy `MatMul [+ Add] + RequantShift` layers: `SMLAD` accumulation (the instruction itself on DSP builds),
-/// then `rq` per output in Rust. `scratch` holds at least `Dsp16.scratch_words(k)` words.
+/// For Deeploy `MatMul [+ Add] + RequantShift` layers: `SMLAD` accumulation, then `rq` per output in Rust. On DSP
+/// builds the sums come from the assembly routine of the attention kernel's output projection, in parts of 64
+/// input and 128 output columns (1.4 KB of stack); ICCT's linear layers take 0.8 instructions per MAC instead of
+/// 1.5. `scratch` holds at least `Dsp16.scratch_words(k)` words.
 /// Errors: another layout (`InvalidParam`), lengths that disagree with `m`, `n`, `k`, bounds that do not fit `T`.
 pub fn linear_packed_requant<T: IntElem>(
     x: &[i8],
@@ -579,17 +581,87 @@ pub fn linear_packed_requant<T: IntElem>(
         return Err(KernelError::ShapeMismatch);
     }
     let panel = scratch.get_mut(..4 * quads).ok_or(KernelError::ShapeMismatch)?;
+    #[cfg(all(mote_dsp, target_arch = "arm"))]
+    {
+        // The panel of the `SMLAD` routine is its own (a part's).
+        let _ = panel;
+        dsp16_requant_parts(x, p, m, rq, out)
+    }
+    #[cfg(not(all(mote_dsp, target_arch = "arm")))]
+    {
+        with_scheme!(rq, |apply| {
+            for (r0, r1) in row_pairs(m) {
+                fill_panel_portable(x, k, r0, r1, panel);
+                for t in 0..n.div_ceil(TILE_COLS) {
+                    let acc = tile_portable(panel, p.block(t), quads);
+                    for (idx, &a) in acc.iter().enumerate() {
+                        let (r, j) = (if idx < 2 { r0 } else { r1 }, TILE_COLS * t + idx % 2);
+                        if j < n {
+                            if let Some(o) = out.get_mut(r * n + j) {
+                                *o = T::from_i32_sat(apply(a, j));
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Input columns per part of [`dsp16_requant_parts`]: the most the `SMLAD` routine of [`dsp16_acc_add`] takes.
+#[cfg(all(mote_dsp, target_arch = "arm"))]
+const PART_COLS: usize = 64;
+/// Output columns per part of [`dsp16_requant_parts`] (its sums live on the stack: 1 KB).
+#[cfg(all(mote_dsp, target_arch = "arm"))]
+const PART_OUTPUTS: usize = 128;
+
+/// [`linear_packed_requant`] on DSP builds: per pair of rows and part of at most [`PART_OUTPUTS`] outputs, the
+/// `i32` sums by the `SMLAD` routine of [`dsp16_acc_add`] over parts of [`PART_COLS`] input columns (copied
+/// contiguous), then `rq` in Rust: the same wrapping sums as the portable tile, so the same outputs.
+#[cfg(all(mote_dsp, target_arch = "arm"))]
+fn dsp16_requant_parts<T: IntElem>(
+    x: &[i8],
+    p: &PackedLinear<'_>,
+    m: usize,
+    rq: &Requant<'_>,
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    let (n, k) = (p.n, p.k);
+    let mut part = [0i8; TILE_ROWS * PART_COLS];
+    let mut sums = [0i32; TILE_ROWS * PART_OUTPUTS];
+    let mut panel = [0i32; dsp16_part_panel_words(PART_COLS)];
+    let per_tensor = match rq {
+        Requant::Shift(r) if r.channels() == 1 => Some(r.channel(0)),
+        _ => None,
+    };
     with_scheme!(rq, |apply| {
         for (r0, r1) in row_pairs(m) {
-            fill_panel_portable(x, k, r0, r1, panel);
-            for t in 0..n.div_ceil(TILE_COLS) {
-                let acc = tile_portable(panel, p.block(t), quads);
-                for (idx, &a) in acc.iter().enumerate() {
-                    let (r, j) = (if idx < 2 { r0 } else { r1 }, TILE_COLS * t + idx % 2);
-                    if j < n {
-                        if let Some(o) = out.get_mut(r * n + j) {
-                            *o = T::from_i32_sat(apply(a, j));
-                        }
+            let rows = if r1 == r0 { 1 } else { 2 };
+            for j0 in (0..n).step_by(PART_OUTPUTS) {
+                let width = PART_OUTPUTS.min(n - j0);
+                let layer = p.outputs(j0, width)?;
+                let acc = sums.get_mut(..rows * width).ok_or(KernelError::ShapeMismatch)?;
+                dsp16_acc_init(&layer, rows, acc)?;
+                for c0 in (0..k).step_by(PART_COLS) {
+                    let cols = PART_COLS.min(k - c0);
+                    for r in 0..rows {
+                        let src =
+                            x.get((r0 + r) * k + c0..(r0 + r) * k + c0 + cols).ok_or(KernelError::ShapeMismatch)?;
+                        part.get_mut(r * cols..(r + 1) * cols).ok_or(KernelError::ShapeMismatch)?.copy_from_slice(src);
+                    }
+                    let xs = part.get(..rows * cols).ok_or(KernelError::ShapeMismatch)?;
+                    dsp16_acc_add(xs, (c0, cols), &layer, rows, &mut panel, acc)?;
+                }
+                for (r, row) in acc.chunks_exact(width).enumerate() {
+                    let o =
+                        out.get_mut((r0 + r) * n + j0..(r0 + r) * n + j0 + width).ok_or(KernelError::ShapeMismatch)?;
+                    match &per_tensor {
+                        // Deeploy's usual case: the parameters read once.
+                        Some(f) => o.iter_mut().zip(row).for_each(|(slot, &a)| *slot = T::from_i32_sat(f(a))),
+                        None => o.iter_mut().zip(row).enumerate().for_each(|(j, (slot, &a))| {
+                            *slot = T::from_i32_sat(apply(a, j0 + j));
+                        }),
                     }
                 }
             }

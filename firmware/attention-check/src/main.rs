@@ -2,7 +2,10 @@
 //! sequence lengths and head widths, several heads, output widths that are not multiples of the tile, more than
 //! 16 quads), the row-major schedule in every block size (which sums the output projection head by head with
 //! the SMLAD routine) and its in-place variant must give the head-major schedule's integers (which concatenates
-//! the heads and runs the packed linear kernel). Prints `checks N fails F`; exit code 0 when F is 0.
+//! the heads and runs the packed linear kernel). Also Deeploy's packed linear layers (`linear_packed_requant`, whose
+//! sums the SMLAD routine computes in parts of 64 input and 128 output columns) against the plain
+//! `linear_requant`, for odd shapes and per-tensor and per-channel `RequantShift`. Prints `checks N fails F`;
+//! exit code 0 when F is 0.
 #![no_std]
 #![no_main]
 
@@ -11,7 +14,9 @@ use mote_kernels::attention::{
     mhsa_i8, mhsa_i8_in_place, pack_heads, HeadProjection, LayerRequant, MhsaI8, MhsaSchedule, MhsaShape, MhsaSoftmax,
     ProductRequant,
 };
-use mote_kernels::packed::{pack_linear, LinearWeights, PackedLayout, PackedLinear};
+use mote_kernels::matmul::{linear_requant, MatDims};
+use mote_kernels::packed::{linear_packed_requant, pack_linear, LinearWeights, PackedLayout, PackedLinear};
+use mote_kernels::requant::{Requant, ShiftRequant};
 use mote_kernels::softmax::SoftmaxI8Params;
 use mote_kernels::KernelError;
 
@@ -51,6 +56,7 @@ struct Buffers {
     mq: [i32; 256],
     bo: [i32; 128],
     mo: [i32; 128],
+    add: [i32; 256],
 }
 
 /// `(sequence, embedding = head width, heads, output width)` of each case.
@@ -81,6 +87,7 @@ fn run() -> i32 {
             mq: [0; 256],
             bo: [0; 128],
             mo: [0; 128],
+            add: [0; 256],
         }
     ) else {
         return 1;
@@ -101,7 +108,42 @@ fn run() -> i32 {
     }
 }
 
+/// `(rows, input columns, output columns, per-channel requantization)` of each packed `RequantShift` layer: rows
+/// odd and even, inputs of more than one part of 64 and not a multiple of 4, outputs of more than one part of
+/// 128 and odd.
+const LINEAR_CASES: [(usize, usize, usize, bool); 5] =
+    [(5, 70, 131, true), (4, 129, 40, false), (1, 60, 250, true), (3, 8, 3, false), (6, 150, 9, true)];
+
+/// Deeploy's packed linear layers against the plain kernel: one check per case.
+fn check_linear(b: &mut Buffers) -> Result<(usize, usize), KernelError> {
+    let (mut checks, mut fails) = (0, 0);
+    for (ci, &(m, k, n, per_channel)) in LINEAR_CASES.iter().enumerate() {
+        let mut g = Lcg(ci as u64 + 100);
+        b.x[..m * k].iter_mut().for_each(|v| *v = g.i8());
+        b.wq[..n * k].iter_mut().for_each(|v| *v = g.i8());
+        b.bq[..n].iter_mut().for_each(|v| *v = g.range(-5000, 5000));
+        let c = if per_channel { n } else { 1 };
+        b.mq[..c].iter_mut().for_each(|v| *v = g.range(1, 9));
+        b.add[..c].iter_mut().for_each(|v| *v = g.range(-4000, 4000));
+        let rq = Requant::Shift(ShiftRequant::new(&b.mq[..c], &b.add[..c], 13, 256, true)?);
+        let words = PackedLayout::Dsp16.words(n, k);
+        let src = LinearWeights { w: &b.wq[..n * k], bias: Some(&b.bq[..n]), input_offset: 0, mul: &[0], n, k };
+        pack_linear(PackedLayout::Dsp16, &src, &mut b.q[..words])?;
+        let packed = PackedLinear::new(PackedLayout::Dsp16, n, k, &b.q[..words])?;
+        linear_packed_requant(&b.x[..m * k], &packed, m, &rq, &mut b.scratch, &mut b.out_a[..m * n])?;
+        let dims = MatDims { m, k, n };
+        linear_requant(&b.x[..m * k], &b.wq[..n * k], Some(&b.bq[..n]), dims, 0, &rq, &mut b.out_b[..m * n])?;
+        checks += 1;
+        if b.out_a[..m * n] != b.out_b[..m * n] {
+            fails += 1;
+            println!("MISMATCH linear case {}", ci);
+        }
+    }
+    Ok((checks, fails))
+}
+
 fn check(b: &mut Buffers) -> Result<(usize, usize), KernelError> {
+    let (linear_checks, linear_fails) = check_linear(b)?;
     let mut exp = [0u16; 256];
     let mut e: u32 = 32768;
     for v in exp.iter_mut() {
@@ -197,5 +239,5 @@ fn check(b: &mut Buffers) -> Result<(usize, usize), KernelError> {
             }
         }
     }
-    Ok((checks, fails))
+    Ok((checks + linear_checks, fails + linear_fails))
 }
