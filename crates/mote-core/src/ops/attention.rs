@@ -116,11 +116,6 @@ impl QProjection {
         let table = self.table.as_ref().map(|(t, zp)| (&**t, *zp));
         Ok(HeadProjection { words, requant: self.requant.layer()?, table })
     }
-
-    /// Zero point of the values the products read (after the table, if any).
-    pub fn operand_zero_point(&self) -> i32 {
-        self.table.as_ref().map_or(self.requant.zero_point(), |(_, zp)| *zp)
-    }
 }
 
 /// The softmax of the score rows.
@@ -135,14 +130,6 @@ pub enum AttentionSoftmax {
 }
 
 impl AttentionSoftmax {
-    /// Zero point of the probabilities as the fused kernel stores them (Deeploy's `0..=255` as int8 `p - 128`).
-    pub fn probability_zero_point(&self) -> i32 {
-        match self {
-            AttentionSoftmax::I8(s) => s.out_zero_point,
-            AttentionSoftmax::ItaMax | AttentionSoftmax::ISoftmax(_) => -128,
-        }
-    }
-
     /// The kernel's view.
     pub fn kernel(&self) -> MhsaSoftmax<'_> {
         match self {
