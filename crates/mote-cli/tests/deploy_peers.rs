@@ -93,7 +93,7 @@ fn count_op(report: &serde_json::Value, op: &str) -> usize {
 fn icct_is_bit_exact_with_deeploy_on_m4_and_m7() {
     for r in deeploy_case("Models/CCT/Int/ICCT", &[]) {
         // Its attention (Deeploy's MatMul + RequantShift and ITAMax) runs as one fused operator, keys and values
-        // streamed in chunks: 67,856 B, where layer by layer needs 45,056 B but 85% more instructions. The
+        // streamed in chunks: 67,856 B, where layer by layer needs 45,056 B but 95% more instructions. The
         // attention's scratch is the peak, so the tokenizer stays whole (blocks would save no arena).
         let fused = (count_op(&r, "Conv+RequantShift"), count_op(&r, "QAttention"), r["arena"]["best"].as_u64());
         assert_eq!(fused, (1, 1, Some(67_856)), "{}", r["board"]["name"]);
