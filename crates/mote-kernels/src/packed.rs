@@ -580,15 +580,14 @@ pub fn linear_packed_requant<T: IntElem>(
     if m == 0 || x.len() != mk || out.len() != mn || scratch.len() < 4 * quads {
         return Err(KernelError::ShapeMismatch);
     }
-    let panel = scratch.get_mut(..4 * quads).ok_or(KernelError::ShapeMismatch)?;
+    // DSP builds: the `SMLAD` routine widens each part into a panel of its own (on the stack).
     #[cfg(all(mote_dsp, target_arch = "arm"))]
     {
-        // The panel of the `SMLAD` routine is its own (a part's).
-        let _ = panel;
         dsp16_requant_parts(x, p, m, rq, out)
     }
     #[cfg(not(all(mote_dsp, target_arch = "arm")))]
     {
+        let panel = scratch.get_mut(..4 * quads).ok_or(KernelError::ShapeMismatch)?;
         with_scheme!(rq, |apply| {
             for (r0, r1) in row_pairs(m) {
                 fill_panel_portable(x, k, r0, r1, panel);
