@@ -601,10 +601,10 @@ fn weights_of(g: &mut Graph, l: &Linear, cols: usize, n: usize) -> Result<(Tenso
     }
     let name = g.nodes[first].name.clone();
     let wd = konst(g, first, 1).ok_or_else(|| bad_weights(g, first))?;
-    let bd = match (deeploy, bias) {
-        (true, _) => bias_of(g, l).unwrap_or_else(|| vec![0; rows]),
-        (false, Some(_)) => konst(g, first, 2).ok_or_else(|| bad_weights(g, first))?,
-        (false, None) => vec![0; rows],
+    // A `QLinear`'s bias is its third input, a Deeploy layer's the constant of its `Add`.
+    let bd = match bias {
+        Some(_) => konst(g, first, 2).ok_or_else(|| bad_weights(g, first))?,
+        None => (if deeploy { bias_of(g, l) } else { None }).unwrap_or_else(|| vec![0; rows]),
     };
     let at = |j: usize, i: usize| if deeploy { i * rows + j } else { j * k + i };
     let wt = (cols..cols + n).flat_map(|j| (0..k).map(move |i| at(j, i))).map(|i| wd[i] as i8).collect();
