@@ -8,8 +8,11 @@
 use crate::elem::IntElem;
 use crate::KernelError;
 
-/// `floor(sqrt(n))`, exact, computed bit by bit (no floats).
+/// `floor(sqrt(n))`, exact (no floats): Newton's method on 32-bit divisions below 2^32, bit by bit above.
 pub fn isqrt_u64(n: u64) -> u64 {
+    if let Ok(n) = u32::try_from(n) {
+        return u64::from(isqrt_u32(n));
+    }
     let mut rem = n;
     let mut root = 0u64;
     let mut bit = 1u64 << 62;
@@ -26,6 +29,35 @@ pub fn isqrt_u64(n: u64) -> u64 {
         bit >>= 2;
     }
     root
+}
+
+/// `floor(sqrt(n))` by Newton's method from a power of two above the root: the iterates fall strictly until
+/// they reach the floor of the root (a handful of hardware divisions instead of 16 two-bit steps).
+fn isqrt_u32(n: u32) -> u32 {
+    if n < 2 {
+        return n;
+    }
+    // 2^ceil(bits/2) > sqrt(n); every iterate stays below 2^17, so `x + n / x` does not overflow.
+    let mut x = 1u32 << (32 - n.leading_zeros()).div_ceil(2);
+    loop {
+        let next = (x + n / x) / 2;
+        if next >= x {
+            return x;
+        }
+        x = next;
+    }
+}
+
+/// `floor(2^46 / sigma)` for `sigma >= 1`: two 32-bit divisions (base 2^16 long division) when `sigma < 2^16`,
+/// which is every row of up to 512 int8 values, instead of a 64-bit division call.
+fn reciprocal_q46(sigma: u64) -> i64 {
+    match u32::try_from(sigma) {
+        Ok(s) if s < 1 << 16 => {
+            let (high, rest) = ((1u32 << 30) / s, (1u32 << 30) % s);
+            i64::from(high) << 16 | i64::from((rest << 16) / s)
+        }
+        _ => ((1u64 << 46) / sigma) as i64,
+    }
 }
 
 /// Validates shapes and parameters shared by both norms; returns `(lo, hi, N)`.
@@ -187,23 +219,48 @@ pub fn layernorm_i8(x: &[i8], row_len: usize, p: &LayerNormI8Params<'_>, out: &m
     }
     // Bounds: |d| <= 2^24, Σd²/N <= 2^48, σ < 2^25, |d| < 2·sqrt(N)·σ <= 2^9·σ, so |d·r| < 2^55, |t| < 2^25 and
     // |t·γ| < 2^55: every i64 below stays under 2^58.
-    let n = row_len as i64;
+    let n = row_len as i32;
+    let shift = 16 + p.frac_bits;
     for (xs, os) in x.chunks_exact(row_len).zip(out.chunks_exact_mut(row_len)) {
-        let sum: i64 = match p.rms_zero_point {
-            None => xs.iter().map(|&v| i64::from(v)).sum(),
-            Some(z) => n * i64::from(z),
+        // One pass of 32-bit sums (|Σx| <= 2^23, Σx² <= 2^30), then Σd²/N exactly from them:
+        // Σ(N·x - Σx)²/N = N·Σx² - (Σx)² and Σ(N·x - N·z)²/N = N·Σ(x - z)², with Σ(x - z)² = Σx² - 2zΣx + N·z².
+        let (sum, squares) =
+            xs.iter().fold((0i32, 0i32), |(s, q), &v| (s + i32::from(v), q + i32::from(v) * i32::from(v)));
+        let (c, var) = match p.rms_zero_point {
+            None => (sum, i64::from(n) * i64::from(squares) - i64::from(sum).pow(2)),
+            Some(z) => {
+                let centered = i64::from(squares) - 2 * i64::from(z) * i64::from(sum) + i64::from(n) * i64::from(z * z);
+                (n * z, i64::from(n) * centered)
+            }
         };
-        let ss: u64 = xs.iter().map(|&v| (n * i64::from(v) - sum).unsigned_abs().pow(2)).sum();
-        let sigma = isqrt_u64(ss / row_len as u64 + p.eps).max(1) as i64;
-        let r = (1i64 << 46) / sigma;
-        let shift = 16 + p.frac_bits;
-        let half = 1i64 << (shift - 1);
-        for ((o, &v), (&g, &b)) in os.iter_mut().zip(xs).zip(p.gamma.iter().zip(p.beta)) {
-            let d = n * i64::from(v) - sum;
-            let t = ((d * r) >> 30) as i32;
-            let q =
-                ((i64::from(t) * i64::from(g) + (i64::from(b) << 16) + half) >> shift) + i64::from(p.out_zero_point);
-            *o = q.max(-128).min(127) as i8;
+        let sigma = isqrt_u64(var.unsigned_abs() + p.eps).max(1);
+        // t = floor(d·r / 2^30) without a 64×64 product: with r = r_hi·2^32 + r_lo (r_lo the low word read as
+        // signed), d·r_hi·2^32 / 2^30 is the integer 4·d·r_hi, so t = floor(d·r_lo / 2^30) + 4·d·r_hi; |t| < 2^25,
+        // so wrapping i32 sums are exact.
+        let r = reciprocal_q46(sigma);
+        let r_lo = r as u32 as i32;
+        let r_hi4 = ((r - i64::from(r_lo)) >> 30) as i32;
+        let normalized = xs.iter().map(|&v| {
+            let d = n * i32::from(v) - c;
+            (((i64::from(d) * i64::from(r_lo)) >> 30) as i32).wrapping_add(d.wrapping_mul(r_hi4))
+        });
+        let columns = normalized.zip(p.gamma.iter().zip(p.beta));
+        if let Some(k) = shift.checked_sub(32).filter(|&k| k > 0) {
+            // y = floor((t·γ + β·2^16 + 2^(s-1) + zp·2^s) / 2^s) with s = 32 + k: the rounding half and the zero
+            // point are whole multiples of 2^32, so they join β's high word, and only the high word of the sum
+            // is shifted (|sum| < 2^56: it is below 2^24).
+            let high = (1i32 << (k - 1)) + (p.out_zero_point << k);
+            for (o, (t, (&g, &b))) in os.iter_mut().zip(columns) {
+                let start = (i64::from((b >> 16) + high) << 32) | i64::from((b << 16) as u32);
+                let sum = start + i64::from(t) * i64::from(g);
+                *o = (((sum >> 32) as i32) >> k).clamp(-128, 127) as i8;
+            }
+        } else {
+            let half = 1i64 << (shift - 1);
+            for (o, (t, (&g, &b))) in os.iter_mut().zip(columns) {
+                let sum = i64::from(t) * i64::from(g) + (i64::from(b) << 16);
+                *o = (((sum + half) >> shift) + i64::from(p.out_zero_point)).clamp(-128, 127) as i8;
+            }
         }
     }
     Ok(())
@@ -308,8 +365,13 @@ mod tests {
 
     proptest! {
         #[test]
-        fn isqrt_matches_model(n in prop_oneof![any::<u64>(), 0u64..1000, Just(u64::MAX)]) {
+        fn isqrt_matches_model(n in prop_oneof![any::<u64>(), 0u64..1000, 0u64..1 << 32, (1u64 << 32) - 2..(1 << 32) + 2, Just(u64::MAX)]) {
             prop_assert_eq!(i128::from(isqrt_u64(n)), model_isqrt(i128::from(n)));
+        }
+
+        #[test]
+        fn reciprocal_matches_model(sigma in prop_oneof![1u64..1 << 16, (1u64 << 16) - 3..(1 << 16) + 3, 1u64..1 << 25]) {
+            prop_assert_eq!(i128::from(reciprocal_q46(sigma)), (1i128 << 46) / i128::from(sigma));
         }
 
         #[test]
@@ -426,6 +488,31 @@ mod tests {
         let rms = LayerNormI8Params { rms_zero_point: Some(1), out_zero_point: 0, ..p };
         layernorm_i8(&[4, 0], 2, &rms, &mut out).unwrap();
         assert_eq!(out, [15, 0]);
+    }
+
+    /// The widest rows at the bounds the 32-bit sums and the split reciprocal rely on: 2^16 values at the int8
+    /// extremes (Σx² = 2^30, an RMS row 255 away from its zero point), with and without ε, both rounding paths.
+    #[test]
+    fn layernorm_i8_widest_rows_match_model() {
+        let n = 1usize << 16;
+        let rows: [Vec<i8>; 3] = [
+            vec![-128; n],
+            (0..n).map(|j| if j % 2 == 0 { -128 } else { 127 }).collect(),
+            (0..n).map(|j| if j == 5 { -128 } else { 127 }).collect(),
+        ];
+        let g: Vec<i32> = (0..n).map(|j| if j % 3 == 0 { (1 << 30) - 1 } else { -(1 << 30) }).collect();
+        let b: Vec<i32> = (0..n).map(|j| if j % 2 == 0 { i32::MAX } else { i32::MIN }).collect();
+        for (x, f, eps, rms) in rows.iter().flat_map(|x| {
+            [(0, 0, None), (16, 1 << 48, Some(-128)), (17, 0, Some(-128)), (24, 7, None), (30, 0, Some(127))]
+                .map(|(f, eps, rms)| (x, f, eps, rms))
+        }) {
+            let p =
+                LayerNormI8Params { gamma: &g, beta: &b, frac_bits: f, eps, out_zero_point: -3, rms_zero_point: rms };
+            let mut out = vec![0i8; n];
+            layernorm_i8(x, n, &p, &mut out).unwrap();
+            let got: Vec<i128> = out.iter().map(|&v| i128::from(v)).collect();
+            assert_eq!(got, model_layernorm_i8(x, &g, &b, f, eps, -3, rms), "F = {f}, eps = {eps}, rms = {rms:?}");
+        }
     }
 
     proptest! {
