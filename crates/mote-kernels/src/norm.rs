@@ -48,16 +48,24 @@ fn isqrt_u32(n: u32) -> u32 {
     }
 }
 
-/// `floor(2^46 / sigma)` for `sigma >= 1`: two 32-bit divisions (base 2^16 long division) when `sigma < 2^16`,
-/// which is every row of up to 512 int8 values, instead of a 64-bit division call.
-fn reciprocal_q46(sigma: u64) -> i64 {
-    match u32::try_from(sigma) {
+/// `4·floor(2^46 / sigma)` for `sigma >= 1` as `(high, low)` words, `high·2^32 + low` with `low` read as
+/// signed, so that `floor(d·r / 2^30) = d·high + floor(d·low / 2^32)`: one `MUL` and one `SMMLA`. Two 32-bit
+/// divisions (base 2^16 long division) when `sigma < 2^16`, which is every row of up to 512 int8 values,
+/// instead of a 64-bit division call; the words come from 32-bit arithmetic so the compiler sees two `i32`s.
+fn reciprocal_words(sigma: u64) -> (i32, i32) {
+    let (high, low) = match u32::try_from(sigma) {
         Ok(s) if s < 1 << 16 => {
-            let (high, rest) = ((1u32 << 30) / s, (1u32 << 30) % s);
-            i64::from(high) << 16 | i64::from((rest << 16) / s)
+            // floor(2^46/s) = q·2^16 + floor(rest·2^16/s) with q = floor(2^30/s), rest = 2^30 mod s.
+            let (q, rest) = ((1u32 << 30) / s, (1u32 << 30) % s);
+            (q >> 14, q << 18 | ((rest << 16) / s) << 2)
         }
-        _ => ((1u64 << 46) / sigma) as i64,
-    }
+        _ => {
+            let r = ((1u64 << 46) / sigma) << 2;
+            ((r >> 32) as u32, r as u32)
+        }
+    };
+    // `low` read as signed is 2^32 less when its top bit is set: carry that into `high`.
+    (high as i32 + (low >> 31) as i32, low as i32)
 }
 
 /// Validates shapes and parameters shared by both norms; returns `(lo, hi, N)`.
@@ -234,15 +242,12 @@ pub fn layernorm_i8(x: &[i8], row_len: usize, p: &LayerNormI8Params<'_>, out: &m
             }
         };
         let sigma = isqrt_u64(var.unsigned_abs() + p.eps).max(1);
-        // t = floor(d·r / 2^30) without a 64×64 product: with r = r_hi·2^32 + r_lo (r_lo the low word read as
-        // signed), d·r_hi·2^32 / 2^30 is the integer 4·d·r_hi, so t = floor(d·r_lo / 2^30) + 4·d·r_hi; |t| < 2^25,
-        // so wrapping i32 sums are exact.
-        let r = reciprocal_q46(sigma);
-        let r_lo = r as u32 as i32;
-        let r_hi4 = ((r - i64::from(r_lo)) >> 30) as i32;
+        // t = floor(d·r / 2^30) without a 64×64 product (see `reciprocal_words`); |t| < 2^25, so the wrapping
+        // i32 sum is exact.
+        let (r_high, r_low) = reciprocal_words(sigma);
         let normalized = xs.iter().map(|&v| {
             let d = n * i32::from(v) - c;
-            (((i64::from(d) * i64::from(r_lo)) >> 30) as i32).wrapping_add(d.wrapping_mul(r_hi4))
+            d.wrapping_mul(r_high).wrapping_add(((i64::from(d) * i64::from(r_low)) >> 32) as i32)
         });
         let columns = normalized.zip(p.gamma.iter().zip(p.beta));
         if let Some(k) = shift.checked_sub(32).filter(|&k| k > 0) {
@@ -371,7 +376,8 @@ mod tests {
 
         #[test]
         fn reciprocal_matches_model(sigma in prop_oneof![1u64..1 << 16, (1u64 << 16) - 3..(1 << 16) + 3, 1u64..1 << 25]) {
-            prop_assert_eq!(i128::from(reciprocal_q46(sigma)), (1i128 << 46) / i128::from(sigma));
+            let (high, low) = reciprocal_words(sigma);
+            prop_assert_eq!((i128::from(high) << 32) + i128::from(low), 4 * ((1i128 << 46) / i128::from(sigma)));
         }
 
         #[test]
