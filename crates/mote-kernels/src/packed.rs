@@ -333,6 +333,8 @@ fn pack_dsp16(
 /// Packs an activation matrix as the Dsp16 weights of a product `(a + a_offset)·(b + b_offset)` (`offsets` =
 /// `(a_offset, b_offset)`): weight `(j, c)` is `b[c, j] + b_offset` of `b [k, n]` (of `b [n, k]`, i.e. `b[j, c]`,
 /// when `TRANSPOSED`), bias `a_offset·Σ_c weight(j, c)`, multiplier `mul` (zero for the padding channel).
+/// The words are those [`pack_dsp16`] writes from these accessors; this runs on the MCU for every key and value
+/// block, so each column is read once in order and packed a quad at a time, its sum taken on the way.
 // Not inlined: inlined into its callers it compiles to more instructions per element on Cortex-M (EEGFormer-shaped
 // block, values: 88 K more of 7.1 M).
 #[inline(never)]
@@ -343,16 +345,62 @@ pub(crate) fn pack_activations<const TRANSPOSED: bool>(
     mul: i32,
     out: &mut [i32],
 ) {
-    let weight = |j: usize, c: usize| -> i32 {
-        if j < n && c < k {
-            let at = if TRANSPOSED { j * k + c } else { c * n + j };
-            b.get(at).map_or(0, |&v| i32::from(v) + b_offset)
-        } else {
-            0
+    let quads = k.div_ceil(4);
+    for (t, block) in out.chunks_exact_mut(block_words(k)).enumerate() {
+        let (head, rest) = block.split_at_mut(4.min(block.len()));
+        let (body, tail) = rest.split_at_mut((4 * quads).min(rest.len()));
+        let mut bias = [0i32; 2];
+        for (lane, (j, bias)) in [2 * t, 2 * t + 1].into_iter().zip(&mut bias).enumerate() {
+            let mut quads = body.chunks_exact_mut(4);
+            let mut sum = 0i32;
+            let offset = |v: i8| i32::from(v) + b_offset;
+            // Whole quads straight from the column, then the last quad padded with zeros past k.
+            let tail: [i32; 4] = match j < n {
+                false => [0; 4],
+                true if TRANSPOSED => {
+                    let mut column = b.get(j * k..(j + 1) * k).unwrap_or(&[]).chunks_exact(4);
+                    // The column first: `zip` polls it first and takes no quad once it is done.
+                    for (&[a, b, c, d], quad) in
+                        (&mut column).filter_map(|x| <&[i8; 4]>::try_from(x).ok()).zip(&mut quads)
+                    {
+                        sum = sum.wrapping_add(write_quad(quad, lane, [a, b, c, d].map(offset)));
+                    }
+                    let rest = column.remainder();
+                    core::array::from_fn(|i| rest.get(i).map_or(0, |&v| offset(v)))
+                }
+                true => {
+                    let mut rows = b.chunks_exact(4 * n);
+                    for (r, quad) in (&mut rows).zip(&mut quads) {
+                        let x: [i32; 4] = core::array::from_fn(|i| r.get(i * n + j).map_or(0, |&v| offset(v)));
+                        sum = sum.wrapping_add(write_quad(quad, lane, x));
+                    }
+                    let rest = rows.remainder();
+                    core::array::from_fn(|i| rest.get(i * n + j).map_or(0, |&v| offset(v)))
+                }
+            };
+            for quad in quads {
+                sum = sum.wrapping_add(write_quad(quad, lane, tail));
+            }
+            *bias = a_offset.wrapping_mul(sum);
         }
-    };
-    let bias = |j: usize| a_offset.wrapping_mul((0..k).fold(0i32, |s, c| s.wrapping_add(weight(j, c))));
-    pack_dsp16(k, weight, bias, |j| if j < n { mul } else { 0 }, out);
+        for (slot, v) in head.iter_mut().zip([bias[0], bias[1], bias[0], bias[1]]) {
+            *slot = v;
+        }
+        for (slot, j) in tail.iter_mut().zip([2 * t, 2 * t + 1]) {
+            *slot = if j < n { mul } else { 0 };
+        }
+    }
+}
+
+/// Writes four values of a column as the half-word pairs of channel `lane` (0 or 1) of a Dsp16 quad (see
+/// [`dsp16_quad`]); returns their sum.
+#[inline(always)]
+fn write_quad(quad: &mut [i32], lane: usize, v: [i32; 4]) -> i32 {
+    if let Some([lo, hi]) = quad.get_mut(2 * lane..2 * lane + 2) {
+        *lo = pair(v[0], v[2]);
+        *hi = pair(v[1], v[3]);
+    }
+    v[0] + v[1] + v[2] + v[3]
 }
 
 /// Fills the Mve8 tiles of `out` from the channel accessors of [`pack_linear`] (zero past `n` and `k`).
@@ -1170,6 +1218,34 @@ mod tests {
             mul_shift in prop_oneof![Just(0u32), 8u32..24],
         ) {
             equals_reference(PackedLayout::Dsp16, (m, k, n), seed, offset, zp, per_channel, with_bias, mul_shift)?;
+        }
+    }
+
+    proptest! {
+        /// The on-MCU packing of activations writes the words the generic packing writes from the same accessors.
+        #[test]
+        fn activation_packing_equals_generic_packing(
+            (k, n) in (dim(), dim()),
+            seed in any::<u64>(),
+            (a_offset, b_offset) in (-255i32..=255, -128i32..=128),
+            mul in any::<i32>(),
+            transposed in any::<bool>(),
+        ) {
+            let b = Lcg(seed).vec_i8(k * n);
+            let weight = |j: usize, c: usize| match j < n && c < k {
+                true => i32::from(if transposed { b[j * k + c] } else { b[c * n + j] }) + b_offset,
+                false => 0,
+            };
+            let bias = |j: usize| a_offset.wrapping_mul((0..k).fold(0i32, |s, c| s.wrapping_add(weight(j, c))));
+            let words = PackedLayout::Dsp16.words(n, k);
+            let mut want = vec![0; words];
+            pack_dsp16(k, weight, bias, |j| if j < n { mul } else { 0 }, &mut want);
+            let mut got = vec![-1; words];
+            match transposed {
+                true => pack_activations::<true>(&b, (k, n), (a_offset, b_offset), mul, &mut got),
+                false => pack_activations::<false>(&b, (k, n), (a_offset, b_offset), mul, &mut got),
+            }
+            prop_assert_eq!(got, want);
         }
     }
 
