@@ -113,7 +113,22 @@ impl<'a> ShiftRequant<'a> {
     fn apply_with(&self, x: i32, mul: i32, add: i32) -> i32 {
         // |x·mul| <= 2^62, |add| < 2^31, rounding term <= 2^61: no i64 overflow.
         let acc = i64::from(x) * i64::from(mul) + i64::from(add) + self.round;
-        (acc >> self.shift).max(i64::from(self.lo)).min(i64::from(self.hi)) as i32
+        let s = self.shift;
+        if !(1..32).contains(&s) {
+            return (acc >> s).max(i64::from(self.lo)).min(i64::from(self.hi)) as i32;
+        }
+        // Deeploy's shifts (1..=31) without a 64-bit shift and clamp: the low word of `acc >> s` from both
+        // words; it is the whole result when the bits above it are its sign extension, else the result is
+        // beyond i32 and clamps by the sign of `acc`.
+        let (low_word, high_word) = (acc as u32, (acc >> 32) as i32);
+        let low = ((low_word >> s) | ((high_word as u32) << (32 - s))) as i32;
+        if high_word >> s == low >> 31 {
+            low.max(self.lo).min(self.hi)
+        } else if high_word < 0 {
+            self.lo
+        } else {
+            self.hi
+        }
     }
 
     /// The requantization of one channel's values (`ch < channels()`), its parameters read once.

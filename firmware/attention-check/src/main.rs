@@ -4,7 +4,9 @@
 //! the SMLAD routine) and its in-place variant must give the head-major schedule's integers (which concatenates
 //! the heads and runs the packed linear kernel). Also Deeploy's packed linear layers (`linear_packed_requant`, whose
 //! sums the SMLAD routine computes in parts of 64 input and 128 output columns) against the plain
-//! `linear_requant`, for odd shapes and per-tensor and per-channel `RequantShift`. Prints `checks N fails F`;
+//! `linear_requant`, for odd shapes and per-tensor and per-channel `RequantShift`, and Deeploy's packed convolutions
+//! (`conv2d_packed_requant`, whose sums the SMLAD routine computes per pair of output pixels) against the plain
+//! `conv2d_requant`. Prints `checks N fails F`;
 //! exit code 0 when F is 0.
 #![no_std]
 #![no_main]
@@ -14,8 +16,11 @@ use mote_kernels::attention::{
     mhsa_i8, mhsa_i8_in_place, pack_heads, HeadProjection, LayerRequant, MhsaI8, MhsaSchedule, MhsaShape, MhsaSoftmax,
     ProductRequant,
 };
+use mote_kernels::conv::{conv2d_requant, Conv2dParams};
 use mote_kernels::matmul::{linear_requant, MatDims};
-use mote_kernels::packed::{linear_packed_requant, pack_linear, LinearWeights, PackedLayout, PackedLinear};
+use mote_kernels::packed::{
+    conv2d_packed_requant, linear_packed_requant, pack_linear, LinearWeights, PackedLayout, PackedLinear,
+};
 use mote_kernels::requant::{Requant, ShiftRequant};
 use mote_kernels::softmax::SoftmaxI8Params;
 use mote_kernels::KernelError;
@@ -47,8 +52,8 @@ struct Buffers {
     q: [i32; WORDS],
     o: [i32; WORDS],
     x: [i8; 1024],
-    out_a: [i8; 1024],
-    out_b: [i8; 1024],
+    out_a: [i8; 2048],
+    out_b: [i8; 2048],
     scratch: [i32; 8000],
     wq: [i8; 16000],
     wo: [i8; 4000],
@@ -78,8 +83,8 @@ fn run() -> i32 {
             q: [0; WORDS],
             o: [0; WORDS],
             x: [0; 1024],
-            out_a: [0; 1024],
-            out_b: [0; 1024],
+            out_a: [0; 2048],
+            out_b: [0; 2048],
             scratch: [0; 8000],
             wq: [0; 16000],
             wo: [0; 4000],
@@ -142,8 +147,59 @@ fn check_linear(b: &mut Buffers) -> Result<(usize, usize), KernelError> {
     Ok((checks, fails))
 }
 
+/// `(channels, height, width, outputs, kernel, stride, padding, input offset, per-channel requantization)` of each
+/// packed convolution: patches of 4 to 27 values (the SMLAD routine) and of 72 (more than its 16 quads: the
+/// portable tile), an odd number of output pixels, outputs of more than one part of 128 and odd.
+const CONV_CASES: [(usize, usize, usize, usize, usize, usize, usize, i32, bool); 4] = [
+    (3, 5, 5, 130, 3, 2, 1, 0, true),
+    (2, 7, 6, 5, 3, 1, 1, -3, false),
+    (8, 5, 5, 4, 3, 1, 0, 7, true),
+    (1, 6, 6, 3, 2, 2, 0, 0, false),
+];
+
+/// Deeploy's packed convolutions against the plain kernel: one check per case.
+fn check_conv(b: &mut Buffers) -> Result<(usize, usize), KernelError> {
+    let (mut checks, mut fails) = (0, 0);
+    for (ci, &(c, h, w, n, kernel, stride, pad, offset, per_channel)) in CONV_CASES.iter().enumerate() {
+        let mut g = Lcg(ci as u64 + 200);
+        let k = c * kernel * kernel;
+        let p = Conv2dParams {
+            stride_h: stride,
+            stride_w: stride,
+            pad_top: pad,
+            pad_left: pad,
+            pad_bottom: pad,
+            pad_right: pad,
+            input_offset: offset,
+            ..Conv2dParams::new(1, c, h, w, n, kernel, kernel)
+        };
+        let (oh, ow) = p.output_hw()?;
+        b.x[..c * h * w].iter_mut().for_each(|v| *v = g.i8());
+        b.wq[..n * k].iter_mut().for_each(|v| *v = g.i8());
+        b.bq[..n].iter_mut().for_each(|v| *v = g.range(-5000, 5000));
+        let channels = if per_channel { n } else { 1 };
+        b.mq[..channels].iter_mut().for_each(|v| *v = g.range(1, 9));
+        b.add[..channels].iter_mut().for_each(|v| *v = g.range(-4000, 4000));
+        let rq = Requant::Shift(ShiftRequant::new(&b.mq[..channels], &b.add[..channels], 12, 256, true)?);
+        let words = PackedLayout::Dsp16.words(n, k);
+        let src = LinearWeights { w: &b.wq[..n * k], bias: Some(&b.bq[..n]), input_offset: 0, mul: &[0], n, k };
+        pack_linear(PackedLayout::Dsp16, &src, &mut b.q[..words])?;
+        let packed = PackedLinear::new(PackedLayout::Dsp16, n, k, &b.q[..words])?;
+        let len = n * oh * ow;
+        conv2d_packed_requant(&b.x[..c * h * w], &packed, &p, &rq, &mut b.scratch, &mut b.out_a[..len])?;
+        conv2d_requant(&b.x[..c * h * w], &b.wq[..n * k], Some(&b.bq[..n]), &p, &rq, &mut b.out_b[..len])?;
+        checks += 1;
+        if b.out_a[..len] != b.out_b[..len] {
+            fails += 1;
+            println!("MISMATCH conv case {}", ci);
+        }
+    }
+    Ok((checks, fails))
+}
+
 fn check(b: &mut Buffers) -> Result<(usize, usize), KernelError> {
     let (linear_checks, linear_fails) = check_linear(b)?;
+    let (conv_checks, conv_fails) = check_conv(b)?;
     let mut exp = [0u16; 256];
     let mut e: u32 = 32768;
     for v in exp.iter_mut() {
@@ -239,5 +295,5 @@ fn check(b: &mut Buffers) -> Result<(usize, usize), KernelError> {
             }
         }
     }
-    Ok((checks + linear_checks, fails + linear_fails))
+    Ok((checks + linear_checks + conv_checks, fails + linear_fails + conv_fails))
 }
