@@ -351,7 +351,7 @@ pub(crate) fn pack_activations<const TRANSPOSED: bool>(
         let (body, tail) = rest.split_at_mut((4 * quads).min(rest.len()));
         let mut bias = [0i32; 2];
         for (lane, (j, bias)) in [2 * t, 2 * t + 1].into_iter().zip(&mut bias).enumerate() {
-            let mut quads = body.chunks_exact_mut(4);
+            let mut slots = body.chunks_exact_mut(4);
             let mut sum = 0i32;
             let offset = |v: i8| i32::from(v) + b_offset;
             // Whole quads straight from the column, then the last quad padded with zeros past k.
@@ -360,17 +360,17 @@ pub(crate) fn pack_activations<const TRANSPOSED: bool>(
                 true if TRANSPOSED => {
                     let mut column = b.get(j * k..(j + 1) * k).unwrap_or(&[]).chunks_exact(4);
                     // The column first: `zip` polls it first and takes no quad once it is done.
-                    for (&[a, b, c, d], quad) in
-                        (&mut column).filter_map(|x| <&[i8; 4]>::try_from(x).ok()).zip(&mut quads)
+                    for (&[x0, x1, x2, x3], quad) in
+                        (&mut column).filter_map(|x| <&[i8; 4]>::try_from(x).ok()).zip(&mut slots)
                     {
-                        sum = sum.wrapping_add(write_quad(quad, lane, [a, b, c, d].map(offset)));
+                        sum = sum.wrapping_add(write_quad(quad, lane, [x0, x1, x2, x3].map(offset)));
                     }
                     let rest = column.remainder();
                     core::array::from_fn(|i| rest.get(i).map_or(0, |&v| offset(v)))
                 }
                 true => {
                     let mut rows = b.chunks_exact(4 * n);
-                    for (r, quad) in (&mut rows).zip(&mut quads) {
+                    for (r, quad) in (&mut rows).zip(&mut slots) {
                         let x: [i32; 4] = core::array::from_fn(|i| r.get(i * n + j).map_or(0, |&v| offset(v)));
                         sum = sum.wrapping_add(write_quad(quad, lane, x));
                     }
@@ -378,7 +378,7 @@ pub(crate) fn pack_activations<const TRANSPOSED: bool>(
                     core::array::from_fn(|i| rest.get(i * n + j).map_or(0, |&v| offset(v)))
                 }
             };
-            for quad in quads {
+            for quad in slots {
                 sum = sum.wrapping_add(write_quad(quad, lane, tail));
             }
             *bias = a_offset.wrapping_mul(sum);
