@@ -16,6 +16,10 @@
 use crate::elem::{check_range, IntElem};
 use crate::KernelError;
 
+/// Whether 64-bit shifts are single instructions (`ASRL` of Armv8.1-M, the Helium cores): then
+/// [`ShiftRequant`] shifts and clamps in `i64` for every shift instead of in 32-bit words.
+const LONG_SHIFTS: bool = cfg!(mote_mve);
+
 /// Largest shift accepted by [`ShiftRequant`]; keeps `x·mul + add + 2^(s-1)` inside `i64`.
 pub const MAX_RQS_SHIFT: u32 = 62;
 /// Smallest shift accepted by [`FixedPointRequant`] (a right shift by 31).
@@ -114,12 +118,23 @@ impl<'a> ShiftRequant<'a> {
         // |x·mul| <= 2^62, |add| < 2^31, rounding term <= 2^61: no i64 overflow.
         let acc = i64::from(x) * i64::from(mul) + i64::from(add) + self.round;
         let s = self.shift;
-        if !(1..32).contains(&s) {
-            return (acc >> s).max(i64::from(self.lo)).min(i64::from(self.hi)) as i32;
+        if LONG_SHIFTS || !(1..32).contains(&s) {
+            return self.wide(acc, s);
         }
-        // Deeploy's shifts (1..=31) without a 64-bit shift and clamp: the low word of `acc >> s` from both
-        // words; it is the whole result when the bits above it are its sign extension, else the result is
-        // beyond i32 and clamps by the sign of `acc`.
+        self.narrow(acc, s)
+    }
+
+    /// `clamp(acc >> s, lo, hi)` in `i64`.
+    #[inline(always)]
+    fn wide(&self, acc: i64, s: u32) -> i32 {
+        (acc >> s).max(i64::from(self.lo)).min(i64::from(self.hi)) as i32
+    }
+
+    /// [`Self::wide`] for Deeploy's shifts (`s` in 1..=31) without a 64-bit shift and clamp: the low word of
+    /// `acc >> s` from both words; it is the whole result when the bits above it are its sign extension, else
+    /// the result is beyond `i32` and clamps by the sign of `acc`.
+    #[inline(always)]
+    fn narrow(&self, acc: i64, s: u32) -> i32 {
         let (low_word, high_word) = (acc as u32, (acc >> 32) as i32);
         let low = ((low_word >> s) | ((high_word as u32) << (32 - s))) as i32;
         if high_word >> s == low >> 31 {
@@ -722,6 +737,16 @@ mod tests {
             let r = ShiftRequant::new(&mul, &add, s, n, signed).unwrap();
             let (lo, hi) = if signed { (-(n as i32 / 2), n as i32 / 2 - 1) } else { (0, n as i32 - 1) };
             prop_assert_eq!(r.apply(x, 0), model_rqs(x, mul[0], add[0], s, lo, hi));
+        }
+
+        #[test]
+        fn rqs_narrow_equals_wide(x in any::<i32>(), mul in any::<i32>(), add in any::<i32>(), s in 1u32..=31,
+                                  (lo, hi) in prop_oneof![Just((-128, 127)), Just((0, 255)), Just((i32::MIN, i32::MAX))]) {
+            let (mul, add) = ([mul], [add]);
+            let r = ShiftRequant::with_bounds(&mul, &add, s, lo, hi).unwrap();
+            let acc = i64::from(x) * i64::from(mul[0]) + i64::from(add[0]) + r.round;
+            prop_assert_eq!(r.narrow(acc, s), r.wide(acc, s));
+            prop_assert_eq!(r.wide(acc, s), model_rqs(x, mul[0], add[0], s, lo, hi));
         }
 
         #[test]

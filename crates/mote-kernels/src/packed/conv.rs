@@ -15,46 +15,47 @@ use crate::{IntElem, KernelError};
 /// Input offsets for which every `x + input_offset` (`x` an `i8`) fits the panel's 16-bit half-words.
 const OFFSET_RANGE: core::ops::RangeInclusive<i32> = (i16::MIN as i32 + 128)..=(i16::MAX as i32 - 127);
 
-/// Writes the patch of output pixel `(b, oy, ox)` as row `row` (0 or 1) of the Dsp16 panel: per `k = (c·kh +
-/// ky)·kw + kx`, `x[b, c, iy, ix] + input_offset`, 0 at padding positions and past `k` (up to the panel's quads).
-fn fill_patch(x: &[i8], p: &Conv2dParams, (b, oy, ox): (usize, usize, usize), row: usize, panel: &mut [i32]) {
-    let mut slots = panel.chunks_exact_mut(4).filter_map(|q| q.get_mut(2 * row..2 * row + 2));
-    let mut quad = [0i32; 4];
+/// Writes the patches of output pixels `pixels[0]` and `pixels[1]` (`(b, oy, ox)`) as rows 0 and 1 of the
+/// Dsp16 panel: per `k = (c·kh + ky)·kw + kx`, `x[b, c, iy, ix] + input_offset`, 0 at padding positions and past
+/// `k` (up to the panel's quads). Both rows in one pass, each pixel's input row found once per `(c, ky)`.
+fn fill_patches(x: &[i8], p: &Conv2dParams, pixels: [(usize, usize, usize); 2], panel: &mut [i32]) {
+    let plane = p.in_h * p.in_w;
+    let mut quads = panel.chunks_exact_mut(4);
+    let mut values = [[0i32; 4]; 2];
     let mut filled = 0;
-    let mut push = |v: i32| {
-        if let Some(s) = quad.get_mut(filled) {
-            *s = v;
-        }
-        filled += 1;
-        if filled == 4 {
-            let [v0, v1, v2, v3] = quad;
-            if let Some([w0, w1]) = slots.next() {
-                *w0 = pair(v0, v2);
-                *w1 = pair(v1, v3);
-            }
-            filled = 0;
+    let mut flush = |values: &[[i32; 4]; 2]| {
+        let [[a0, a1, a2, a3], [b0, b1, b2, b3]] = *values;
+        if let Some(quad) = quads.next() {
+            quad.iter_mut().zip([pair(a0, a2), pair(a1, a3), pair(b0, b2), pair(b1, b3)]).for_each(|(w, v)| *w = v);
         }
     };
-    let plane = p.in_h * p.in_w;
-    let image = b * p.in_channels * plane;
     for c in 0..p.in_channels {
-        let channel = image + c * plane;
         for ky in 0..p.kernel_h {
-            let iy = (oy * p.stride_h + ky * p.dilation_h).checked_sub(p.pad_top).filter(|&iy| iy < p.in_h);
+            // Each pixel's input row at (c, ky) (empty in the padding) and its column at kx = 0 plus the padding.
+            let rows = pixels.map(|(b, oy, ox)| {
+                let iy = (oy * p.stride_h + ky * p.dilation_h).checked_sub(p.pad_top).filter(|&iy| iy < p.in_h);
+                let start = iy.map(|iy| (b * p.in_channels + c) * plane + iy * p.in_w);
+                (start.and_then(|s| x.get(s..s + p.in_w)).unwrap_or(&[]), ox * p.stride_w)
+            });
             for kx in 0..p.kernel_w {
-                let ix = (ox * p.stride_w + kx * p.dilation_w).checked_sub(p.pad_left).filter(|&ix| ix < p.in_w);
-                push(match (iy, ix) {
-                    (Some(iy), Some(ix)) => {
-                        x.get(channel + iy * p.in_w + ix).map_or(0, |&v| i32::from(v) + p.input_offset)
+                for (slots, &(row, x0)) in values.iter_mut().zip(&rows) {
+                    // Left of the image the column wraps past the row's end: padding as well.
+                    let ix = (x0 + kx * p.dilation_w).wrapping_sub(p.pad_left);
+                    if let Some(slot) = slots.get_mut(filled) {
+                        *slot = row.get(ix).map_or(0, |&v| i32::from(v) + p.input_offset);
                     }
-                    _ => 0,
-                });
+                }
+                filled += 1;
+                if filled == 4 {
+                    flush(&values);
+                    filled = 0;
+                }
             }
         }
     }
-    let k = p.in_channels * p.kernel_h * p.kernel_w;
-    for _ in k..4 * k.div_ceil(4) {
-        push(0);
+    if filled > 0 {
+        values.iter_mut().for_each(|slots| slots.iter_mut().skip(filled).for_each(|v| *v = 0));
+        flush(&values);
     }
 }
 
@@ -97,16 +98,15 @@ pub fn conv2d_packed_requant<T: IntElem>(
         let (b, pix) = (g / pixels, g % pixels);
         ((b, pix / ow, pix % ow), b * n * pixels + pix)
     };
-    // DSP builds: the sums of a pixel pair's channels by the `SMLAD` routine.
+    // DSP builds: the sums of a pixel pair's channels by the `SMLAD` routine, where its set-up per pair pays off.
     #[cfg(all(mote_dsp, target_arch = "arm"))]
-    if quads <= super::dsp::ACC_MAX_QUADS {
+    if quads <= super::dsp::ACC_MAX_QUADS && n >= 32 {
         return pixel_pairs_dsp(x, p, params, rq, panel, out);
     }
     with_scheme!(rq, |apply| {
         for (g0, g1) in row_pairs(batch * pixels) {
             let ((px0, base0), (px1, base1)) = (at(g0), at(g1));
-            fill_patch(x, params, px0, 0, panel);
-            fill_patch(x, params, px1, 1, panel);
+            fill_patches(x, params, [px0, px1], panel);
             for t in 0..n.div_ceil(TILE_COLS) {
                 let acc = tile_portable(panel, p.block(t), quads);
                 for (idx, &a) in acc.iter().enumerate() {
@@ -145,12 +145,10 @@ fn pixel_pairs_dsp<T: IntElem>(
     let mut sums = [0i32; TILE_ROWS * PART_OUTPUTS];
     with_scheme!(rq, |apply| {
         for (g0, g1) in row_pairs(params.batch * pixels) {
-            let mut bases = [0; TILE_ROWS];
-            for (row, (g, base)) in [g0, g1].into_iter().zip(&mut bases).enumerate() {
-                let (b, pix) = (g / pixels, g % pixels);
-                fill_patch(x, params, (b, pix / ow, pix % ow), row, panel);
-                *base = b * n * pixels + pix;
-            }
+            let at = |g: usize| ((g / pixels, g % pixels / ow, g % pixels % ow), g / pixels * n * pixels + g % pixels);
+            let ((px0, base0), (px1, base1)) = (at(g0), at(g1));
+            fill_patches(x, params, [px0, px1], panel);
+            let bases = [base0, base1];
             let (rows, kind) = if g0 == g1 { (1, AccRows::Lone) } else { (2, AccRows::Pairs(1)) };
             for j0 in (0..n).step_by(PART_OUTPUTS) {
                 let width = PART_OUTPUTS.min(n - j0);
