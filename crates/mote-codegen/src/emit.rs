@@ -1334,7 +1334,9 @@ pub(crate) fn attention_scratch(g: &Graph, layer: &Layer, packed: Option<PackedL
 }
 
 /// The packed product of a `QMatMul` layer (two int8 activations, per-tensor `HighMul` rescale) on a core with a
-/// packed layout (any Arm DSP core: `b` is packed at run time into Dsp16), or `None`.
+/// packed layout (any Arm DSP core: `b` is packed at run time into Dsp16), or `None`. Products of fewer than 4
+/// terms or with one output column stay plain: packing `b` for them costs hundreds of instructions a batch
+/// (TinyViT's one-token windows: 34 K instructions for 64 MACs).
 pub(crate) fn packed_matmul(g: &Graph, layer: &Layer, layout: Option<PackedLayout>) -> Option<PackedMatmul> {
     layout?;
     if layer.fusion != Fusion::Single || layer.in_place {
@@ -1349,7 +1351,8 @@ pub(crate) fn packed_matmul(g: &Graph, layer: &Layer, layout: Option<PackedLayou
         return None;
     }
     let (batch, batch_b) = (product(&a[..ra - 2]), product(&b[..rb - 2]));
-    (batch_b == batch || batch_b == 1).then_some(PackedMatmul {
+    let worth_packing = a[ra - 1] >= 4 && b[rb - 1] >= 2;
+    (worth_packing && (batch_b == batch || batch_b == 1)).then_some(PackedMatmul {
         batch,
         m: a[ra - 2],
         k: a[ra - 1],
